@@ -1,0 +1,34 @@
+"""Metadata a user looks at in the UI: row counts, column schema, a markdown preview."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+
+
+def table_metadata(con: duckdb.DuckDBPyConnection, table: str, preview_rows: int = 5,
+                   hide: tuple[str, ...] = ()) -> dict[str, dg.MetadataValue]:
+    schema, name = table.split(".")
+    cols = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+        "ORDER BY ordinal_position", [schema, name]
+    ).fetchall()
+    n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    shown = [c for c, _ in cols if c not in hide and not c.startswith("_")][:12]
+    preview = con.execute(
+        f"SELECT {', '.join(chr(34) + c + chr(34) for c in shown)} FROM {table} LIMIT {preview_rows}"
+    ).df() if shown else None
+    md = {
+        "dagster/row_count": dg.MetadataValue.int(n),
+        "dagster/table_name": dg.MetadataValue.text(f"warehouse.{table}"),
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c, t) for c, t in cols]),
+    }
+    if preview is not None and len(preview):
+        md["preview"] = dg.MetadataValue.md(preview.to_markdown(index=False, floatfmt=".4g"))
+    return md
+
+
+def frame_md(rows: list[tuple], headers: list[str]) -> dg.MetadataValue:
+    head = "| " + " | ".join(headers) + " |\n| " + " | ".join("---" for _ in headers) + " |\n"
+    body = "".join("| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |\n" for r in rows)
+    return dg.MetadataValue.md(head + body if rows else "_none_")

@@ -1,0 +1,3 @@
+"""GX contract checks (being written)."""
+
+gx_checks: list = []

@@ -1,0 +1,236 @@
+"""`scorehouse`: generate a sample bank, run the pipeline through Dagster, start the UI.
+
+Thin on purpose: the graph is Dagster's (orchestration/definitions.py); `run` executes the same job the UI
+and the sensors launch, in this process, recorded in the home's Dagster storage so it shows in the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from orchestration.home import ensure_dagster_home
+from warehouse.db import Home
+
+UI_HOST = "127.0.0.1"
+
+
+def _set_env(home: Home, source: str | None = None, landing: str | None = None) -> None:
+    os.environ["SCOREHOUSE_HOME"] = str(home.root)
+    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home.dagster_home))
+    if source:
+        os.environ["SCOREHOUSE_SOURCE"] = source
+    if landing:
+        os.environ["SCOREHOUSE_LANDING"] = str(Path(landing).expanduser().resolve())
+
+
+# ---------------------------------------------------------------- generate
+def cmd_generate(args: argparse.Namespace) -> int:
+    from warehouse.synthetic import generate_bank
+
+    t0 = time.monotonic()
+    counts = generate_bank(args.out, customers=args.customers, seed=args.seed, fmt=args.format,
+                           progress=lambda m: print(f"  {m}", flush=True))
+    print(f"wrote a sample bank to {Path(args.out).resolve()} in {time.monotonic() - t0:.1f}s:")
+    for table, n in counts.items():
+        print(f"  {table:<14}{n:>12,} rows")
+    return 0
+
+
+# ---------------------------------------------------------------- run
+class _Progress(threading.Thread):
+    """Prints one line per finished step and check, read from the run's own event log."""
+
+    def __init__(self, instance, run_id: str):
+        super().__init__(daemon=True)
+        self.instance, self.run_id, self.stop = instance, run_id, threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        cursor = None
+        while True:
+            done = self.stop.is_set()
+            conn = self.instance.get_records_for_run(self.run_id, cursor=cursor)
+            for rec in conn.records:
+                self._print(rec.event_log_entry)
+            cursor = conn.cursor
+            if done:
+                return
+            self.stop.wait(0.25)
+
+    def _print(self, entry) -> None:
+        ev = entry.dagster_event
+        if ev is None:
+            return
+        t = f"[{time.monotonic() - self.t0:6.1f}s]"
+        kind = ev.event_type_value
+        if kind == "ASSET_MATERIALIZATION":
+            mat = ev.event_specific_data.materialization
+            md = mat.metadata
+            rows = md.get("dagster/row_count")
+            extra = ""
+            if "rows_read" in md:
+                extra = f" ({md['rows_read'].value:,} read, {md['rows_quarantined'].value:,} quarantined)"
+            n = f"{rows.value:,} rows" if rows else ""
+            print(f"{t} ✓ {mat.asset_key.to_user_string():<32} {n}{extra}", flush=True)
+        elif kind == "ASSET_CHECK_EVALUATION":
+            ce = ev.event_specific_data
+            mark = "✓" if ce.passed else ("!" if ce.severity.value == "WARN" else "✗")
+            print(f"{t}   {mark} check {ce.check_name}", flush=True)
+        elif kind == "STEP_FAILURE":
+            err = ev.event_specific_data.error
+            msg = _failure_message(err)
+            print(f"{t} ✗ {ev.step_key} failed: {msg}", flush=True)
+
+
+def _failure_message(err) -> str:
+    """The user-facing message of a step failure: a dg.Failure's description, else the innermost error."""
+    while err is not None and err.cause is not None and "Failure" not in (err.cls_name or ""):
+        err = err.cause
+    msg = (err.message if err else "").strip().removeprefix("dagster._core.definitions.events.Failure: ")
+    if err is not None and "Failure" not in (err.cls_name or ""):
+        msg = "\n".join(msg.split("\n\n")[0].splitlines()[:3])  # the error, not DuckDB's query excerpt
+    return msg
+
+
+def _summary(home: Home, result, run_id: str) -> None:
+    import duckdb
+
+    print("\nTables in", home.warehouse)
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        rows = con.execute("""
+            SELECT table_schema, table_name FROM information_schema.tables
+            WHERE table_schema IN ('raw', 'quarantine', 'features') ORDER BY table_schema, table_name""").fetchall()
+        for schema, name in rows:
+            if name == "ingest_ledger":
+                continue
+            n = con.execute(f'SELECT count(*) FROM {schema}."{name}"').fetchone()[0]
+            if schema == "quarantine" and n == 0:
+                continue
+            print(f"  {schema + '.' + name:<34}{n:>12,}")
+    checks = result.get_asset_check_evaluations()
+    failed = [c for c in checks if not c.passed]
+    print(f"\nChecks: {len(checks) - len(failed)} passed, {len(failed)} failed")
+    for c in failed:
+        print(f"  ✗ {c.asset_key.to_user_string()} {c.check_name} ({c.severity.value}): "
+              f"{c.metadata.get('actual').value if c.metadata.get('actual') else ''}")
+    for ev in result.get_step_failure_events():
+        print(f"  ✗ step {ev.step_key}: {_failure_message(ev.event_specific_data.error)}")
+    print(f"\nRun {run_id}: {'SUCCESS' if result.success else 'FAILURE'}")
+    print(f"Home: {home.root}  (warehouse.duckdb, dagster/ run history)")
+    print(f"UI:   make ui  (or scorehouse ui --home {home.root}), then http://{UI_HOST}:3000/runs/{run_id}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from warehouse.sources import SourceConfigError, load_source
+
+    home = Home.resolve(args.home)
+    try:
+        load_source(args.source or os.environ.get("SCOREHOUSE_SOURCE") or "synthetic")
+    except SourceConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _set_env(home, args.source, args.landing)
+
+    import dagster as dg
+    from dagster._core.utils import make_new_run_id
+
+    from orchestration.definitions import defs
+    from orchestration.stale_runs import fail_dead_cli_runs
+
+    job = defs.resolve_job_def(args.job)
+    run_id = make_new_run_id()
+    with dg.DagsterInstance.get() as instance:
+        fail_dead_cli_runs(instance)
+        print(f"Running job {args.job!r} for source {os.environ.get('SCOREHOUSE_SOURCE', 'synthetic')!r}, "
+              f"home {home.root}", flush=True)
+        progress = _Progress(instance, run_id)
+        progress.start()
+        try:
+            result = job.execute_in_process(
+                instance=instance, run_id=run_id, raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+                tags={"scorehouse/trigger": "cli", "scorehouse/pid": str(os.getpid()),
+                      "scorehouse/host": os.uname().nodename},
+            )
+        finally:
+            progress.stop.set()
+            progress.join()
+    _summary(home, result, run_id)
+    return 0 if result.success else 1
+
+
+# ---------------------------------------------------------------- ui
+def cmd_ui(args: argparse.Namespace) -> int:
+    home = Home.resolve(args.home)
+    _set_env(home, args.source, args.landing)
+    bindir = Path(sys.executable).parent
+    target = ["-m", "orchestration.definitions"]
+    # Each in its own session so one signal stops it with its children (the webserver's code server).
+    procs = [
+        subprocess.Popen([str(bindir / "dagster-daemon"), "run", *target], start_new_session=True),
+        subprocess.Popen([str(bindir / "dagster-webserver"), "-h", UI_HOST, "-p", str(args.port), *target],
+                         start_new_session=True),
+    ]
+    print(f"Dagster UI on http://{UI_HOST}:{args.port} (home {home.root}); Ctrl-C stops it.", flush=True)
+    stopping = threading.Event()
+
+    def _stop(signum, frame):
+        stopping.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stopping.is_set() and all(p.poll() is None for p in procs):
+        stopping.wait(0.5)
+    code = 0 if stopping.is_set() else 1
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    print("stopped webserver and daemon", flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scorehouse", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write a synthetic bank (CSV or XLSX) to a folder")
+    g.add_argument("--customers", type=int, default=20_000)
+    g.add_argument("--out", required=True)
+    g.add_argument("--format", choices=("csv", "xlsx"), default="csv")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("run", help="materialize the whole asset graph through Dagster, in this process")
+    r.add_argument("--source", help="shipped source name (synthetic, berka, ...) or a source-config YAML")
+    r.add_argument("--landing", help="folder with the bank's files (default: the source's, else <home>/landing)")
+    r.add_argument("--home", help="home folder (default: $SCOREHOUSE_HOME or ./.scorehouse)")
+    r.add_argument("--job", default="scorehouse", help="job to run (scorehouse, ingest)")
+    r.set_defaults(func=cmd_run)
+
+    u = sub.add_parser("ui", help="start the Dagster webserver and daemon on 127.0.0.1 for a home")
+    u.add_argument("--home")
+    u.add_argument("--source")
+    u.add_argument("--landing")
+    u.add_argument("--port", type=int, default=3000)
+    u.set_defaults(func=cmd_ui)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The one Dagster entry point: assets, checks, jobs, sensors and resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.features import feature_assets, feature_checks
+from assets.ingest import raw_assets
+from assets.quality import gx_checks
+from orchestration.resources import resources_for_env
+from orchestration.sensors import build_landing_sensor
+from orchestration.settings import load_settings
+from warehouse.db import Home
+
+# DuckDB allows one writing process per file: steps run in this process, one after another, and the
+# `warehouse` pool (limit 1, see the home's dagster.yaml) keeps two runs from writing at once.
+scorehouse_job = dg.define_asset_job(
+    "scorehouse", selection=dg.AssetSelection.all(), executor_def=dg.in_process_executor,
+    description="The whole pipeline: ingest the landing files, validate, build features.",
+)
+ingest_job = dg.define_asset_job(
+    "ingest", selection=dg.AssetSelection.groups("ingest"), executor_def=dg.in_process_executor,
+    description="Ingest and validate the landing files only.",
+)
+
+settings = load_settings(Home.resolve().root)
+
+defs = dg.Definitions(
+    assets=[*raw_assets, *feature_assets],
+    asset_checks=[*gx_checks, *feature_checks],
+    jobs=[scorehouse_job, ingest_job],
+    sensors=[build_landing_sensor(scorehouse_job, settings["sensors"]["landing_interval_seconds"])],
+    resources=resources_for_env(),
+    executor=dg.in_process_executor,
+)

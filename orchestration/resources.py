@@ -1,0 +1,103 @@
+"""Resources, and the one helper that picks them per environment."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from orchestration.settings import load_settings
+from warehouse.db import Home, connect
+from warehouse.schema import ensure_schemas
+from warehouse.sources import SourceConfig, load_source
+
+
+class Warehouse(dg.ConfigurableResource):
+    """The working DuckDB file under the home. One writer at a time: assets use pool `warehouse`."""
+
+    home: str
+    memory_limit: str = "2GB"
+    threads: int | None = None
+    lock_wait_seconds: float = 60.0  # another process (e.g. a run from the CLI) may hold the file briefly
+
+    @property
+    def paths(self) -> Home:
+        return Home.resolve(self.home)
+
+    @contextmanager
+    def connect(self):
+        # Our own context manager rather than dagster-duckdb's: its get_connection does not close the
+        # connection when the body raises, which would keep DuckDB's single-writer lock after a failure.
+        deadline = time.monotonic() + self.lock_wait_seconds
+        delay = 0.2
+        while True:
+            try:
+                cm = connect(self.paths.warehouse, memory_limit=self.memory_limit, threads=self.threads)
+                con = cm.__enter__()
+                break
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        try:
+            ensure_schemas(con)
+            yield con
+        finally:
+            cm.__exit__(None, None, None)
+
+
+class Source(dg.ConfigurableResource):
+    """Which bank's files to read (a shipped source name or a YAML path) and where they land."""
+
+    source: str = "synthetic"
+    landing: str = ""
+
+    def config(self) -> SourceConfig:
+        return load_source(self.source)
+
+    def landing_path(self) -> Path:
+        cfg = self.config()
+        landing = Path(self.landing or cfg.default_landing or "").expanduser().resolve()
+        if not landing.is_dir():
+            raise dg.Failure(f"landing folder {landing} does not exist (source {cfg.name!r}); "
+                             "pass --landing or set SCOREHOUSE_LANDING")
+        return landing
+
+
+class Settings(dg.ConfigurableResource):
+    """Thresholds and knobs from defaults.yaml merged with the user's scorehouse.yaml."""
+
+    home: str
+
+    def get(self, *path: str):
+        node = load_settings(self.home)
+        for p in path:
+            node = node[p]
+        return node
+
+
+def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Local (default) resources from the environment the CLI or `make ui` set up.
+
+    SCOREHOUSE_HOME, SCOREHOUSE_SOURCE and SCOREHOUSE_LANDING choose the home, the bank and its landing
+    folder; SCOREHOUSE_ENV names the environment (only `local`, the embedded DuckDB + Dagster storage, today).
+    """
+    env = env or os.environ.get("SCOREHOUSE_ENV", "local")
+    if env != "local":
+        raise ValueError(f"unknown SCOREHOUSE_ENV {env!r}; known: local")
+    home = Home.resolve()
+    settings = load_settings(home.root)
+    wh = settings["warehouse"]
+    source = os.environ.get("SCOREHOUSE_SOURCE", "synthetic")
+    # Landing: the environment, else the source config's own `landing:`, else <home>/landing.
+    landing = os.environ.get("SCOREHOUSE_LANDING") or load_source(source).default_landing or str(home.root / "landing")
+    return {
+        "warehouse": Warehouse(home=str(home.root), memory_limit=wh["memory_limit"], threads=wh["threads"]),
+        "source": Source(source=source, landing=landing),
+        "settings": Settings(home=str(home.root)),
+    }

@@ -1,0 +1,179 @@
+"""The raw data contract: the tables every bank's files are mapped to, their columns, types and keys.
+
+This module is the single source of truth: ingest coerces to it, the GX suites are built from it, and
+`docs/data-contract.md` is generated from it (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# DuckDB types used by the contract.
+TEXT, INT, NUM, DATE, TS, BOOL = "VARCHAR", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "BOOLEAN"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    required: bool = False  # must be mapped by the source AND non-null in every row
+    description: str = ""
+    min: float | None = None  # inclusive bounds checked on load (rows outside go to quarantine)
+    max: float | None = None
+    allowed: tuple[str, ...] | None = None  # allowed values (after the source's value maps)
+    not_future: bool = False  # dates after the load time are rejected
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+    references_customers: bool = False  # customer_id must exist in raw.customers (when customers are loaded)
+    generated_key: str | None = None  # key column filled from file and row when a source has no id
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+CUSTOMERS = Table(
+    "customers",
+    "One row per customer: demographics, income, relationship. Extra columns of a bank's file are kept.",
+    (
+        Column("customer_id", TEXT, True, "Customer key, kept as text (leading zeros matter)."),
+        Column("birth_date", DATE, description="Date of birth.", not_future=True),
+        Column("age", INT, description="Age in years when the file was exported.", min=0, max=120),
+        Column("gender", TEXT, description="F, M or U (unknown).", allowed=("F", "M", "U")),
+        Column("income", NUM, description="Yearly income in the bank's currency.", min=0),
+        Column("credit_score", NUM, description="Bureau or internal credit score.", min=0),
+        Column("region", TEXT, description="Region or country of residence."),
+        Column("city", TEXT, description="City or district of residence."),
+        Column("agency_id", TEXT, description="Home agency (branch); see agencies."),
+        Column("manager_id", TEXT, description="Relationship manager; see managers."),
+        Column("joined_date", DATE, description="Date the customer relationship started.", not_future=True),
+        Column("tenure_months", INT, description="Months as customer, when no joined_date is given.", min=0),
+        Column("segment", TEXT, description="The bank's own segment label (mass, affluent, ...)."),
+    ),
+    key=("customer_id",),
+)
+
+ACCOUNTS = Table(
+    "accounts",
+    "Product holdings: one row per account, card or contract a customer holds, with open/close dates.",
+    (
+        Column("account_id", TEXT, True, "Holding key (account number, card id, contract id)."),
+        Column("customer_id", TEXT, True, "Holder."),
+        Column("product_id", TEXT, True, "Product held; see products."),
+        Column("opened_date", DATE, description="Date opened.", not_future=True),
+        Column("closed_date", DATE, description="Date closed; empty while open."),
+        Column("balance", NUM, description="Current balance (negative for credit used)."),
+        Column("credit_limit", NUM, description="Credit limit for cards and overdrafts.", min=0),
+        Column("status", TEXT, description="Bank's status code (active, dormant, closed, ...)."),
+    ),
+    key=("account_id",),
+    references_customers=True,
+)
+
+PRODUCTS = Table(
+    "products",
+    "Product catalogue.",
+    (
+        Column("product_id", TEXT, True, "Product key."),
+        Column("product_name", TEXT, description="Display name."),
+        Column("category", TEXT, description="deposit, savings, card, loan, investment, insurance, other."),
+        Column("monthly_fee", NUM, description="Monthly fee.", min=0),
+    ),
+    key=("product_id",),
+)
+
+TRANSACTIONS = Table(
+    "transactions",
+    "Money movements. amount is signed: positive into the customer's account, negative out of it.",
+    (
+        Column("transaction_id", TEXT, True, "Transaction key; made from file and row when the bank has none."),
+        Column("customer_id", TEXT, True, "Customer the movement belongs to."),
+        Column("account_id", TEXT, description="Account or holding; see accounts."),
+        Column("transaction_date", TS, True, "When it happened.", not_future=True),
+        Column("amount", NUM, True, "Signed amount: + credit (in), - debit (out)."),
+        Column("category", TEXT, description="salary, bill, card, transfer, cash, fee, loan, interest, purchase, ..."),
+        Column("channel", TEXT, description="branch, atm, online, mobile, pos, ..."),
+        Column("balance_after", NUM, description="Account balance after the movement."),
+        Column("quantity", NUM, description="Items bought, for retail-style logs.", min=0),
+    ),
+    key=("transaction_id",),
+    references_customers=True,
+    generated_key="transaction_id",
+)
+
+LOANS = Table(
+    "loans",
+    "Loans and credit contracts.",
+    (
+        Column("loan_id", TEXT, True, "Loan key."),
+        Column("customer_id", TEXT, True, "Borrower."),
+        Column("account_id", TEXT, description="Account the loan is paid from."),
+        Column("start_date", DATE, description="Date granted.", not_future=True),
+        Column("amount", NUM, True, "Principal.", min=0),
+        Column("duration_months", INT, description="Term in months.", min=0),
+        Column("monthly_payment", NUM, description="Instalment.", min=0),
+        Column("interest_rate", NUM, description="Yearly rate in percent.", min=0, max=100),
+        Column("status", TEXT, description="Bank's status code."),
+        Column("defaulted", BOOL, description="True when the loan ended or runs in default."),
+    ),
+    key=("loan_id",),
+    references_customers=True,
+)
+
+MANAGERS = Table(
+    "managers",
+    "Relationship managers.",
+    (
+        Column("manager_id", TEXT, True, "Manager key."),
+        Column("manager_name", TEXT, description="Name."),
+        Column("agency_id", TEXT, description="Agency the manager works in."),
+        Column("hired_date", DATE, description="Hiring date.", not_future=True),
+    ),
+    key=("manager_id",),
+)
+
+AGENCIES = Table(
+    "agencies",
+    "Agencies (branches).",
+    (
+        Column("agency_id", TEXT, True, "Agency key."),
+        Column("agency_name", TEXT, description="Name."),
+        Column("region", TEXT, description="Region."),
+        Column("city", TEXT, description="City."),
+    ),
+    key=("agency_id",),
+)
+
+LABELS = Table(
+    "labels",
+    "Customer-level outcomes, long format: one row per customer and label (churned, defaulted, ...).",
+    (
+        Column("customer_id", TEXT, True, "Customer."),
+        Column("label", TEXT, True, "Outcome name: churned, defaulted, term_deposit, ..."),
+        Column("value", NUM, True, "Outcome: 1/0 for events, an amount for values."),
+        Column("label_date", DATE, description="When the outcome happened or was observed."),
+    ),
+    key=("customer_id", "label"),
+    references_customers=True,
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t for t in (CUSTOMERS, AGENCIES, MANAGERS, PRODUCTS, ACCOUNTS, TRANSACTIONS, LOANS, LABELS)
+}
+
+# Lineage columns ingest adds to every raw table.
+LINEAGE = (
+    Column("_source_file", TEXT, True, "File the row came from."),
+    Column("_source_row", INT, True, "1-based data row in that file (header not counted)."),
+    Column("_ingested_at", TS, True, "When the row was loaded."),
+)

@@ -1,0 +1,332 @@
+"""Customer feature tables in DuckDB SQL, as of a snapshot date.
+
+Point-in-time: only facts dated on or before the snapshot enter the features; outcomes (labels) are the
+ones observed after it. Each builder writes one `features.<table>` with one row per customer and returns
+its row count. Column meanings are in FEATURE_DOCS (and docs/features.md).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+
+import duckdb
+
+from warehouse.contract import LINEAGE, TABLES
+
+WINDOWS = (30, 90, 180, 365)
+MAX_PIVOT_VALUES = 8  # channel/category/product columns: the most frequent values, the rest as "other"
+
+FEATURE_DOCS = {
+    "customer_id": "Customer key.",
+    "snapshot_date": "Features are computed from facts on or before this date.",
+    "recency_days": "Days from the last transaction to the snapshot (null: no transaction).",
+    "txn_count_{w}d": "Transactions in the {w} days up to the snapshot.",
+    "spend_{w}d": "Money out (sum of -amount over debits) in the {w} days up to the snapshot.",
+    "inflow_{w}d": "Money in (sum of credits) in the {w} days up to the snapshot.",
+    "frequency": "Transactions in the 365 days up to the snapshot (RFM F).",
+    "monetary": "Spend in the 365 days up to the snapshot (RFM M).",
+    "active_months_365d": "Distinct months with a transaction in the last 365 days.",
+    "days_since_first_txn": "Days from the first transaction to the snapshot.",
+    "rfm_r / rfm_f / rfm_m": "Quintile scores 1-5 (5 = most recent / most frequent / highest spend).",
+    "rfm_score": "rfm_r*100 + rfm_f*10 + rfm_m, e.g. 555 for the best customers.",
+    "txn_trend_90d": "Transactions in the last 90 days / in the 90 days before (1 = steady; null: none before).",
+    "spend_trend_90d": "Spend in the last 90 days / in the 90 days before.",
+    "salary_credits_90d": "Credits categorised salary/pension in the last 90 days.",
+    "channel_share_<c>": "Share of the last 365 days' transactions made through channel <c>.",
+    "category_spend_share_<c>": "Share of the last 365 days' spend in category <c>.",
+    "balance_now": "Sum over the customer's accounts of the last known balance on or before the snapshot.",
+    "balance_{w}d_ago": "Same, {w} days before the snapshot.",
+    "balance_change_{w}d": "balance_now - balance_{w}d_ago.",
+    "balance_avg_90d": "Mean balance after each transaction in the last 90 days.",
+    "products_held": "Distinct products held open at the snapshot.",
+    "accounts_open": "Holdings open at the snapshot.",
+    "products_opened_365d / products_closed_365d": "Holdings opened / closed in the last 365 days.",
+    "has_<product>": "1 when the product (or product category) is held at the snapshot.",
+    "credit_limit_total": "Sum of credit limits of open holdings.",
+    "loans_count / loan_amount_total / loan_payment_monthly": "Loans started on or before the snapshot.",
+    "loans_defaulted_before": "Loans flagged defaulted that started before the snapshot (bank's flag).",
+    "age": "Age in years at the snapshot (from birth_date, else the file's age).",
+    "tenure_months": "Months as a customer at the snapshot (from joined_date, else the file's tenure).",
+    "income / credit_score / gender / region / city / segment": "From customers.",
+    "income_monthly": "income / 12, else the average monthly inflow over the last 365 days.",
+    "spend_to_income": "Monthly spend over the last 365 days / income_monthly.",
+    "debt_to_income": "Monthly loan payments / income_monthly.",
+    "financial_health_score": "0-100: 0.40 income + 0.25 credit score + 0.20 savings (balance) + 0.15 spending "
+    "discipline (1 - spend/income), each as a percentile among customers; missing parts are left out and the "
+    "weights renormalised.",
+    "agency_customers / agency_avg_income / agency_avg_balance": "Aggregates over the customer's agency.",
+    "manager_customers / manager_tenure_years": "Portfolio size and experience of the relationship manager.",
+    "attr_<name>": "Extra columns of the bank's customer file, as given (numbers or categories).",
+}
+
+
+def _cols(con, schema: str, table: str) -> list[tuple[str, str]]:
+    return con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+        "ORDER BY ordinal_position", [schema, table]
+    ).fetchall()
+
+
+def _count(con, table: str) -> int:
+    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def _slug(value: str) -> str:
+    s = re.sub(r"[^0-9a-zA-Z]+", "_", str(value)).strip("_").lower()
+    return s or "blank"
+
+
+def resolve_snapshot(con: duckdb.DuckDBPyConnection, configured: date | None, holdout_days: int) -> date:
+    """The configured date, else the latest transaction date minus the outcome window, else today."""
+    if configured:
+        return configured
+    last = con.execute("SELECT max(transaction_date)::DATE FROM raw.transactions").fetchone()[0]
+    return (last - timedelta(days=holdout_days)) if last else date.today()
+
+
+def build_population(con, snap: date) -> int:
+    """Every customer known at the snapshot: from customers, or from the facts when a bank sends none."""
+    con.execute(f"""
+        CREATE OR REPLACE TABLE features.population AS
+        WITH ids AS (
+            SELECT customer_id FROM raw.customers WHERE joined_date IS NULL OR joined_date <= DATE '{snap}'
+            UNION SELECT customer_id FROM raw.transactions WHERE transaction_date < DATE '{snap}' + 1
+            UNION SELECT customer_id FROM raw.accounts WHERE opened_date IS NULL OR opened_date <= DATE '{snap}'
+            UNION SELECT customer_id FROM raw.loans WHERE start_date IS NULL OR start_date <= DATE '{snap}')
+        SELECT DISTINCT customer_id, DATE '{snap}' AS snapshot_date FROM ids
+        -- a customer file, when given, defines who is a customer
+        WHERE NOT EXISTS (SELECT 1 FROM raw.customers LIMIT 1)
+           OR customer_id IN (SELECT customer_id FROM raw.customers)
+        ORDER BY customer_id""")
+    return _count(con, "features.population")
+
+
+def _top_values(con, expr: str, table: str, where: str) -> list[str]:
+    rows = con.execute(
+        f"SELECT {expr} AS v, count(*) n FROM {table} WHERE {where} AND {expr} IS NOT NULL "
+        f"GROUP BY 1 ORDER BY n DESC, v LIMIT {MAX_PIVOT_VALUES}"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def build_rfm(con, snap: date) -> int:
+    """RFM, windowed counts and spend, trends and channel/category mix from transactions."""
+    s = f"DATE '{snap}'"
+    in_year = f"transaction_date < {s} + 1 AND transaction_date >= {s} - 364"
+    window_cols = ",\n".join(
+        f"count(*) FILTER (WHERE transaction_date >= {s} - {w - 1}) AS txn_count_{w}d, "
+        f"coalesce(sum(-amount) FILTER (WHERE amount < 0 AND transaction_date >= {s} - {w - 1}), 0) AS spend_{w}d, "
+        f"coalesce(sum(amount) FILTER (WHERE amount > 0 AND transaction_date >= {s} - {w - 1}), 0) AS inflow_{w}d"
+        for w in WINDOWS
+    )
+    channels = _top_values(con, "lower(channel)", "raw.transactions", in_year)
+    categories = _top_values(con, "lower(category)", "raw.transactions", f"{in_year} AND amount < 0")
+    mix = [
+        f"count(*) FILTER (WHERE lower(channel) = {_lit(c)} AND {in_year}) / "
+        f"greatest(count(*) FILTER (WHERE {in_year}), 1) AS channel_share_{_slug(c)}"
+        for c in channels
+    ] + [
+        f"coalesce(sum(-amount) FILTER (WHERE amount < 0 AND lower(category) = {_lit(c)} AND {in_year}), 0) / "
+        f"greatest(coalesce(sum(-amount) FILTER (WHERE amount < 0 AND {in_year}), 0), 1e-9) "
+        f"AS category_spend_share_{_slug(c)}"
+        for c in categories
+    ]
+    mix_sql = (",\n" + ",\n".join(mix)) if mix else ""
+    con.execute(f"""
+        CREATE OR REPLACE TABLE features.rfm AS
+        WITH t AS (
+            SELECT customer_id, transaction_date, amount, channel, category FROM raw.transactions
+            WHERE transaction_date < {s} + 1),
+        agg AS (
+            SELECT customer_id,
+                   date_diff('day', max(transaction_date)::DATE, {s}) AS recency_days,
+                   date_diff('day', min(transaction_date)::DATE, {s}) AS days_since_first_txn,
+                   count(DISTINCT date_trunc('month', transaction_date)) FILTER (WHERE {in_year}) AS active_months_365d,
+                   count(*) FILTER (WHERE transaction_date >= {s} - 179 AND transaction_date < {s} - 89) AS txn_prev_90d,
+                   coalesce(sum(-amount) FILTER (WHERE amount < 0 AND transaction_date >= {s} - 179
+                                                  AND transaction_date < {s} - 89), 0) AS spend_prev_90d,
+                   count(*) FILTER (WHERE amount > 0 AND lower(category) IN ('salary', 'pension')
+                                    AND transaction_date >= {s} - 89) AS salary_credits_90d,
+                   {window_cols}{mix_sql}
+            FROM t GROUP BY customer_id)
+        SELECT p.customer_id, p.snapshot_date,
+               a.* EXCLUDE (customer_id, txn_prev_90d, spend_prev_90d),
+               coalesce(a.txn_count_365d, 0) AS frequency,
+               coalesce(a.spend_365d, 0) AS monetary,
+               a.txn_count_90d / nullif(a.txn_prev_90d, 0) AS txn_trend_90d,
+               a.spend_90d / nullif(a.spend_prev_90d, 0) AS spend_trend_90d,
+               CASE WHEN a.recency_days IS NULL THEN 1 ELSE 6 - ntile(5) OVER (ORDER BY a.recency_days) END AS rfm_r,
+               ntile(5) OVER (ORDER BY coalesce(a.txn_count_365d, 0)) AS rfm_f,
+               ntile(5) OVER (ORDER BY coalesce(a.spend_365d, 0)) AS rfm_m
+        FROM features.population p LEFT JOIN agg a USING (customer_id)
+        ORDER BY p.customer_id""")
+    con.execute("ALTER TABLE features.rfm ADD COLUMN rfm_score INTEGER")
+    con.execute("UPDATE features.rfm SET rfm_score = rfm_r * 100 + rfm_f * 10 + rfm_m")
+    _zero_fill(con, "features.rfm", r"^(txn_count|spend|inflow)_\d+d$|^active_months|^salary_credits|^channel_share|^category_spend")
+    return _count(con, "features.rfm")
+
+
+def build_balances(con, snap: date) -> int:
+    """Balances now and 30/90/180 days ago, from balance-after on transactions, else the accounts file."""
+    s = f"DATE '{snap}'"
+    points = ", ".join(
+        f"arg_max(balance_after, transaction_date) FILTER (WHERE transaction_date < {s} - {w} + 1) AS b{w}"
+        for w in (0, 30, 90, 180)
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TABLE features.balances AS
+        WITH per_account AS (
+            SELECT customer_id, coalesce(account_id, '') AS account_id, {points},
+                   avg(balance_after) FILTER (WHERE transaction_date >= {s} - 89) AS avg90
+            FROM raw.transactions
+            WHERE transaction_date < {s} + 1 AND balance_after IS NOT NULL
+            GROUP BY ALL),
+        from_txn AS (
+            SELECT customer_id, sum(b0) AS b0, sum(b30) AS b30, sum(b90) AS b90, sum(b180) AS b180,
+                   sum(avg90) AS avg90
+            FROM per_account GROUP BY customer_id),
+        from_accounts AS (  -- banks that send balances with the holdings instead
+            SELECT customer_id, sum(balance) AS b FROM raw.accounts
+            WHERE (opened_date IS NULL OR opened_date <= {s}) AND (closed_date IS NULL OR closed_date > {s})
+            GROUP BY customer_id),
+        from_customers AS (SELECT customer_id, {_customer_attr(con, "balance")} AS b FROM raw.customers)
+        SELECT p.customer_id, p.snapshot_date,
+               coalesce(t.b0, a.b, c.b) AS balance_now,
+               t.b30 AS balance_30d_ago, t.b90 AS balance_90d_ago, t.b180 AS balance_180d_ago,
+               t.b0 - t.b30 AS balance_change_30d, t.b0 - t.b90 AS balance_change_90d,
+               t.b0 - t.b180 AS balance_change_180d, t.avg90 AS balance_avg_90d
+        FROM features.population p
+        LEFT JOIN from_txn t USING (customer_id)
+        LEFT JOIN from_accounts a USING (customer_id)
+        LEFT JOIN from_customers c USING (customer_id)
+        ORDER BY p.customer_id""")
+    return _count(con, "features.balances")
+
+
+def build_holdings(con, snap: date) -> int:
+    """Product holdings at the snapshot, product flags, and loans."""
+    s = f"DATE '{snap}'"
+    open_at = f"(opened_date IS NULL OR opened_date <= {s}) AND (closed_date IS NULL OR closed_date > {s})"
+    has_products = con.execute("SELECT count(*) > 0 FROM raw.products").fetchone()[0]
+    # Flags per product category when the bank sends a catalogue, else per product id.
+    kind = ("coalesce(lower(pr.category), lower(a.product_id))" if has_products else "lower(a.product_id)")
+    joined = "raw.accounts a LEFT JOIN raw.products pr USING (product_id)"
+    kinds = _top_values(con, kind, joined, open_at.replace("opened_date", "a.opened_date").replace("closed_date", "a.closed_date"))
+    flags = "".join(
+        f",\n max(CASE WHEN {kind} = {_lit(k)} AND {open_at} THEN 1 ELSE 0 END) AS has_{_slug(k)}" for k in kinds
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TABLE features.holdings AS
+        WITH acc AS (
+            SELECT a.customer_id,
+                   count(DISTINCT a.product_id) FILTER (WHERE {open_at}) AS products_held,
+                   count(*) FILTER (WHERE {open_at}) AS accounts_open,
+                   count(*) FILTER (WHERE opened_date > {s} - 365 AND opened_date <= {s}) AS products_opened_365d,
+                   count(*) FILTER (WHERE closed_date > {s} - 365 AND closed_date <= {s}) AS products_closed_365d,
+                   coalesce(sum(credit_limit) FILTER (WHERE {open_at}), 0) AS credit_limit_total{flags}
+            FROM {joined} GROUP BY a.customer_id),
+        ln AS (
+            SELECT customer_id, count(*) AS loans_count, sum(amount) AS loan_amount_total,
+                   sum(monthly_payment) FILTER (WHERE start_date IS NULL OR duration_months IS NULL OR
+                       start_date + to_months(duration_months::INT) > {s}) AS loan_payment_monthly,
+                   count(*) FILTER (WHERE defaulted AND start_date < {s}) AS loans_defaulted_before
+            FROM raw.loans WHERE start_date IS NULL OR start_date <= {s} GROUP BY customer_id)
+        SELECT p.customer_id, p.snapshot_date, acc.* EXCLUDE (customer_id),
+               coalesce(ln.loans_count, 0) AS loans_count, coalesce(ln.loan_amount_total, 0) AS loan_amount_total,
+               coalesce(ln.loan_payment_monthly, 0) AS loan_payment_monthly,
+               coalesce(ln.loans_defaulted_before, 0) AS loans_defaulted_before
+        FROM features.population p LEFT JOIN acc USING (customer_id) LEFT JOIN ln USING (customer_id)
+        ORDER BY p.customer_id""")
+    _zero_fill(con, "features.holdings", r"^(products_|accounts_open|credit_limit_total|has_)")
+    return _count(con, "features.holdings")
+
+
+def _customer_attr(con, name: str) -> str:
+    names = {c for c, _ in _cols(con, "raw", "customers")}
+    return f'"{name}"' if name in names else "NULL::DOUBLE"
+
+
+def _lit(v: str) -> str:
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def _zero_fill(con, table: str, pattern: str) -> None:
+    schema, name = table.split(".")
+    cols = [c for c, _ in _cols(con, schema, name) if re.search(pattern, c)]
+    if cols:
+        con.execute(f"UPDATE {table} SET " + ", ".join(f'"{c}" = coalesce("{c}", 0)' for c in cols))
+
+
+def customer_extra_columns(con) -> list[tuple[str, str]]:
+    contract = {c.name for c in TABLES["customers"].columns} | {c.name for c in LINEAGE}
+    return [(c, t) for c, t in _cols(con, "raw", "customers") if c not in contract]
+
+
+def build_customer_features(con, snap: date) -> int:
+    """The wide model-ready table: demographics, RFM, balances, holdings, ratios, health score, aggregates."""
+    s = f"DATE '{snap}'"
+    extras = customer_extra_columns(con)
+    extra_sql = "".join(f',\n c."{n}" AS "attr_{n}"' for n, _ in extras)
+    con.execute(f"""
+        CREATE OR REPLACE TABLE features.customer_features AS
+        WITH base AS (
+            SELECT p.customer_id, p.snapshot_date,
+                   coalesce(date_diff('year', c.birth_date, {s}), c.age) AS age,
+                   c.gender, c.income, c.credit_score, c.region, c.city, c.segment, c.agency_id, c.manager_id,
+                   coalesce(date_diff('month', c.joined_date, {s}), c.tenure_months,
+                            (r.days_since_first_txn / 30.44)::BIGINT) AS tenure_months{extra_sql}
+            FROM features.population p
+            LEFT JOIN raw.customers c USING (customer_id)
+            LEFT JOIN features.rfm r USING (customer_id)),
+        joined AS (
+            SELECT b.*, r.* EXCLUDE (customer_id, snapshot_date), bl.* EXCLUDE (customer_id, snapshot_date),
+                   h.* EXCLUDE (customer_id, snapshot_date),
+                   coalesce(b.income / 12, r.inflow_365d / greatest(r.active_months_365d, 1)) AS income_monthly
+            FROM base b JOIN features.rfm r USING (customer_id) JOIN features.balances bl USING (customer_id)
+            JOIN features.holdings h USING (customer_id)),
+        ratios AS (
+            SELECT *, (monetary / 12) / nullif(income_monthly, 0) AS spend_to_income,
+                   loan_payment_monthly / nullif(income_monthly, 0) AS debt_to_income
+            FROM joined),
+        parts AS (
+            SELECT *,
+                   CASE WHEN income_monthly IS NOT NULL THEN percent_rank() OVER (
+                        PARTITION BY income_monthly IS NULL ORDER BY income_monthly) END AS p_income,
+                   CASE WHEN credit_score IS NOT NULL THEN percent_rank() OVER (
+                        PARTITION BY credit_score IS NULL ORDER BY credit_score) END AS p_credit,
+                   CASE WHEN balance_now IS NOT NULL THEN percent_rank() OVER (
+                        PARTITION BY balance_now IS NULL ORDER BY balance_now) END AS p_savings,
+                   CASE WHEN spend_to_income IS NOT NULL THEN 1 - percent_rank() OVER (
+                        PARTITION BY spend_to_income IS NULL ORDER BY spend_to_income) END AS p_spending
+            FROM ratios),
+        agency AS (
+            SELECT agency_id, count(*) AS agency_customers, avg(income_monthly) * 12 AS agency_avg_income,
+                   avg(balance_now) AS agency_avg_balance
+            FROM ratios WHERE agency_id IS NOT NULL GROUP BY agency_id),
+        manager AS (
+            SELECT r.manager_id, count(*) AS manager_customers,
+                   any_value(date_diff('day', m.hired_date, {s}) / 365.25) AS manager_tenure_years
+            FROM ratios r LEFT JOIN raw.managers m USING (manager_id)
+            WHERE r.manager_id IS NOT NULL GROUP BY r.manager_id)
+        SELECT pa.* EXCLUDE (p_income, p_credit, p_savings, p_spending),
+               round(100 * (0.40 * coalesce(p_income, 0) + 0.25 * coalesce(p_credit, 0)
+                           + 0.20 * coalesce(p_savings, 0) + 0.15 * coalesce(p_spending, 0))
+                     / nullif(0.40 * (p_income IS NOT NULL)::INT + 0.25 * (p_credit IS NOT NULL)::INT
+                              + 0.20 * (p_savings IS NOT NULL)::INT + 0.15 * (p_spending IS NOT NULL)::INT, 0),
+                     1) AS financial_health_score,
+               ag.* EXCLUDE (agency_id), mg.* EXCLUDE (manager_id)
+        FROM parts pa LEFT JOIN agency ag USING (agency_id) LEFT JOIN manager mg USING (manager_id)
+        ORDER BY pa.customer_id""")
+    return _count(con, "features.customer_features")
+
+
+def build_labels(con, snap: date) -> int:
+    """Outcomes observed after the snapshot (undated outcomes are taken as they are)."""
+    con.execute(f"""
+        CREATE OR REPLACE TABLE features.labels AS
+        SELECT l.customer_id, l.label, l.value, l.label_date, p.snapshot_date
+        FROM raw.labels l JOIN features.population p USING (customer_id)
+        WHERE l.label_date IS NULL OR l.label_date > DATE '{snap}'
+        ORDER BY l.customer_id, l.label""")
+    return _count(con, "features.labels")

@@ -1,0 +1,258 @@
+"""Read one landing file into a DuckDB staging table of text columns, with its physical row numbers.
+
+Everything is read as text so nothing is lost or silently coerced at read time: typing happens in SQL
+afterwards, where a bad value becomes a quarantine row naming file, row and column. A file that cannot be
+read at all raises `FileRejected` naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime as dt
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from warehouse.sources import ReadSpec
+
+NATIVE_ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-16": "utf-16", "latin-1": "latin-1",
+                    "latin1": "latin-1", "iso-8859-1": "latin-1"}
+ROW = "_source_row"
+
+
+class FileRejected(ValueError):
+    """The whole file is unreadable; nothing from it is loaded."""
+
+    def __init__(self, path: Path | str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = str(path), problem
+
+
+@dataclass
+class Staged:
+    table: str  # temp table name: source columns as VARCHAR plus _source_row
+    columns: list[str]  # source column names, in file order
+    rows: int  # data rows staged (readable rows)
+    malformed: list[tuple[int, str, str]]  # (row, reason, raw line) for lines the parser rejected
+
+
+def file_format(path: Path, spec: ReadSpec) -> str:
+    if spec.format != "auto":
+        return spec.format
+    return "xlsx" if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods") else "csv"
+
+
+def stage_file(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str) -> Staged:
+    if not path.exists():
+        raise FileRejected(path, "file not found")
+    if path.stat().st_size == 0:
+        raise FileRejected(path, "file is empty (0 bytes)")
+    con.execute(f'DROP TABLE IF EXISTS "{table}"')
+    if file_format(path, spec) == "xlsx":
+        staged = _stage_xlsx(con, path, spec, table)
+    elif spec.sep == "whitespace":
+        staged = _stage_whitespace(con, path, spec, table)
+    else:
+        staged = _stage_csv(con, path, spec, table)
+    if staged.rows == 0 and not staged.malformed:
+        raise FileRejected(path, "has a header but no data rows")
+    return staged
+
+
+def _utf8_copy(path: Path, encoding: str) -> Path:
+    """Transcode to a temporary UTF-8 file, streaming, for encodings DuckDB does not read itself."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError as e:
+        raise FileRejected(path, f"unknown encoding {encoding!r} in the source config") from e
+    out = Path(tempfile.mkstemp(suffix=path.suffix, prefix="scorehouse-utf8-")[1])
+    try:
+        with open(path, encoding=encoding, newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
+            while chunk := src.read(1 << 22):
+                dst.write(chunk)
+    except UnicodeDecodeError as e:
+        out.unlink(missing_ok=True)
+        raise FileRejected(path, f"is not valid {encoding} (byte {e.start}); check `encoding`") from e
+    return out
+
+
+def _csv_args(spec: ReadSpec, encoding: str) -> str:
+    q = spec.quote.replace("'", "''") if spec.quote else ""
+    sep = spec.sep.replace("'", "''")
+    args = [
+        "all_varchar=true", f"delim='{sep}'", f"quote='{q}'", f"escape='{q}'", f"header={str(spec.header).lower()}",
+        f"skip={spec.skip_rows}", f"encoding='{encoding}'", "ignore_errors=true", "store_rejects=true",
+        "null_padding=false", "max_line_size=10000000",
+    ]
+    if spec.columns:
+        names = ", ".join("'" + c.replace("'", "''") + "'" for c in spec.columns)
+        args.append(f"names=[{names}]")
+    return ", ".join(args)
+
+
+def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str) -> Staged:
+    enc = spec.encoding.lower()
+    src, tmp = path, None
+    if enc not in NATIVE_ENCODINGS:
+        src = tmp = _utf8_copy(path, spec.encoding)
+        enc = "utf-8"
+    try:
+        lit = str(src).replace("'", "''")
+        try:
+            con.execute(
+                f'CREATE TEMP TABLE "{table}_raw" AS SELECT * FROM read_csv(\'{lit}\', {_csv_args(spec, NATIVE_ENCODINGS.get(enc, enc))})'
+            )
+        except duckdb.Error as e:
+            raise FileRejected(path, f"cannot be read as CSV with sep={spec.sep!r}: {_first_line(e)}") from e
+        rejects = con.execute(
+            "SELECT line, error_type, error_message, csv_line FROM reject_errors ORDER BY line"
+        ).fetchall()
+        con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
+    finally:
+        if tmp:
+            tmp.unlink(missing_ok=True)
+    columns = [r[0] for r in con.execute(f'DESCRIBE "{table}_raw"').fetchall()]
+    n_good = con.execute(f'SELECT count(*) FROM "{table}_raw"').fetchone()[0]
+    bad_unicode = [r for r in rejects if "UNICODE" in str(r[1]).upper()]
+    if bad_unicode:
+        raise FileRejected(
+            path, f"is not valid {spec.encoding} text (line {bad_unicode[0][0]}); set `encoding:` in the source config"
+        )
+    if rejects and n_good == 0:
+        raise FileRejected(path, f"no line could be parsed with sep={spec.sep!r}: {rejects[0][2].splitlines()[0]}")
+    # Physical row of the k-th good row: k + header lines + skipped lines + rejected lines before it.
+    offset = spec.skip_rows + (1 if spec.header else 0)
+    # One reject row per error; several errors can name the same line.
+    lines = sorted({int(r[0]) for r in rejects})
+    con.execute('CREATE OR REPLACE TEMP TABLE "_rej" (j BIGINT, g BIGINT)')
+    if lines:
+        # g = good rows before the j-th rejected line; as-of join finds how many rejects precede row k.
+        con.executemany('INSERT INTO "_rej" VALUES (?, ?)', [(j + 1, ln - offset - (j + 1)) for j, ln in enumerate(lines)])
+    con.execute(
+        f'''CREATE TEMP TABLE "{table}" AS
+        WITH s AS (SELECT *, rowid + 1 AS _k FROM "{table}_raw")
+        SELECT s.* EXCLUDE (_k), s._k + {offset} + coalesce(r.j, 0) AS {ROW}
+        FROM s ASOF LEFT JOIN "_rej" r ON s._k > r.g ORDER BY s._k'''
+    )
+    con.execute(f'DROP TABLE "{table}_raw"; DROP TABLE "_rej"')
+    seen: dict[int, tuple[int, str, str]] = {}
+    for line, _etype, msg, raw in rejects:
+        seen.setdefault(int(line), (int(line), f"malformed line: {_first_line(msg)}", raw or ""))
+    return Staged(table, columns, n_good, list(seen.values()))
+
+
+def _stage_whitespace(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str) -> Staged:
+    """Files whose fields are separated by runs of blanks (e.g. CDNOW's .txt logs)."""
+    src, tmp = path, None
+    if spec.encoding.lower() not in ("utf-8", "utf8"):
+        src = tmp = _utf8_copy(path, spec.encoding)
+    lit = str(src).replace("'", "''")
+    try:
+        con.execute(
+            f"""CREATE TEMP TABLE "{table}_lines" AS SELECT line FROM read_csv('{lit}', columns={{'line': 'VARCHAR'}},
+            delim='\x1f', quote='', escape='', header=false, skip={spec.skip_rows}, all_varchar=true)"""
+        )
+    except duckdb.Error as e:
+        raise FileRejected(path, f"cannot be read as text: {_first_line(e)}") from e
+    finally:
+        if tmp:
+            tmp.unlink(missing_ok=True)
+    con.execute(
+        f'CREATE TEMP TABLE "{table}_split" AS SELECT rowid + 1 AS _k, '
+        f"regexp_split_to_array(trim(line), '\\s+') AS f FROM \"{table}_lines\" WHERE trim(line) <> ''"
+    )
+    con.execute(f'DROP TABLE "{table}_lines"')
+    header_fields: list[str] = []
+    if spec.header:
+        row = con.execute(f'SELECT f FROM "{table}_split" ORDER BY _k LIMIT 1').fetchone()
+        header_fields = list(row[0]) if row else []
+        con.execute(f'DELETE FROM "{table}_split" WHERE _k = (SELECT min(_k) FROM "{table}_split")')
+    names = list(spec.columns) or header_fields
+    width = con.execute(f'SELECT max(len(f)) FROM "{table}_split"').fetchone()[0] or 0
+    if not names:
+        names = [f"column{i}" for i in range(width)]
+    cols = ", ".join(f'f[{i + 1}] AS "{n}"' for i, n in enumerate(names))
+    con.execute(
+        f'CREATE TEMP TABLE "{table}" AS SELECT {cols}, _k + {spec.skip_rows} AS {ROW}, len(f) AS _nf '
+        f'FROM "{table}_split" ORDER BY _k'
+    )
+    con.execute(f'DROP TABLE "{table}_split"')
+    malformed = [
+        (int(r[0]), f"malformed line: {r[1]} fields, expected {len(names)}", "")
+        for r in con.execute(f'SELECT {ROW}, _nf FROM "{table}" WHERE _nf <> {len(names)}').fetchall()
+    ]
+    con.execute(f'DELETE FROM "{table}" WHERE _nf <> {len(names)}; ALTER TABLE "{table}" DROP COLUMN _nf')
+    n = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+    return Staged(table, names, n, malformed)
+
+
+def _cell_text(v) -> str | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, dt.datetime):
+        return v.isoformat(sep=" ")
+    if isinstance(v, dt.date | dt.time):
+        return v.isoformat()
+    return str(v)
+
+
+def _stage_xlsx(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str) -> Staged:
+    from python_calamine import CalamineWorkbook  # calamine: streaming Rust reader, far leaner than openpyxl
+
+    try:
+        wb = CalamineWorkbook.from_path(str(path))
+        sheets = wb.sheet_names
+        if spec.sheet is None:
+            sheet = wb.get_sheet_by_index(0)
+        elif isinstance(spec.sheet, int):
+            sheet = wb.get_sheet_by_index(spec.sheet)
+        elif spec.sheet in sheets:
+            sheet = wb.get_sheet_by_name(spec.sheet)
+        else:
+            raise FileRejected(path, f"has no sheet {spec.sheet!r}; sheets are {sheets}")
+        rows = sheet.to_python(skip_empty_area=False)
+    except FileRejected:
+        raise
+    except Exception as e:  # calamine raises its own error types for zip/xml damage
+        raise FileRejected(path, f"is not a readable spreadsheet ({type(e).__name__}: {_first_line(e)})") from e
+    rows = rows[spec.skip_rows:]
+    first = spec.skip_rows + 1  # physical row number of rows[0]
+    if spec.header:
+        if not rows:
+            raise FileRejected(path, "sheet is empty")
+        names = [_cell_text(v) or f"column{i}" for i, v in enumerate(rows[0])]
+        rows, first = rows[1:], first + 1
+    else:
+        names = [f"column{i}" for i in range(max((len(r) for r in rows), default=0))]
+    names = list(spec.columns) or names
+    width = len(names)
+    data = {n: [] for n in names}
+    row_numbers = []
+    for i, r in enumerate(rows):
+        cells = [_cell_text(v) for v in r]
+        if not any(c is not None for c in cells):
+            continue  # blank spreadsheet rows are layout, not data
+        cells = (cells + [None] * width)[:width]
+        for n, c in zip(names, cells, strict=True):
+            data[n].append(c)
+        row_numbers.append(first + i)
+    frame = pd.DataFrame(data, dtype="object")
+    frame[ROW] = pd.Series(row_numbers, dtype="int64")
+    con.register("_xlsx_frame", frame)
+    con.execute(f'CREATE TEMP TABLE "{table}" AS SELECT * FROM _xlsx_frame')
+    con.unregister("_xlsx_frame")
+    for n in names:  # object columns of None arrive as INTEGER; the contract wants text
+        con.execute(f'ALTER TABLE "{table}" ALTER "{n}" TYPE VARCHAR')
+    return Staged(table, names, len(row_numbers), [])
+
+
+def _first_line(e: object) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
