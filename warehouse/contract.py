@@ -174,6 +174,6 @@ TABLES: dict[str, Table] = {
 # Lineage columns ingest adds to every raw table.
 LINEAGE = (
     Column("_source_file", TEXT, True, "File the row came from."),
-    Column("_source_row", INT, True, "1-based data row in that file (header not counted)."),
+    Column("_source_row", INT, True, "Row number in that file as an editor or Excel shows it (header is row 1)."),
     Column("_ingested_at", TS, True, "When the row was loaded."),
 )

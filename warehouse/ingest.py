@@ -89,7 +89,11 @@ def ingest_table(
             report.files.append(FileReport(feed.read.path, "rejected", error=(
                 f"{landing / feed.read.path}: no file matches (tables.{table}.path in {source.origin.name})")))
             continue
-        inputs_fp = _stage_inputs(con, source, feed, landing)
+        try:
+            inputs_fp = _stage_inputs(con, source, feed, landing)
+        except FileRejected as e:  # a lookup file is missing or unreadable: this feed cannot be mapped
+            report.files.extend(FileReport(p.relative_to(landing).as_posix(), "rejected", error=str(e)) for p in files)
+            continue
         for path in files:
             rel = path.relative_to(landing).as_posix()
             try:
@@ -135,7 +139,11 @@ def _ingest_file(con, contract: Table, feed: Feed, path: Path, rel: str, fingerp
     log(f"{contract.name}: reading {rel}")
     staged = stage_file(con, path, feed.read, "_stage")
     sel = _mapping(con, contract, feed, staged, path, rel, now)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {sel}")
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {sel}")
+    except duckdb.Error as e:  # a derive/joins expression that does not fit this file
+        raise FileRejected(path, f"the mapping of tables.{contract.name} (derive/joins) fails on this file: "
+                           f"{str(e).splitlines()[0]}") from e
     n_mapped = con.execute("SELECT count(*) FROM _typed").fetchone()[0]
     if n_mapped != staged.rows:
         raise FileRejected(path, f"joins of tables.{contract.name} give {n_mapped} rows for {staged.rows} source "
@@ -156,10 +164,12 @@ def _ingest_file(con, contract: Table, feed: Feed, path: Path, rel: str, fingerp
             [now],
         )
         con.execute(f"DELETE FROM quarantine.{contract.name} WHERE _source_file = ?", [rel])
+        key_list = "[" + ", ".join(sql_str(k) for k in contract.key) + "]::VARCHAR[]"
         con.execute(
             f"""INSERT INTO quarantine.{contract.name}
             SELECT {sql_str(rel)}, t.{ROW}, t._reason,
-                   list_distinct(regexp_extract_all(t._reason, '(?:^|; )([A-Za-z0-9_]+):', 1)),
+                   CASE WHEN t._reason LIKE 'duplicate key%' THEN {key_list}
+                        ELSE list_distinct(regexp_extract_all(t._reason, '(?:^|; )([A-Za-z0-9_]+):', 1)) END,
                    to_json(s)::VARCHAR, ?::TIMESTAMP, ?
             FROM _typed t JOIN _stage s USING ({ROW}) WHERE t._reason IS NOT NULL ORDER BY t.{ROW}""",
             [now, run_id],
@@ -202,11 +212,13 @@ def _text(expr: str, feed: Feed, col: str) -> str:
     return t
 
 
-def _typed(t: str, kind: str, feed: Feed, col: str) -> str:
+def _typed(t: str, kind: str, feed: Feed, col: str, from_file: bool = True) -> str:
+    """Text -> the contract type. The file's number format applies only to values read from the file:
+    a derived expression already yields plain numbers."""
     num = t
-    if feed.read.thousands:
+    if from_file and feed.read.thousands:
         num = f"replace({num}, {sql_str(feed.read.thousands)}, '')"
-    if feed.read.decimal != ".":
+    if from_file and feed.read.decimal != ".":
         num = f"replace({num}, {sql_str(feed.read.decimal)}, '.')"
     fmts = feed.dates.get(col)
     if kind == NUM:
@@ -265,10 +277,25 @@ def _mapping(con, contract: Table, feed: Feed, staged: Staged, path: Path, rel: 
             if name not in contract_names:
                 extras[snake(name)] = _text(expr, feed, name)
     joins = " ".join(feed.joins)
+    # A derived value that is already a number (SQL arithmetic) must not get the file's number format;
+    # one that is text (e.g. `src.PAY`) is the file's text and does.
+    derived = {snake(n) if n not in contract_names else n for n in feed.derive}
+    if feed.derive:
+        probe = ", ".join(f"({e}) AS {ident(n)}" for n, e in feed.derive.items())
+        try:
+            types = con.execute(f"DESCRIBE SELECT {probe} FROM {ident(staged.table)} AS src {joins}").fetchall()
+        except duckdb.Error as e:
+            raise FileRejected(path, f"the mapping of tables.{contract.name} (derive/joins) does not fit this file: "
+                               f"{str(e).splitlines()[0]}") from e
+        derived = {(snake(n) if n not in contract_names else n) for n, t, *_ in types if t != "VARCHAR"}
     m_cols = ", ".join(f"{e} AS {ident('t_' + n)}" for n, e in {**text_exprs, **extras}.items())
     base = f"SELECT src.{ROW}, {m_cols} FROM {ident(staged.table)} AS src {joins}"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _mapped AS {base}")
-    extra_types = _infer_extra_types(con, list(extras), feed)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _mapped AS {base}")
+    except duckdb.Error as e:  # a derive/joins expression that does not fit this file
+        raise FileRejected(path, f"the mapping of tables.{contract.name} (derive/joins) does not fit this file: "
+                           f"{str(e).splitlines()[0]}") from e
+    extra_types = _infer_extra_types(con, list(extras), feed, derived)
 
     typed, reasons = [], []
     for c in contract.columns:
@@ -276,7 +303,7 @@ def _mapping(con, contract: Table, feed: Feed, staged: Staged, path: Path, rel: 
             typed.append(f"NULL::{c.type} AS {ident(c.name)}")
             continue
         t = ident("t_" + c.name)
-        v = _typed(t, c.type, feed, c.name)
+        v = _typed(t, c.type, feed, c.name, from_file=c.name not in derived)
         typed.append(f"{v} AS {ident(c.name)}")
         shown = f"'''' || left({t}, 60) || ''''"
         if c.required:
@@ -294,12 +321,12 @@ def _mapping(con, contract: Table, feed: Feed, staged: Staged, path: Path, rel: 
         if c.not_future:
             reasons.append(f"CASE WHEN {v} > TIMESTAMP '{now:%Y-%m-%d %H:%M:%S}' THEN '{c.name}: ' || {v} || ' is in the future' END")
     for name, kind in extra_types.items():
-        typed.append(f"{_typed(ident('t_' + name), kind, feed, name)} AS {ident(name)}")
+        typed.append(f"{_typed(ident('t_' + name), kind, feed, name, from_file=name not in derived)} AS {ident(name)}")
     reason = f"NULLIF(concat_ws('; ', {', '.join(reasons)}), '')" if reasons else "NULL::VARCHAR"
     return f"SELECT {ROW}, {', '.join(typed)}, {reason} AS _reason FROM _mapped"
 
 
-def _infer_extra_types(con, extras: list[str], feed: Feed) -> dict[str, str]:
+def _infer_extra_types(con, extras: list[str], feed: Feed, derived: set[str]) -> dict[str, str]:
     """Extra columns become DOUBLE when every value is a number, else stay text."""
     if not extras:
         return {}
@@ -307,7 +334,8 @@ def _infer_extra_types(con, extras: list[str], feed: Feed) -> dict[str, str]:
     if not numeric:
         return dict.fromkeys(extras, TEXT)
     checks = ", ".join(
-        f"count({ident('t_' + n)}) = count({_typed(ident('t_' + n), NUM, feed, n)}) AND count({ident('t_' + n)}) > 0"
+        f"count({ident('t_' + n)}) = count({_typed(ident('t_' + n), NUM, feed, n, n not in derived)}) "
+        f"AND count({ident('t_' + n)}) > 0"
         f" AND NOT bool_or(regexp_matches({ident('t_' + n)}, '^0[0-9]'))"  # leading zeros: an identifier
         for n in numeric
     )

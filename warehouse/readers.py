@@ -116,17 +116,17 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table
             tmp.unlink(missing_ok=True)
     columns = [r[0] for r in con.execute(f'DESCRIBE "{table}_raw"').fetchall()]
     n_good = con.execute(f'SELECT count(*) FROM "{table}_raw"').fetchone()[0]
-    bad_unicode = [r for r in rejects if "UNICODE" in str(r[1]).upper()]
+    bad_unicode = [r for r in rejects if "UNICODE" in f"{r[1]} {r[2]}".upper() or "ENCODING" in str(r[1]).upper()]
     if bad_unicode:
         raise FileRejected(
             path, f"is not valid {spec.encoding} text (line {bad_unicode[0][0]}); set `encoding:` in the source config"
         )
     if rejects and n_good == 0:
         raise FileRejected(path, f"no line could be parsed with sep={spec.sep!r}: {rejects[0][2].splitlines()[0]}")
-    # Physical row of the k-th good row: k + header lines + skipped lines + rejected lines before it.
+    # Physical row of the k-th good row: k + header lines + skipped lines + rejected or blank lines before it.
     offset = spec.skip_rows + (1 if spec.header else 0)
-    # One reject row per error; several errors can name the same line.
-    lines = sorted({int(r[0]) for r in rejects})
+    # One reject row per error; several errors can name the same line. DuckDB skips blank lines silently.
+    lines = sorted({int(r[0]) for r in rejects} | {b for b in _blank_lines(path) if b > offset})
     con.execute('CREATE OR REPLACE TEMP TABLE "_rej" (j BIGINT, g BIGINT)')
     if lines:
         # g = good rows before the j-th rejected line; as-of join finds how many rejects precede row k.
@@ -142,6 +142,25 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table
     for line, _etype, msg, raw in rejects:
         seen.setdefault(int(line), (int(line), f"malformed line: {_first_line(msg)}", raw or ""))
     return Staged(table, columns, n_good, list(seen.values()))
+
+
+def _blank_lines(path: Path) -> list[int]:
+    """1-based numbers of empty lines, which DuckDB skips without counting (a byte scan; most files have none)."""
+    import mmap
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        hits = []  # offsets of the newline that ends the line before a blank line
+        for sep in (b"\n\n", b"\n\r\n"):
+            pos = mm.find(sep)
+            while pos != -1:
+                hits.append(pos)
+                pos = mm.find(sep, pos + 1)
+        lines, newlines, last = [], 0, 0
+        for pos in sorted(hits):
+            newlines += mm[last:pos + 1].count(b"\n")
+            last = pos + 1
+            lines.append(newlines + 1)
+        return lines
 
 
 def _stage_whitespace(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str) -> Staged:
@@ -161,7 +180,7 @@ def _stage_whitespace(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec
         if tmp:
             tmp.unlink(missing_ok=True)
     con.execute(
-        f'CREATE TEMP TABLE "{table}_split" AS SELECT rowid + 1 AS _k, '
+        f'CREATE TEMP TABLE "{table}_split" AS SELECT rowid + 1 AS _k, line, '
         f"regexp_split_to_array(trim(line), '\\s+') AS f FROM \"{table}_lines\" WHERE trim(line) <> ''"
     )
     con.execute(f'DROP TABLE "{table}_lines"')
@@ -176,15 +195,16 @@ def _stage_whitespace(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec
         names = [f"column{i}" for i in range(width)]
     cols = ", ".join(f'f[{i + 1}] AS "{n}"' for i, n in enumerate(names))
     con.execute(
-        f'CREATE TEMP TABLE "{table}" AS SELECT {cols}, _k + {spec.skip_rows} AS {ROW}, len(f) AS _nf '
-        f'FROM "{table}_split" ORDER BY _k'
+        f'CREATE TEMP TABLE "{table}" AS SELECT {cols}, _k + {spec.skip_rows} AS {ROW}, len(f) AS _nf, '
+        f'line AS _line FROM "{table}_split" ORDER BY _k'
     )
     con.execute(f'DROP TABLE "{table}_split"')
     malformed = [
-        (int(r[0]), f"malformed line: {r[1]} fields, expected {len(names)}", "")
-        for r in con.execute(f'SELECT {ROW}, _nf FROM "{table}" WHERE _nf <> {len(names)}').fetchall()
+        (int(r[0]), f"malformed line: {r[1]} fields, expected {len(names)}", r[2])
+        for r in con.execute(f'SELECT {ROW}, _nf, _line FROM "{table}" WHERE _nf <> {len(names)}').fetchall()
     ]
-    con.execute(f'DELETE FROM "{table}" WHERE _nf <> {len(names)}; ALTER TABLE "{table}" DROP COLUMN _nf')
+    con.execute(f'DELETE FROM "{table}" WHERE _nf <> {len(names)}')
+    con.execute(f'ALTER TABLE "{table}" DROP COLUMN _nf; ALTER TABLE "{table}" DROP COLUMN _line')
     n = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
     return Staged(table, names, n, malformed)
 

@@ -25,7 +25,7 @@ READ_KEYS = {
     "path", "format", "sep", "header", "columns", "encoding", "decimal", "thousands", "quote",
     "na_values", "sheet", "skip_rows",
 }
-MAP_KEYS = {"rename", "dates", "value_maps", "derive", "joins", "filter", "drop", "keep_extra", "description"}
+MAP_KEYS = {"rename", "dates", "value_maps", "derive", "joins", "drop", "keep_extra", "description"}
 
 
 class SourceConfigError(ValueError):
@@ -64,7 +64,6 @@ class Feed:
     value_maps: dict[str, dict[str, Any]] = field(default_factory=dict)
     derive: dict[str, str] = field(default_factory=dict)  # column -> SQL expression over the source row
     joins: tuple[str, ...] = ()  # SQL join clauses to inputs, e.g. "LEFT JOIN disp ON disp.account_id = src.x"
-    filter: str | None = None  # SQL predicate: rows not matching are skipped (counted, not quarantined)
     drop: tuple[str, ...] = ()  # source columns not to keep (e.g. free text)
     keep_extra: bool = True  # unmapped source columns are kept as extra attributes
 
@@ -195,7 +194,6 @@ def _feed(table: str, spec: dict, where: str) -> Feed:
         value_maps={str(k): dict(v) for k, v in (spec.get("value_maps") or {}).items()},
         derive={str(k): str(v) for k, v in (spec.get("derive") or {}).items()},
         joins=tuple(spec.get("joins") or ()),
-        filter=spec.get("filter"),
         drop=tuple(spec.get("drop") or ()),
         keep_extra=bool(spec.get("keep_extra", True)),
     )

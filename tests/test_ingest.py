@@ -1,0 +1,245 @@
+"""Ingest on small files made here: quarantine reasons, reconciliation, whole-file errors, the ledger."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+import xlsxwriter
+
+from warehouse.db import connect
+from warehouse.ingest import ingest_table
+from warehouse.schema import ensure_all_raw_tables
+from warehouse.sources import load_source
+
+CUSTOMERS = (
+    "customer_id,birth_date,gender,income,segment\n"
+    "C1,1980-01-02,F,50000,mass\n"
+    "C2,1975-05-06,M,72000.5,affluent\n"
+    "C3,1990-12-31,F,31000,mass\n"
+)
+
+TRANSACTIONS = (
+    "transaction_id,customer_id,transaction_date,amount,category\n"
+    "T1,C1,2024-01-05 10:00:00,-25.50,card\n"          # row 2 good
+    "T2,C2,2024-01-06,1200,salary\n"                   # row 3 good (date without time)
+    "T3,C1,2024-01-07,abc,card\n"                      # row 4: amount not a number
+    "T4,,2024-01-08,-3,card\n"                         # row 5: customer missing
+    "T5,C9,2024-01-09,-3,card\n"                       # row 6: unknown customer
+    "T1,C3,2024-01-10,-7,card\n"                       # row 7: duplicate transaction_id of row 2
+    "T7,C3,2999-01-01,-7,card\n"                       # row 8: in the future
+    "T8,C3,2024-02-30,-7,card\n"                       # row 9: no such date
+    "T9,C3,2024-03-01,-7,card,extra\n"                 # row 10: one field too many
+    "T10,C3,2024-03-02,-9.25,bill\n"                   # row 11 good
+)
+
+
+def write_config(tmp_path: Path, **tables: dict) -> Path:
+    import yaml
+
+    cfg = tmp_path / "bank.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "testbank", "tables": tables}))
+    return cfg
+
+
+@pytest.fixture
+def bank(tmp_path: Path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "customers.csv").write_text(CUSTOMERS)
+    (landing / "transactions.csv").write_text(TRANSACTIONS)
+    cfg = write_config(tmp_path, customers={"path": "customers.csv"}, transactions={"path": "transactions.csv"})
+    return landing, load_source(cfg), tmp_path / "w.duckdb"
+
+
+def run(db: Path, source, landing: Path, *tables: str):
+    with connect(db) as con:
+        ensure_all_raw_tables(con)
+        return {t: ingest_table(con, source, t, landing, run_id="test", log=lambda m: None) for t in tables}
+
+
+def rows(db: Path, sql: str):
+    with connect(db, read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_quarantine_holds_exactly_the_bad_rows_with_reasons(bank):
+    landing, source, db = bank
+    reports = run(db, source, landing, "customers", "transactions")
+    tx = reports["transactions"].files[0]
+    assert (tx.rows_read, tx.rows_loaded, tx.rows_quarantined) == (10, 3, 7)
+    assert rows(db, "SELECT transaction_id FROM raw.transactions ORDER BY _source_row") == [("T1",), ("T2",), ("T10",)]
+    quarantined = dict(rows(db, "SELECT _source_row, reason FROM quarantine.transactions"))
+    assert quarantined[4] == "amount: 'abc' is not a number"
+    assert quarantined[5] == "customer_id: missing"
+    assert quarantined[6] == "customer_id: 'C9' is not in customers"
+    assert quarantined[7] == "duplicate key (transaction_id=T1): first at row 2"
+    assert quarantined[8].startswith("transaction_date: 2999-01-01") and quarantined[8].endswith("is in the future")
+    assert quarantined[9] == "transaction_date: '2024-02-30' is not a date-time"
+    assert quarantined[10].startswith("malformed line:")
+    assert set(quarantined) == {4, 5, 6, 7, 8, 9, 10}
+    # the original record is kept, and the bad columns are listed
+    rec, cols, file = rows(db, "SELECT record, columns, _source_file FROM quarantine.transactions WHERE _source_row = 4")[0]
+    assert '"amount":"abc"' in rec and cols == ["amount"] and file == "transactions.csv"
+
+
+def test_rows_after_a_malformed_line_keep_their_file_row_numbers(bank):
+    landing, source, db = bank
+    run(db, source, landing, "customers", "transactions")
+    # T10 is on line 11 of the file, after the malformed line 10
+    assert rows(db, "SELECT _source_row FROM raw.transactions WHERE transaction_id = 'T10'") == [(11,)]
+
+
+def test_types_and_signed_amounts(bank):
+    landing, source, db = bank
+    run(db, source, landing, "customers", "transactions")
+    assert rows(db, "SELECT income FROM raw.customers WHERE customer_id = 'C2'") == [(72000.5,)]
+    assert rows(db, "SELECT sum(amount) FROM raw.transactions") == [(-25.5 + 1200 - 9.25,)]
+
+
+def test_rerun_is_a_no_op_and_a_changed_file_replaces_its_rows(bank):
+    landing, source, db = bank
+    run(db, source, landing, "customers", "transactions")
+    again = run(db, source, landing, "customers", "transactions")
+    assert [f.status for f in again["transactions"].files] == ["unchanged"]
+    assert rows(db, "SELECT count(*) FROM raw.transactions") == [(3,)]
+    assert rows(db, "SELECT count(*) FROM quarantine.transactions") == [(7,)]
+
+    (landing / "transactions.csv").write_text(TRANSACTIONS.split("T3,")[0].rstrip("\n") + "\nT11,C2,2024-04-01,-1,card\n")
+    third = run(db, source, landing, "transactions")
+    assert [f.status for f in third["transactions"].files] == ["loaded"]
+    assert rows(db, "SELECT transaction_id FROM raw.transactions ORDER BY 1") == [("T1",), ("T11",), ("T2",)]
+    assert rows(db, "SELECT count(*) FROM quarantine.transactions") == [(0,)]
+    assert rows(db, "SELECT rows_read, rows_loaded FROM raw.ingest_ledger WHERE table_name = 'transactions'") == [(3, 3)]
+
+
+def test_touched_but_identical_file_is_not_reloaded(bank):
+    landing, source, db = bank
+    run(db, source, landing, "customers")
+    os.utime(landing / "customers.csv", ns=(1, 1))
+    again = run(db, source, landing, "customers")
+    assert [f.status for f in again["customers"].files] == ["unchanged"]
+
+
+# ---- whole-file errors: a clear message naming the file and what is wrong, and nothing loaded from it
+def _only_customers(tmp_path: Path, content: bytes, name: str = "customers.csv", **read) -> tuple:
+    landing = tmp_path / "landing"
+    landing.mkdir(exist_ok=True)
+    (landing / name).write_bytes(content)
+    cfg = write_config(tmp_path, customers={"path": name, **read})
+    db = tmp_path / "w.duckdb"
+    report = run(db, load_source(cfg), landing, "customers")["customers"]
+    return report, rows(db, "SELECT count(*) FROM raw.customers")[0][0]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (CUSTOMERS.replace(",", ";").encode(), "is the separator ';'"),
+        (b"id,gender\nC1,F\n", "required column 'customer_id' of customers is missing"),
+        ("customer_id,city\nC1,Pr\u00e9rov\n".encode("latin-1"), "is not valid utf-8 text"),
+        (b"", "file is empty"),
+        (b"customer_id,gender\n", "has a header but no data rows"),
+    ],
+    ids=["wrong-separator", "missing-column", "not-utf8", "empty", "header-only"],
+)
+def test_unreadable_csv_fails_clearly_and_loads_nothing(tmp_path, content, expected):
+    report, loaded = _only_customers(tmp_path, content)
+    assert len(report.errors) == 1
+    assert "customers.csv" in report.errors[0] and expected in report.errors[0]
+    assert loaded == 0
+
+
+def test_declared_encoding_reads_latin1(tmp_path):
+    report, loaded = _only_customers(tmp_path, "customer_id,city\nC1,Pr\u00e9rov\n".encode("latin-1"), encoding="latin-1")
+    assert report.errors == [] and loaded == 1
+
+
+def _xlsx(path: Path, rows_: list[list]) -> None:
+    wb = xlsxwriter.Workbook(str(path))
+    ws = wb.add_worksheet("customers")
+    for r, values in enumerate(rows_):
+        for c, v in enumerate(values):
+            ws.write(r, c, v)
+    wb.close()
+
+
+def test_xlsx_is_read_with_row_numbers(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _xlsx(landing / "customers.xlsx", [["customer_id", "income", "gender"], ["C1", 1000, "F"], ["C2", "lots", "M"]])
+    cfg = write_config(tmp_path, customers={"path": "customers.xlsx"})
+    db = tmp_path / "w.duckdb"
+    report = run(db, load_source(cfg), landing, "customers")["customers"]
+    assert (report.total("rows_loaded"), report.total("rows_quarantined")) == (1, 1)
+    assert rows(db, "SELECT customer_id, income FROM raw.customers") == [("C1", 1000.0)]
+    assert rows(db, "SELECT _source_row, reason FROM quarantine.customers") == [(3, "income: 'lots' is not a number")]
+
+
+def test_truncated_xlsx_fails_clearly(tmp_path):
+    good = tmp_path / "good.xlsx"
+    _xlsx(good, [["customer_id"], ["C1"]])
+    data = good.read_bytes()
+    assert zipfile.is_zipfile(good)
+    report, loaded = _only_customers(tmp_path, data[: len(data) // 2], name="customers.xlsx")
+    assert "customers.xlsx" in report.errors[0] and "not a readable spreadsheet" in report.errors[0]
+    assert loaded == 0
+
+
+def test_csv_renamed_xlsx_fails_clearly(tmp_path):
+    report, loaded = _only_customers(tmp_path, CUSTOMERS.encode(), name="customers.xlsx")
+    assert "not a readable spreadsheet" in report.errors[0] and loaded == 0
+
+
+def test_value_maps_dates_derive_and_extras(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "clients.txt").write_text("ID;SEX;BORN;PAY;Branch Code;Score Band\n007;female;311299;1.234,5;0042;A\n")
+    cfg = write_config(tmp_path, customers={
+        "path": "clients.txt", "sep": ";", "decimal": ",", "thousands": ".",
+        "rename": {"ID": "customer_id", "BORN": "birth_date"},
+        "dates": {"birth_date": "%d%m%y"},
+        "value_maps": {"gender": {"female": "F", "male": "M"}},
+        "derive": {"gender": "src.SEX", "income": "src.PAY"},
+    })
+    db = tmp_path / "w.duckdb"
+    run(db, load_source(cfg), landing, "customers")
+    got = rows(db, 'SELECT customer_id, gender, birth_date::VARCHAR, income, branch_code, score_band, sex FROM raw.customers')
+    assert got == [("007", "F", "1999-12-31", 1234.5, "0042", "A", "female")]
+
+
+def test_blank_lines_do_not_shift_row_numbers(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "customers.csv").write_text("customer_id,income\nC1,1\n\nC2,x\n\nC3,3\n")
+    cfg = write_config(tmp_path, customers={"path": "customers.csv"})
+    db = tmp_path / "w.duckdb"
+    run(db, load_source(cfg), landing, "customers")
+    assert rows(db, "SELECT customer_id, _source_row FROM raw.customers ORDER BY 1") == [("C1", 2), ("C3", 6)]
+    assert rows(db, "SELECT _source_row, reason FROM quarantine.customers") == [(4, "income: 'x' is not a number")]
+
+
+def test_derived_numbers_ignore_the_files_number_format(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "c.csv").write_text("id;pay;dc\nA;1.234,50;D\nB;12,00;C\n")
+    cfg = write_config(tmp_path, customers={
+        "path": "c.csv", "sep": ";", "decimal": ",", "thousands": ".", "rename": {"id": "customer_id"},
+        "derive": {"income": "CASE src.dc WHEN 'D' THEN 2 ELSE 1 END * TRY_CAST(replace(replace(src.pay, '.', ''), ',', '.') AS DOUBLE)"},
+    })
+    db = tmp_path / "w.duckdb"
+    run(db, load_source(cfg), landing, "customers")
+    assert rows(db, "SELECT customer_id, income, pay FROM raw.customers ORDER BY 1") == [("A", 2469.0, 1234.5), ("B", 12.0, 12.0)]
+
+
+def test_a_mapping_that_does_not_fit_the_file_is_reported_not_raised(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "c.csv").write_text("customer_id\nC1\n")
+    cfg = write_config(tmp_path, customers={"path": "c.csv", "derive": {"income": "src.no_such_column"}})
+    db = tmp_path / "w.duckdb"
+    report = run(db, load_source(cfg), landing, "customers")["customers"]
+    assert "c.csv" in report.errors[0] and "derive/joins" in report.errors[0]
+    assert rows(db, "SELECT count(*) FROM raw.customers") == [(0,)]
