@@ -45,7 +45,6 @@ FEATURE_DOCS = {
     "has_<product>": "1 when the product (or product category) is held at the snapshot.",
     "credit_limit_total": "Sum of credit limits of open holdings.",
     "loans_count / loan_amount_total / loan_payment_monthly": "Loans started on or before the snapshot.",
-    "loans_defaulted_before": "Loans flagged defaulted that started before the snapshot (bank's flag).",
     "age": "Age in years at the snapshot (from birth_date, else the file's age).",
     "tenure_months": "Months as a customer at the snapshot (from joined_date, else the file's tenure).",
     "income / credit_score / gender / region / city / segment": "From customers.",
@@ -205,7 +204,10 @@ def build_balances(con, snap: date) -> int:
 
 
 def build_holdings(con, snap: date) -> int:
-    """Product holdings at the snapshot, product flags, and loans."""
+    """Product holdings at the snapshot, product flags, and loans.
+
+    Loan status and the `defaulted` flag describe the loan when the file was exported, i.e. after the
+    snapshot: they are outcomes, not features, and are left out here."""
     s = f"DATE '{snap}'"
     open_at = f"(opened_date IS NULL OR opened_date <= {s}) AND (closed_date IS NULL OR closed_date > {s})"
     has_products = con.execute("SELECT count(*) > 0 FROM raw.products").fetchone()[0]
@@ -229,13 +231,11 @@ def build_holdings(con, snap: date) -> int:
         ln AS (
             SELECT customer_id, count(*) AS loans_count, sum(amount) AS loan_amount_total,
                    sum(monthly_payment) FILTER (WHERE start_date IS NULL OR duration_months IS NULL OR
-                       start_date + to_months(duration_months::INT) > {s}) AS loan_payment_monthly,
-                   count(*) FILTER (WHERE defaulted AND start_date < {s}) AS loans_defaulted_before
+                       start_date + to_months(duration_months::INT) > {s}) AS loan_payment_monthly
             FROM raw.loans WHERE start_date IS NULL OR start_date <= {s} GROUP BY customer_id)
         SELECT p.customer_id, p.snapshot_date, acc.* EXCLUDE (customer_id),
                coalesce(ln.loans_count, 0) AS loans_count, coalesce(ln.loan_amount_total, 0) AS loan_amount_total,
-               coalesce(ln.loan_payment_monthly, 0) AS loan_payment_monthly,
-               coalesce(ln.loans_defaulted_before, 0) AS loans_defaulted_before
+               coalesce(ln.loan_payment_monthly, 0) AS loan_payment_monthly
         FROM features.population p LEFT JOIN acc USING (customer_id) LEFT JOIN ln USING (customer_id)
         ORDER BY p.customer_id""")
     _zero_fill(con, "features.holdings", r"^(products_|accounts_open|credit_limit_total|has_)")

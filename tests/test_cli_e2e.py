@@ -1,0 +1,106 @@
+"""End to end through the real `scorehouse` CLI, as a user starts it, on generated and real data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+ROOT = Path(__file__).parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SCOREHOUSE = str(Path(sys.executable).parent / "scorehouse")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data sets not found at {DATA}")
+
+pytestmark = pytest.mark.e2e
+
+
+def scorehouse(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    return subprocess.run([SCOREHOUSE, *args, "--home", str(home)] if args[0] != "generate" else [SCOREHOUSE, *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+def query(home: Path, sql: str):
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_generate_then_run_synthetic(tmp_path):
+    landing, home = tmp_path / "landing", tmp_path / "home"
+    gen = scorehouse("generate", "--customers", "1500", "--seed", "3", "--out", str(landing), home=home)
+    assert gen.returncode == 0, gen.stderr
+    run = scorehouse("run", "--landing", str(landing), home=home)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Run " in run.stdout and "SUCCESS" in run.stdout and "failed" in run.stdout
+    files = {p.name: sum(1 for _ in p.open()) - 1 for p in landing.glob("*.csv")}
+    for table in ("customers", "accounts", "transactions", "loans", "labels", "agencies", "managers", "products"):
+        loaded, quarantined = query(home, f"SELECT (SELECT count(*) FROM raw.{table}), (SELECT count(*) FROM quarantine.{table})")[0]
+        assert loaded + quarantined == files[f"{table}.csv"], table
+    assert query(home, "SELECT count(*) FROM raw.customers") == [(1500,)]
+    assert query(home, "SELECT count(*), count(DISTINCT customer_id) FROM features.customer_features")[0][0] > 1000
+    # the run is recorded in the home's Dagster storage, so the UI shows it
+    assert (home / "dagster" / "dagster.yaml").exists() and "telemetry" in (home / "dagster" / "dagster.yaml").read_text()
+    # a second run loads nothing twice
+    again = scorehouse("run", "--landing", str(landing), home=home)
+    assert again.returncode == 0, again.stdout
+    assert query(home, "SELECT count(*) FROM raw.customers") == [(1500,)]
+
+
+@needs_data
+@pytest.mark.parametrize(
+    ("source", "folder", "expected"),
+    [
+        ("berka", "berka", {
+            "SELECT count(*) FROM raw.customers": 5369,
+            "SELECT count(*) FROM raw.loans": 682,
+            "SELECT count(*) FROM raw.accounts WHERE product_id = 'current_account'": 4500,
+            "SELECT count(*) FROM raw.accounts WHERE product_id LIKE 'card_%'": 892,
+            "SELECT (SELECT count(*) FROM raw.transactions) + (SELECT count(*) FROM quarantine.transactions)": 46997,
+        }),
+        ("churn_modelling", "churn_modelling", {
+            "SELECT count(*) FROM raw.customers": 10000,
+            "SELECT count(*) FROM features.customer_features": 10000,
+            "SELECT sum(value)::INT FROM features.labels WHERE label = 'churned'": 2037,
+        }),
+        ("cdnow", "cdnow", {
+            "SELECT count(DISTINCT customer_id) FROM raw.transactions": 23570,
+            "SELECT count(*) FROM raw.transactions": 69659,
+        }),
+        ("german_credit", "german_credit", {
+            "SELECT count(*) FROM raw.customers": 1000,
+            "SELECT sum(value)::INT FROM raw.labels WHERE label = 'defaulted'": 300,
+        }),
+        ("bank_marketing", "bank_marketing", {
+            "SELECT count(*) FROM raw.customers": 41188,
+            "SELECT sum(value)::INT FROM raw.labels WHERE label = 'term_deposit'": 4640,
+        }),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_run_real_source(tmp_path, source, folder, expected):
+    home = tmp_path / "home"
+    run = scorehouse("run", "--source", source, "--landing", str(DATA / folder), home=home)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Checks:" in run.stdout and " 0 failed" in run.stdout, run.stdout
+    for sql, value in expected.items():
+        assert query(home, sql) == [(value,)], sql
+
+
+def test_bad_file_fails_the_run_with_a_clear_message(tmp_path):
+    landing, home = tmp_path / "landing", tmp_path / "home"
+    landing.mkdir()
+    (landing / "customers.csv").write_text("customer_id;income\nC1;10\n")
+    (tmp_path / "bank.yaml").write_text("name: bank\ntables:\n  customers: {path: customers.csv}\n")
+    run = scorehouse("run", "--source", str(tmp_path / "bank.yaml"), "--landing", str(landing), home=home)
+    assert run.returncode == 1
+    assert "customers.csv" in run.stdout and "is the separator ';'" in run.stdout, run.stdout
+    assert query(home, "SELECT count(*) FROM raw.customers") == [(0,)]
+
+
+def test_unknown_source_is_a_clear_error(tmp_path):
+    run = scorehouse("run", "--source", "no_such_bank", home=tmp_path / "home")
+    assert run.returncode == 2 and "unknown source 'no_such_bank'" in run.stderr
