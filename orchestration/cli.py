@@ -82,7 +82,7 @@ class _Progress(threading.Thread):
         elif kind == "ASSET_CHECK_EVALUATION":
             ce = ev.event_specific_data
             mark = "✓" if ce.passed else ("!" if ce.severity.value == "WARN" else "✗")
-            print(f"{t}   {mark} check {ce.check_name}", flush=True)
+            print(f"{t}   {mark} check {ce.asset_key.to_user_string()} {ce.check_name}", flush=True)
         elif kind == "STEP_FAILURE":
             err = ev.event_specific_data.error
             msg = _failure_message(err)

@@ -160,7 +160,7 @@ def _ingest_file(con, contract: Table, feed: Feed, path: Path, rel: str, fingerp
         col_list = ", ".join(ident(c) for c in cols)
         con.execute(
             f"INSERT INTO raw.{contract.name} BY NAME SELECT {col_list}, {sql_str(rel)} AS _source_file, "
-            f"{ROW} AS _source_row, ?::TIMESTAMP AS _ingested_at FROM _typed WHERE _reason IS NULL ORDER BY {ROW}",
+            f"{ROW} AS _source_row, ?::TIMESTAMP AS _ingested_at FROM _typed WHERE _reason IS NULL",
             [now],
         )
         con.execute(f"DELETE FROM quarantine.{contract.name} WHERE _source_file = ?", [rel])
@@ -171,7 +171,8 @@ def _ingest_file(con, contract: Table, feed: Feed, path: Path, rel: str, fingerp
                    CASE WHEN t._reason LIKE 'duplicate key%' THEN {key_list}
                         ELSE list_distinct(regexp_extract_all(t._reason, '(?:^|; )([A-Za-z0-9_]+):', 1)) END,
                    to_json(s)::VARCHAR, ?::TIMESTAMP, ?
-            FROM _typed t JOIN _stage s USING ({ROW}) WHERE t._reason IS NOT NULL ORDER BY t.{ROW}""",
+            FROM (SELECT * FROM _typed WHERE _reason IS NOT NULL) t JOIN _stage s ON {staged.row_sql("s")} = t.{ROW}
+            ORDER BY t.{ROW}""",
             [now, run_id],
         )
         if staged.malformed:
@@ -202,9 +203,10 @@ def _ingest_file(con, contract: Table, feed: Feed, path: Path, rel: str, fingerp
 
 def _text(expr: str, feed: Feed, col: str) -> str:
     """Source expression -> trimmed text with the feed's NA values and value map applied."""
-    na = ", ".join(sql_str(v) for v in feed.read.na_values)
-    t = f"trim(CAST(({expr}) AS VARCHAR))"
-    t = f"CASE WHEN {t} IN ({na}) THEN NULL ELSE {t} END"
+    t = f"nullif(trim(CAST(({expr}) AS VARCHAR)), '')"
+    others = [v for v in feed.read.na_values if v != ""]
+    if others:
+        t = f"CASE WHEN {t} IN ({', '.join(sql_str(v) for v in others)}) THEN NULL ELSE {t} END"
     vmap = feed.value_maps.get(col)
     if vmap:
         whens = " ".join(f"WHEN {sql_str(k)} THEN {'NULL' if v is None else sql_str(v)}" for k, v in vmap.items())
@@ -258,7 +260,7 @@ def _mapping(con, contract: Table, feed: Feed, staged: Staged, path: Path, rel: 
             expr = f"src.{ident(by_lower[c.name.lower()])}"
             used.add(by_lower[c.name.lower()])
         elif c.name == contract.generated_key:
-            expr = f"{sql_str(rel + ':')} || src.{ROW}"
+            expr = f"{sql_str(rel + ':')} || {staged.row_sql('src')}"
         else:
             if c.required:
                 raise FileRejected(path, f"required column {c.name!r} of {contract.name} is missing: not in the "
@@ -289,7 +291,7 @@ def _mapping(con, contract: Table, feed: Feed, staged: Staged, path: Path, rel: 
                                f"{str(e).splitlines()[0]}") from e
         derived = {(snake(n) if n not in contract_names else n) for n, t, *_ in types if t != "VARCHAR"}
     m_cols = ", ".join(f"{e} AS {ident('t_' + n)}" for n, e in {**text_exprs, **extras}.items())
-    base = f"SELECT src.{ROW}, {m_cols} FROM {ident(staged.table)} AS src {joins}"
+    base = f"SELECT {staged.row_sql('src')} AS {ROW}, {m_cols} FROM {ident(staged.table)} AS src {joins}"
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW _mapped AS {base}")
     except duckdb.Error as e:  # a derive/joins expression that does not fit this file
@@ -303,8 +305,8 @@ def _mapping(con, contract: Table, feed: Feed, staged: Staged, path: Path, rel: 
             typed.append(f"NULL::{c.type} AS {ident(c.name)}")
             continue
         t = ident("t_" + c.name)
-        v = _typed(t, c.type, feed, c.name, from_file=c.name not in derived)
-        typed.append(f"{v} AS {ident(c.name)}")
+        typed.append(f"{_typed(t, c.type, feed, c.name, from_file=c.name not in derived)} AS {ident(c.name)}")
+        v = ident(c.name)  # reasons read the typed value computed once in the inner projection
         shown = f"'''' || left({t}, 60) || ''''"
         if c.required:
             reasons.append(f"CASE WHEN {t} IS NULL THEN '{c.name}: missing' END")
@@ -323,7 +325,9 @@ def _mapping(con, contract: Table, feed: Feed, staged: Staged, path: Path, rel: 
     for name, kind in extra_types.items():
         typed.append(f"{_typed(ident('t_' + name), kind, feed, name, from_file=name not in derived)} AS {ident(name)}")
     reason = f"NULLIF(concat_ws('; ', {', '.join(reasons)}), '')" if reasons else "NULL::VARCHAR"
-    return f"SELECT {ROW}, {', '.join(typed)}, {reason} AS _reason FROM _mapped"
+    out_cols = [ident(c.name) for c in contract.columns] + [ident(n) for n in extra_types]
+    return (f"SELECT {ROW}, {', '.join(out_cols)}, {reason} AS _reason "
+            f"FROM (SELECT *, {', '.join(typed)} FROM _mapped)")
 
 
 def _infer_extra_types(con, extras: list[str], feed: Feed, derived: set[str]) -> dict[str, str]:

@@ -33,10 +33,17 @@ class FileRejected(ValueError):
 
 @dataclass
 class Staged:
-    table: str  # temp table name: source columns as VARCHAR plus _source_row
+    table: str  # temp table name: source columns as VARCHAR (plus _source_row when it had to be stored)
     columns: list[str]  # source column names, in file order
     rows: int  # data rows staged (readable rows)
     malformed: list[tuple[int, str, str]]  # (row, reason, raw line) for lines the parser rejected
+    row_offset: int | None = None  # physical row = rowid + row_offset, when no line was skipped
+
+    def row_sql(self, alias: str) -> str:
+        """SQL for the physical row number of a staged row; computed, not stored, in the common case."""
+        if self.row_offset is None:
+            return f"{alias}.{ROW}"
+        return f"({alias}.rowid + {self.row_offset})"
 
 
 def file_format(path: Path, spec: ReadSpec) -> str:
@@ -127,6 +134,9 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table
     offset = spec.skip_rows + (1 if spec.header else 0)
     # One reject row per error; several errors can name the same line. DuckDB skips blank lines silently.
     lines = sorted({int(r[0]) for r in rejects} | {b for b in _blank_lines(path) if b > offset})
+    if not lines:  # the common case: row = rowid + header + skipped lines + 1, nothing to store or sort
+        con.execute(f'ALTER TABLE "{table}_raw" RENAME TO "{table}"')
+        return Staged(table, columns, n_good, [], row_offset=offset + 1)
     con.execute('CREATE OR REPLACE TEMP TABLE "_rej" (j BIGINT, g BIGINT)')
     if lines:
         # g = good rows before the j-th rejected line; as-of join finds how many rejects precede row k.
