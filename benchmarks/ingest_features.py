@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -83,7 +83,7 @@ def main() -> None:
         results.append(r)
         print(f"{n:>9,} customers, {r['transactions']:>11,} transactions: {r['wall']:6.1f}s, "
               f"{r['rows'] / r['wall']:>10,.0f} rows/s, peak RSS {r['peak_gb']:.2f} GB", flush=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n### {stamp} — `python benchmarks/ingest_features.py --customers {' '.join(map(str, args.customers))}`\n",
              f"Machine: {machine()}. Whole `scorehouse run` (Dagster start-up, 8 ingest assets with GX checks and "
              "quarantine, 6 feature assets, checks), from empty home; peak RSS is the run process's.\n",

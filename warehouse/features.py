@@ -47,7 +47,7 @@ FEATURE_DOCS = {
     "loans_count / loan_amount_total / loan_payment_monthly": "Loans started on or before the snapshot.",
     "age": "Age in years at the snapshot (from birth_date, else the file's age).",
     "tenure_months": "Months as a customer at the snapshot (from joined_date, else the file's tenure).",
-    "income / credit_score / gender / region / city / segment": "From customers.",
+    "income / credit_score / gender / region / city / segment / agency_id / manager_id": "From customers.",
     "income_monthly": "income / 12, else the average monthly inflow over the last 365 days.",
     "spend_to_income": "Monthly spend over the last 365 days / income_monthly.",
     "debt_to_income": "Monthly loan payments / income_monthly.",
