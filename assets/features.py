@@ -88,7 +88,7 @@ CF = dg.AssetKey(["features", "customer_features"])
 
 
 @dg.asset_check(asset=CF, description="exactly one row per customer, the same customers as the population",
-                blocking=True)
+                blocking=True, pool="warehouse")
 def features_unique_customers(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         rows, distinct, pop = con.execute(
@@ -100,7 +100,8 @@ def features_unique_customers(warehouse: Warehouse) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=CF, description="no nulls in the columns listed in features.not_null", blocking=True)
+@dg.asset_check(asset=CF, description="no nulls in the columns listed in features.not_null", blocking=True,
+                pool="warehouse")
 def features_not_null(warehouse: Warehouse, settings: Settings) -> dg.AssetCheckResult:
     cols = settings.get("features", "not_null")
     with warehouse.connect() as con:
@@ -111,7 +112,7 @@ def features_not_null(warehouse: Warehouse, settings: Settings) -> dg.AssetCheck
     return dg.AssetCheckResult(passed=not nulls, metadata={"actual": str(nulls or "no nulls"), "threshold": ", ".join(cols)})
 
 
-@dg.asset_check(asset=CF, description="values inside the bounds in features.ranges")
+@dg.asset_check(asset=CF, description="values inside the bounds in features.ranges", pool="warehouse")
 def features_in_range(warehouse: Warehouse, settings: Settings) -> dg.AssetCheckResult:
     ranges: dict = settings.get("features", "ranges")
     with warehouse.connect() as con:

@@ -59,7 +59,7 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
         provided = bool(cfg.feeds.get(table))
         with warehouse.connect() as con:
             report = ingest_table(con, cfg, table, source.landing_path() if provided else None,
-                                  run_id=context.run_id, log=context.log.info)
+                                  run_id=context.run.run_id, log=context.log.info)
             md = _report_metadata(con, report, provided)
         if report.errors:
             # Good files stay loaded; each bad file loaded nothing. Name every file and what is wrong.

@@ -9,7 +9,7 @@ from warehouse.contract import TABLES
 
 def build_gx_check(table: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=dg.AssetKey(["raw", table]), name="gx_contract", blocking=True,
+        asset=dg.AssetKey(["raw", table]), name="gx_contract", blocking=True, pool="warehouse",
         description=f"Great Expectations suite of raw.{table} from the data contract: columns, types, "
                     "required values, bounds, allowed values, unique key, customers referenced exist.",
     )

@@ -7,6 +7,7 @@ and the sensors launch, in this process, recorded in the home's Dagster storage 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -168,6 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- ui
 def cmd_ui(args: argparse.Namespace) -> int:
+    import psutil
+
     home = Home.resolve(args.home)
     _set_env(home, args.source, args.landing)
     bindir = Path(sys.executable).parent
@@ -189,16 +192,25 @@ def cmd_ui(args: argparse.Namespace) -> int:
     while not stopping.is_set() and all(p.poll() is None for p in procs):
         stopping.wait(0.5)
     code = 0 if stopping.is_set() else 1
+    # Everything they started (code servers, run workers) is stopped too, not just the two leaders.
+    tree = psutil.Process().children(recursive=True)
     for p in procs:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
     for p in procs:
         try:
-            p.wait(max(0.1, deadline - time.monotonic()))
+            p.wait(15)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+    _, alive = psutil.wait_procs(tree, timeout=15)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=5)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
     print("stopped webserver and daemon", flush=True)
     return code
 

@@ -34,3 +34,8 @@ def test_jobs_sensor_and_checks():
     assert ("raw/transactions", "rows_reconcile") in checks
     assert ("raw/transactions", "gx_contract") in checks
     assert ("features/customer_features", "features_unique_customers") in checks
+    for name in ("scorehouse", "ingest"):
+        job = defs.resolve_job_def(name)
+        assert job.run_tags.get("scorehouse/warehouse") == "write", name  # queued one writing run at a time
+        # every step opens the DuckDB file, checks included: all hold the one `warehouse` slot
+        assert {n.definition.pool for n in job.graph.nodes} == {"warehouse"}, name

@@ -243,3 +243,21 @@ def test_a_mapping_that_does_not_fit_the_file_is_reported_not_raised(tmp_path):
     report = run(db, load_source(cfg), landing, "customers")["customers"]
     assert "c.csv" in report.errors[0] and "derive/joins" in report.errors[0]
     assert rows(db, "SELECT count(*) FROM raw.customers") == [(0,)]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 1 << 24])
+def test_file_scans_find_blank_lines_and_count_lines_across_chunk_boundaries(tmp_path, chunk):
+    import hashlib
+    import random
+
+    from warehouse.readers import blank_lines, scan_file
+
+    rnd = random.Random(chunk)
+    for trial in range(40):
+        lines = [rnd.choice([b"a,b", b"", b"\r", b"xyz,1"]) for _ in range(rnd.randint(1, 30))]
+        data = b"\n".join(lines) + b"\n"
+        path = tmp_path / f"f{trial}.csv"
+        path.write_bytes(data)
+        expected = [i + 1 for i, ln in enumerate(data.split(b"\n")[:-1]) if ln.strip(b"\r") == b"" and i > 0]
+        assert blank_lines(path, chunk_size=chunk) == expected, data
+        assert scan_file(path, chunk_size=chunk) == (hashlib.sha1(data).hexdigest(), data.count(b"\n")), data

@@ -60,8 +60,11 @@ def test_ui_serves_graph_runs_job_and_stops_cleanly(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    # Output goes to a file, not a pipe: nobody reads a pipe until the end, and once its buffer is full the
+    # webserver, daemon and runs block on writing their logs.
+    log = (tmp_path / "ui.log").open("w+b")
     ui = subprocess.Popen([str(BIN / "scorehouse"), "ui", "--home", str(home), "--landing", str(landing),
-                           "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                           "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         def up():
             try:
@@ -87,7 +90,9 @@ def test_ui_serves_graph_runs_job_and_stops_cleanly(tmp_path):
         assert len(children) >= 2  # webserver, daemon (and their code servers)
     finally:
         ui.send_signal(signal.SIGTERM)
-        out = ui.communicate(timeout=60)[0].decode()
+        ui.wait(timeout=60)
+        log.close()
+        out = (tmp_path / "ui.log").read_text(errors="replace")
     assert ui.returncode == 0, out
     assert "stopped webserver and daemon" in out
     assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

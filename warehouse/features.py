@@ -141,7 +141,9 @@ def build_rfm(con, snap: date) -> int:
             SELECT customer_id,
                    date_diff('day', max(transaction_date)::DATE, {s}) AS recency_days,
                    date_diff('day', min(transaction_date)::DATE, {s}) AS days_since_first_txn,
-                   count(DISTINCT date_trunc('month', transaction_date)) FILTER (WHERE {in_year}) AS active_months_365d,
+                   -- distinct active months as a bitmask of months back (0..12): far cheaper than COUNT(DISTINCT)
+                   bit_count(coalesce(bit_or(1::UBIGINT << date_diff('month', transaction_date, {s})::INT)
+                                      FILTER (WHERE {in_year}), 0::UBIGINT)) AS active_months_365d,
                    count(*) FILTER (WHERE transaction_date >= {s} - 179 AND transaction_date < {s} - 89) AS txn_prev_90d,
                    coalesce(sum(-amount) FILTER (WHERE amount < 0 AND transaction_date >= {s} - 179
                                                   AND transaction_date < {s} - 89), 0) AS spend_prev_90d,

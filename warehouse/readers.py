@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,12 @@ class Staged:
     malformed: list[tuple[int, str, str]]  # (row, reason, raw line) for lines the parser rejected
     row_offset: int | None = None  # physical row = rowid + row_offset, when no line was skipped
 
+    def relation(self) -> str:
+        """The staged rows with their physical row number as column _source_row."""
+        if self.row_offset is None:
+            return f'"{self.table}"'
+        return f'(SELECT *, rowid + {self.row_offset} AS {ROW} FROM "{self.table}")'
+
     def row_sql(self, alias: str) -> str:
         """SQL for the physical row number of a staged row; computed, not stored, in the common case."""
         if self.row_offset is None:
@@ -52,7 +59,8 @@ def file_format(path: Path, spec: ReadSpec) -> str:
     return "xlsx" if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods") else "csv"
 
 
-def stage_file(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str) -> Staged:
+def stage_file(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str,
+               lines: int | None = None) -> Staged:
     if not path.exists():
         raise FileRejected(path, "file not found")
     if path.stat().st_size == 0:
@@ -63,7 +71,7 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table
     elif spec.sep == "whitespace":
         staged = _stage_whitespace(con, path, spec, table)
     else:
-        staged = _stage_csv(con, path, spec, table)
+        staged = _stage_csv(con, path, spec, table, scan_file(path)[1] if lines is None else lines)
     if staged.rows == 0 and not staged.malformed:
         raise FileRejected(path, "has a header but no data rows")
     return staged
@@ -86,21 +94,86 @@ def _utf8_copy(path: Path, encoding: str) -> Path:
     return out
 
 
-def _csv_args(spec: ReadSpec, encoding: str) -> str:
+def _csv_args(spec: ReadSpec, encoding: str, types: dict[str, str] | None = None,
+              columns: list[str] | None = None) -> str:
+    """read_csv arguments. With `types`, the named columns are parsed by DuckDB (a value that does not
+    parse makes a reject naming line and column) and the rest stay text; without, everything is text."""
     q = spec.quote.replace("'", "''") if spec.quote else ""
     sep = spec.sep.replace("'", "''")
+    if types is not None and columns is not None:
+        typing = "columns={" + ", ".join(
+            f"'{c.replace(chr(39), chr(39) * 2)}': '{types.get(c, 'VARCHAR')}'" for c in columns) + "}"
+        if spec.decimal != ".":
+            typing += f", decimal_separator='{spec.decimal}'"
+        nulls = ", ".join("'" + v.replace("'", "''") + "'" for v in spec.na_values)
+        typing += f", nullstr=[{nulls}]"
+    else:
+        typing = "all_varchar=true"
     args = [
-        "all_varchar=true", f"delim='{sep}'", f"quote='{q}'", f"escape='{q}'", f"header={str(spec.header).lower()}",
+        typing, f"delim='{sep}'", f"quote='{q}'", f"escape='{q}'", f"header={str(spec.header).lower()}",
         f"skip={spec.skip_rows}", f"encoding='{encoding}'", "ignore_errors=true", "store_rejects=true",
         "null_padding=false", "max_line_size=10000000",
     ]
-    if spec.columns:
+    if spec.columns and types is None:
         names = ", ".join("'" + c.replace("'", "''") + "'" for c in spec.columns)
         args.append(f"names=[{names}]")
     return ", ".join(args)
 
 
-def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str) -> Staged:
+@dataclass
+class DirectCsv:
+    """A CSV file read in the same query that maps it: no staging copy (the path for big files)."""
+
+    path: Path  # the file DuckDB reads (a UTF-8 copy for other encodings)
+    spec: ReadSpec
+    columns: list[str]
+    tmp: Path | None = None
+
+    def relation(self, types: dict[str, str]) -> str:
+        lit = str(self.path).replace("'", "''")
+        return f"read_csv('{lit}', {_csv_args(self.spec, 'utf-8' if self.tmp else _native(self.spec), types, self.columns)})"
+
+    def close(self) -> None:
+        if self.tmp:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _native(spec: ReadSpec) -> str:
+    return NATIVE_ENCODINGS.get(spec.encoding.lower(), "utf-8")
+
+
+def open_direct_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec) -> DirectCsv:
+    """Sniff the header of a CSV to be read directly; raises FileRejected when it cannot be read."""
+    if not path.exists():
+        raise FileRejected(path, "file not found")
+    if path.stat().st_size == 0:
+        raise FileRejected(path, "file is empty (0 bytes)")
+    src, tmp = path, None
+    if spec.encoding.lower() not in NATIVE_ENCODINGS:
+        src = tmp = _utf8_copy(path, spec.encoding)
+    lit = str(src).replace("'", "''")
+    try:
+        cols = con.execute(f"DESCRIBE SELECT * FROM read_csv('{lit}', {_csv_args(spec, 'utf-8' if tmp else _native(spec))})").fetchall()
+    except duckdb.Error as e:
+        if tmp:
+            tmp.unlink(missing_ok=True)
+        raise FileRejected(path, f"cannot be read as CSV with sep={spec.sep!r}: {_first_line(e)}") from e
+    names = list(spec.columns) or [c[0] for c in cols]
+    if spec.columns and len(spec.columns) != len(cols):
+        raise FileRejected(path, f"`columns` names {len(spec.columns)} columns, the file has {len(cols)}")
+    return DirectCsv(src, spec, names, tmp)
+
+
+def take_rejects(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """(line, column_name, error_type, error_message, csv_line) of the last read, then forget them."""
+    rows = con.execute(
+        "SELECT line, column_name, error_type, error_message, csv_line FROM reject_errors ORDER BY line, column_idx"
+    ).fetchall()
+    con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
+    return rows
+
+
+def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str, lines: int) -> Staged:
     enc = spec.encoding.lower()
     src, tmp = path, None
     if enc not in NATIVE_ENCODINGS:
@@ -133,14 +206,14 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table
     # Physical row of the k-th good row: k + header lines + skipped lines + rejected or blank lines before it.
     offset = spec.skip_rows + (1 if spec.header else 0)
     # One reject row per error; several errors can name the same line. DuckDB skips blank lines silently.
-    lines = sorted({int(r[0]) for r in rejects} | {b for b in _blank_lines(path) if b > offset})
-    if not lines:  # the common case: row = rowid + header + skipped lines + 1, nothing to store or sort
+    skipped = skipped_lines(path, lines, offset, n_good, rejects)
+    if not skipped:  # the common case: row = rowid + header + skipped lines + 1, nothing to store or sort
         con.execute(f'ALTER TABLE "{table}_raw" RENAME TO "{table}"')
         return Staged(table, columns, n_good, [], row_offset=offset + 1)
     con.execute('CREATE OR REPLACE TEMP TABLE "_rej" (j BIGINT, g BIGINT)')
     if lines:
         # g = good rows before the j-th rejected line; as-of join finds how many rejects precede row k.
-        con.executemany('INSERT INTO "_rej" VALUES (?, ?)', [(j + 1, ln - offset - (j + 1)) for j, ln in enumerate(lines)])
+        con.executemany('INSERT INTO "_rej" VALUES (?, ?)', skip_table(skipped, offset))
     con.execute(
         f'''CREATE TEMP TABLE "{table}" AS
         WITH s AS (SELECT *, rowid + 1 AS _k FROM "{table}_raw")
@@ -154,23 +227,38 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table
     return Staged(table, columns, n_good, list(seen.values()))
 
 
-def _blank_lines(path: Path) -> list[int]:
-    """1-based numbers of empty lines, which DuckDB skips without counting (a byte scan; most files have none)."""
-    import mmap
+def scan_file(path: Path, chunk_size: int = 1 << 24) -> tuple[str, int]:
+    """One streaming pass: the file's SHA-1 (for the ledger) and its number of lines. Comparing the lines
+    with what DuckDB read tells whether it skipped blank lines, which only then are looked for."""
+    digest, newlines, last = hashlib.sha1(), 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return digest.hexdigest(), newlines + (0 if last == b"\n" else 1)
 
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        hits = []  # offsets of the newline that ends the line before a blank line
-        for sep in (b"\n\n", b"\n\r\n"):
-            pos = mm.find(sep)
-            while pos != -1:
-                hits.append(pos)
-                pos = mm.find(sep, pos + 1)
-        lines, newlines, last = [], 0, 0
-        for pos in sorted(hits):
-            newlines += mm[last:pos + 1].count(b"\n")
-            last = pos + 1
-            lines.append(newlines + 1)
-        return lines
+
+def blank_lines(path: Path, chunk_size: int = 1 << 24) -> list[int]:
+    """1-based numbers of the empty lines, which DuckDB's reader skips without counting."""
+    blanks: set[int] = set()
+    newlines, tail = 0, b""  # newlines seen before `tail`, the last bytes kept from the previous chunk
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            buf = tail + chunk
+            for sep in (b"\n\n", b"\n\r\n"):
+                for p in _find_all(buf, sep):
+                    blanks.add(newlines + buf.count(b"\n", 0, p + 1) + 1)
+            tail = buf[-2:]
+            newlines += buf.count(b"\n", 0, len(buf) - len(tail))
+    return sorted(blanks)
+
+
+def _find_all(buf: bytes, sep: bytes):
+    pos = buf.find(sep)
+    while pos != -1:
+        yield pos
+        pos = buf.find(sep, pos + 1)
 
 
 def _stage_whitespace(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str) -> Staged:
@@ -281,6 +369,25 @@ def _stage_xlsx(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, tabl
     for n in names:  # object columns of None arrive as INTEGER; the contract wants text
         con.execute(f'ALTER TABLE "{table}" ALTER "{n}" TYPE VARCHAR')
     return Staged(table, names, len(row_numbers), [])
+
+
+def skipped_lines(path: Path, lines: int, offset: int, n_read: int, rejects: list[tuple]) -> list[int]:
+    """Lines after the header that hold no row read: rejected lines, and blank lines when the counts show
+    some (a file whose lines = header + rows read + rejected lines has none)."""
+    rejected = {int(r[0]) for r in rejects}
+    if lines <= offset + n_read + len(rejected):
+        return sorted(rejected)
+    return sorted(rejected | {b for b in blank_lines(path) if b > offset})
+
+
+def skip_table(skipped: list[int], offset: int) -> list[tuple[int, int]]:
+    """Rows (j, g) for the as-of join that turns the k-th row read into its physical row number:
+    g = rows read before the j-th skipped line; row k lies after the largest j with g < k, so its
+    physical row is k + offset + j. Consecutive skipped lines share g: keep the largest j."""
+    by_g: dict[int, int] = {}
+    for j, line in enumerate(sorted(skipped), start=1):
+        by_g[line - offset - j] = j
+    return sorted((j, g) for g, j in by_g.items())
 
 
 def _first_line(e: object) -> str:
