@@ -1,8 +1,9 @@
 """The Great Expectations suite of each raw table, built from the data contract, and its summary.
 
 Validation runs inside DuckDB through GX's SQL datasource (quality/gx_duckdb.py): no table is pulled into
-pandas, so a 50M-row table validates in seconds. Keys are checked with a GROUP BY query expectation
-(about twice as fast as GX's window-based uniqueness at that size) and counts duplicated keys.
+pandas, so a 50M-row table validates in seconds. A one-column key is checked by GX's
+proportion of unique values (one aggregate; 5.8 s on 60M rows, where a GROUP BY row query took 10.3 s because
+GX runs it twice); a compound key by a GROUP BY query expectation that samples the duplicated keys.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pandas as pd
 from warehouse.contract import TABLES, Table
 
 
-def contract_specs(table: Table, check_customers: bool = True) -> list[dict]:
+def contract_specs(table: Table, check_customers: bool = True, empty: bool = False) -> list[dict]:
     """GX expectation specs ({"type", "kwargs"}) for raw.<table>."""
     specs: list[dict] = [{"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 0}}]
     for c in table.columns:
@@ -29,7 +30,12 @@ def contract_specs(table: Table, check_customers: bool = True) -> list[dict]:
         if c.allowed:
             specs.append({"type": "expect_column_values_to_be_in_set",
                           "kwargs": {"column": c.name, "value_set": list(c.allowed)}})
-    if table.key:
+    # One aggregate query for a one-column key (GX runs a row query twice: count, then sample); the
+    # proportion of an empty table is undefined, and GX fails it, so that one gets the row query.
+    if len(table.key) == 1 and not empty:
+        specs.append({"type": "expect_column_proportion_of_unique_values_to_be_between",
+                      "kwargs": {"column": table.key[0], "min_value": 1.0}})
+    elif table.key:
         cols = ", ".join(f'b."{k}"' for k in table.key)
         specs.append({"type": "unexpected_rows_expectation", "kwargs": {
             "unexpected_rows_query": f"WITH b AS (SELECT * FROM {{batch}}) SELECT {cols}, count(*) AS n FROM b "
@@ -59,6 +65,8 @@ class SuiteResult:
         what = r["type"].removeprefix("expect_").replace("_", " ")
         if r["type"] == "unexpected_rows_expectation":
             what = kw.get("description", "query")
+        elif r["type"] == "expect_column_proportion_of_unique_values_to_be_between":
+            return f"key ({kw['column']}) is unique"
         elif r["type"] == "foreign_key":
             what = f"{kw['column']} in {kw['ref_table']}"
         col = kw.get("column")
@@ -81,8 +89,11 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str) -> SuiteResult:
     from quality.gx_duckdb import validate_table as gx_validate  # GX import is slow: only when validating
 
     contract = TABLES[table]
-    has_customers = con.execute("SELECT count(*) > 0 FROM (SELECT 1 FROM raw.customers LIMIT 1)").fetchone()[0]
-    specs = contract_specs(contract, check_customers=has_customers and table != "customers")
+    def has_rows(t: str) -> bool:
+        return con.execute(f"SELECT count(*) > 0 FROM (SELECT 1 FROM raw.{t} LIMIT 1)").fetchone()[0]
+
+    specs = contract_specs(contract, check_customers=has_rows("customers") and table != "customers",
+                           empty=not has_rows(table))
     return SuiteResult(table, gx_validate(con, table, specs, schema="raw"))
 
 

@@ -115,6 +115,47 @@ def test_rerun_is_a_no_op_and_a_changed_file_replaces_its_rows(bank):
     assert rows(db, "SELECT rows_read, rows_loaded FROM raw.ingest_ledger WHERE table_name = 'transactions'") == [(3, 3)]
 
 
+def test_the_only_file_of_a_table_and_a_second_file_give_the_same_table(tmp_path):
+    """The first file of a table becomes raw.<table> directly (no second copy); a second file is appended.
+    Both paths give the columns, types, row numbers and quarantine of a table built from the contract."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "customers.csv").write_text(CUSTOMERS)
+    good = TRANSACTIONS.replace("T9,C3,2024-03-01,-7,card,extra\n", "")  # no malformed line: row order path
+    (landing / "tx_1.csv").write_text(good)
+    (landing / "tx_2.csv").write_text("transaction_id,customer_id,transaction_date,amount,category\n"
+                                      "T20,C2,2024-05-01,-4,card\nT21,C9,2024-05-02,-4,card\n")
+    cfg = write_config(tmp_path, customers={"path": "customers.csv"}, transactions={"path": "tx_*.csv"})
+    db = tmp_path / "w.duckdb"
+    with connect(db) as con:
+        ensure_all_raw_tables(con)
+        contract_cols = con.execute("DESCRIBE raw.transactions").fetchall()
+    run(db, load_source(cfg), landing, "customers", "transactions")
+    assert rows(db, "DESCRIBE raw.transactions") == contract_cols
+    assert rows(db, "SELECT transaction_id, _source_file, _source_row FROM raw.transactions ORDER BY 2, 3") == [
+        ("T1", "tx_1.csv", 2), ("T2", "tx_1.csv", 3), ("T10", "tx_1.csv", 10), ("T20", "tx_2.csv", 2)]
+    assert dict(rows(db, "SELECT _source_file || ':' || _source_row, reason FROM quarantine.transactions "
+                         "WHERE _source_row IN (4, 3, 7)")) == {
+        "tx_1.csv:4": "amount: 'abc' is not a number", "tx_1.csv:7": "duplicate key (transaction_id=T1): first at row 2",
+        "tx_2.csv:3": "customer_id: 'C9' is not in customers"}
+    assert rows(db, "SELECT count(*) FROM raw.transactions WHERE _ingested_at IS NULL") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM quarantine.transactions") == [(7,)]  # 6 in tx_1, 1 in tx_2
+
+
+def test_extra_columns_come_after_lineage_on_either_path(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "customers_a.csv").write_text("customer_id,nickname\nC1,ann\n")
+    (landing / "customers_b.csv").write_text("customer_id,nickname,vip\nC2,bob,1\n")
+    cfg = write_config(tmp_path, customers={"path": "customers_*.csv"})
+    db = tmp_path / "w.duckdb"
+    run(db, load_source(cfg), landing, "customers")
+    names = [r[0] for r in rows(db, "DESCRIBE raw.customers")]
+    assert names[-5:] == ["_source_file", "_source_row", "_ingested_at", "nickname", "vip"]
+    assert rows(db, "SELECT customer_id, nickname, vip, _source_row FROM raw.customers ORDER BY 1") == [
+        ("C1", "ann", None, 2), ("C2", "bob", 1.0, 2)]
+
+
 def test_touched_but_identical_file_is_not_reloaded(bank):
     landing, source, db = bank
     run(db, source, landing, "customers")
@@ -247,8 +288,9 @@ def test_a_mapping_that_does_not_fit_the_file_is_reported_not_raised(tmp_path):
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 1 << 24])
 def test_file_scans_find_blank_lines_and_count_lines_across_chunk_boundaries(tmp_path, chunk):
-    import hashlib
     import random
+
+    import xxhash
 
     from warehouse.readers import blank_lines, scan_file
 
@@ -260,4 +302,4 @@ def test_file_scans_find_blank_lines_and_count_lines_across_chunk_boundaries(tmp
         path.write_bytes(data)
         expected = [i + 1 for i, ln in enumerate(data.split(b"\n")[:-1]) if ln.strip(b"\r") == b"" and i > 0]
         assert blank_lines(path, chunk_size=chunk) == expected, data
-        assert scan_file(path, chunk_size=chunk) == (hashlib.sha1(data).hexdigest(), data.count(b"\n")), data
+        assert scan_file(path, chunk_size=chunk) == (xxhash.xxh3_128(data).hexdigest(), data.count(b"\n")), data

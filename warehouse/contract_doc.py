@@ -57,7 +57,7 @@ def render() -> str:
             "| column | type | meaning |", "|---|---|---|"]
     out += [f"| `{n}` | {t} | {d} |" for n, t, d in QUARANTINE_COLUMNS]
     out += ["", "`raw.ingest_ledger` holds one row per ingested file and table: path, size, modification time, "
-            "SHA-1, the config fingerprint, rows read / loaded / quarantined. An unchanged file is skipped; a "
+            "an XXH3-128 checksum, the config fingerprint, rows read / loaded / quarantined. An unchanged file is skipped; a "
             "changed one replaces its earlier rows (in raw and in quarantine) in one transaction.", ""]
     return "\n".join(out)
 

@@ -28,7 +28,8 @@ FEATURE_DOCS = {
     "monetary": "Spend in the 365 days up to the snapshot (RFM M).",
     "active_months_365d": "Distinct months with a transaction in the last 365 days.",
     "days_since_first_txn": "Days from the first transaction to the snapshot.",
-    "rfm_r / rfm_f / rfm_m": "Quintile scores 1-5 (5 = most recent / most frequent / highest spend).",
+    "rfm_r / rfm_f / rfm_m": "Quintile scores 1-5 (5 = most recent / most frequent / highest spend); equal values "
+    "share a score, placed at the middle of their run (mid-rank).",
     "rfm_score": "rfm_r*100 + rfm_f*10 + rfm_m, e.g. 555 for the best customers.",
     "txn_trend_90d": "Transactions in the last 90 days / in the 90 days before (1 = steady; null: none before).",
     "spend_trend_90d": "Spend in the last 90 days / in the 90 days before.",
@@ -86,18 +87,24 @@ def resolve_snapshot(con: duckdb.DuckDBPyConnection, configured: date | None, ho
 
 def build_population(con, snap: date) -> int:
     """Every customer known at the snapshot: from customers, or from the facts when a bank sends none."""
+    s = f"DATE '{snap}'"
+    in_facts = f"""
+        SELECT customer_id FROM raw.transactions WHERE transaction_date < {s} + 1
+        UNION SELECT customer_id FROM raw.accounts WHERE opened_date IS NULL OR opened_date <= {s}
+        UNION SELECT customer_id FROM raw.loans WHERE start_date IS NULL OR start_date <= {s}"""
+    if con.execute("SELECT count(*) > 0 FROM (SELECT 1 FROM raw.customers LIMIT 1)").fetchone()[0]:
+        # A customer file defines who is a customer: those who joined by the snapshot, plus those who joined
+        # later on paper but already have facts before it. The facts are only probed for the latter (a
+        # semi join on a small set, not a DISTINCT over every transaction).
+        ids = f"""
+            SELECT customer_id FROM raw.customers WHERE joined_date IS NULL OR joined_date <= {s}
+            UNION SELECT customer_id FROM ({in_facts}) f
+                  SEMI JOIN (SELECT customer_id FROM raw.customers WHERE joined_date > {s}) late USING (customer_id)"""
+    else:
+        ids = in_facts
     con.execute(f"""
         CREATE OR REPLACE TABLE features.population AS
-        WITH ids AS (
-            SELECT customer_id FROM raw.customers WHERE joined_date IS NULL OR joined_date <= DATE '{snap}'
-            UNION SELECT customer_id FROM raw.transactions WHERE transaction_date < DATE '{snap}' + 1
-            UNION SELECT customer_id FROM raw.accounts WHERE opened_date IS NULL OR opened_date <= DATE '{snap}'
-            UNION SELECT customer_id FROM raw.loans WHERE start_date IS NULL OR start_date <= DATE '{snap}')
-        SELECT DISTINCT customer_id, DATE '{snap}' AS snapshot_date FROM ids
-        -- a customer file, when given, defines who is a customer
-        WHERE NOT EXISTS (SELECT 1 FROM raw.customers LIMIT 1)
-           OR customer_id IN (SELECT customer_id FROM raw.customers)
-        ORDER BY customer_id""")
+        SELECT DISTINCT customer_id, {s} AS snapshot_date FROM ({ids}) ORDER BY customer_id""")
     return _count(con, "features.population")
 
 
@@ -107,6 +114,12 @@ def _top_values(con, expr: str, table: str, where: str) -> list[str]:
         f"GROUP BY 1 ORDER BY n DESC, v LIMIT {MAX_PIVOT_VALUES}"
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def _quintile(col: str) -> str:
+    mid = (f"(rank() OVER (ORDER BY {col}) - 1 + count(*) OVER (PARTITION BY {col}) / 2) "
+           f"/ count(*) OVER ()")
+    return f"least(5, 1 + floor(5 * {mid}))::INTEGER"
 
 
 def build_rfm(con, snap: date) -> int:
@@ -132,6 +145,12 @@ def build_rfm(con, snap: date) -> int:
         for c in categories
     ]
     mix_sql = (",\n" + ",\n".join(mix)) if mix else ""
+    # Counts and amounts of customers without any transaction are 0, not missing.
+    names = (["recency_days", "days_since_first_txn", "active_months_365d", "salary_credits_90d"]
+             + [f"{k}_{w}d" for w in WINDOWS for k in ("txn_count", "spend", "inflow")]
+             + [f"channel_share_{_slug(c)}" for c in channels] + [f"category_spend_share_{_slug(c)}" for c in categories])
+    zero = re.compile(r"^(txn_count|spend|inflow)_\d+d$|^active_months|^salary_credits|^channel_share|^category_spend")
+    filled = [f"coalesce(a.{n}, 0) AS {n}" if zero.search(n) else f"a.{n}" for n in names]
     con.execute(f"""
         CREATE OR REPLACE TABLE features.rfm AS
         WITH t AS (
@@ -150,21 +169,26 @@ def build_rfm(con, snap: date) -> int:
                    count(*) FILTER (WHERE amount > 0 AND lower(category) IN ('salary', 'pension')
                                     AND transaction_date >= {s} - 89) AS salary_credits_90d,
                    {window_cols}{mix_sql}
-            FROM t GROUP BY customer_id)
-        SELECT p.customer_id, p.snapshot_date,
-               a.* EXCLUDE (customer_id, txn_prev_90d, spend_prev_90d),
-               coalesce(a.txn_count_365d, 0) AS frequency,
-               coalesce(a.spend_365d, 0) AS monetary,
-               a.txn_count_90d / nullif(a.txn_prev_90d, 0) AS txn_trend_90d,
-               a.spend_90d / nullif(a.spend_prev_90d, 0) AS spend_trend_90d,
-               CASE WHEN a.recency_days IS NULL THEN 1 ELSE 6 - ntile(5) OVER (ORDER BY a.recency_days) END AS rfm_r,
-               ntile(5) OVER (ORDER BY coalesce(a.txn_count_365d, 0)) AS rfm_f,
-               ntile(5) OVER (ORDER BY coalesce(a.spend_365d, 0)) AS rfm_m
-        FROM features.population p LEFT JOIN agg a USING (customer_id)
-        ORDER BY p.customer_id""")
-    con.execute("ALTER TABLE features.rfm ADD COLUMN rfm_score INTEGER")
-    con.execute("UPDATE features.rfm SET rfm_score = rfm_r * 100 + rfm_f * 10 + rfm_m")
-    _zero_fill(con, "features.rfm", r"^(txn_count|spend|inflow)_\d+d$|^active_months|^salary_credits|^channel_share|^category_spend")
+            FROM t GROUP BY customer_id),
+        b AS MATERIALIZED (
+            SELECT p.customer_id, p.snapshot_date, {", ".join(filled)},
+                   coalesce(a.txn_count_365d, 0) AS frequency,
+                   coalesce(a.spend_365d, 0) AS monetary,
+                   a.txn_count_90d / nullif(a.txn_prev_90d, 0) AS txn_trend_90d,
+                   a.spend_90d / nullif(a.spend_prev_90d, 0) AS spend_trend_90d
+            FROM features.population p LEFT JOIN agg a USING (customer_id)),
+        -- Quintiles by mid-rank: a run of equal values is placed at its middle, so equal values get equal
+        -- scores, the same on every run (ntile split ties arbitrarily), and a big tie (e.g. everyone seen
+        -- yesterday) does not swallow the scale. Over a narrow projection: a window over the wide rows
+        -- re-sorts every column.
+        q AS (
+            SELECT customer_id,
+                   CASE WHEN recency_days IS NULL THEN 1 ELSE 6 - {_quintile("recency_days")} END AS rfm_r,
+                   {_quintile("frequency")} AS rfm_f,
+                   {_quintile("monetary")} AS rfm_m
+            FROM (SELECT customer_id, recency_days, frequency, monetary FROM b))
+        SELECT b.*, q.rfm_r, q.rfm_f, q.rfm_m, q.rfm_r * 100 + q.rfm_f * 10 + q.rfm_m AS rfm_score
+        FROM b JOIN q USING (customer_id) ORDER BY b.customer_id""")
     return _count(con, "features.rfm")
 
 
@@ -287,12 +311,13 @@ def build_customer_features(con, snap: date) -> int:
                    coalesce(b.income / 12, r.inflow_365d / greatest(r.active_months_365d, 1)) AS income_monthly
             FROM base b JOIN features.rfm r USING (customer_id) JOIN features.balances bl USING (customer_id)
             JOIN features.holdings h USING (customer_id)),
-        ratios AS (
+        ratios AS MATERIALIZED (
             SELECT *, (monetary / 12) / nullif(income_monthly, 0) AS spend_to_income,
                    loan_payment_monthly / nullif(income_monthly, 0) AS debt_to_income
             FROM joined),
-        parts AS (
-            SELECT *,
+        -- ranks over a narrow projection: a window over all ~90 columns re-sorts every one of them
+        ranks AS (
+            SELECT customer_id,
                    CASE WHEN income_monthly IS NOT NULL THEN percent_rank() OVER (
                         PARTITION BY income_monthly IS NULL ORDER BY income_monthly) END AS p_income,
                    CASE WHEN credit_score IS NOT NULL THEN percent_rank() OVER (
@@ -301,7 +326,8 @@ def build_customer_features(con, snap: date) -> int:
                         PARTITION BY balance_now IS NULL ORDER BY balance_now) END AS p_savings,
                    CASE WHEN spend_to_income IS NOT NULL THEN 1 - percent_rank() OVER (
                         PARTITION BY spend_to_income IS NULL ORDER BY spend_to_income) END AS p_spending
-            FROM ratios),
+            FROM (SELECT customer_id, income_monthly, credit_score, balance_now, spend_to_income FROM ratios)),
+        parts AS (SELECT * FROM ratios JOIN ranks USING (customer_id)),
         agency AS (
             SELECT agency_id, count(*) AS agency_customers, avg(income_monthly) * 12 AS agency_avg_income,
                    avg(balance_now) AS agency_avg_balance
@@ -318,8 +344,7 @@ def build_customer_features(con, snap: date) -> int:
                               + 0.20 * (p_savings IS NOT NULL)::INT + 0.15 * (p_spending IS NOT NULL)::INT, 0),
                      1) AS financial_health_score,
                ag.* EXCLUDE (agency_id), mg.* EXCLUDE (manager_id)
-        FROM parts pa LEFT JOIN agency ag USING (agency_id) LEFT JOIN manager mg USING (manager_id)
-        ORDER BY pa.customer_id""")
+        FROM parts pa LEFT JOIN agency ag USING (agency_id) LEFT JOIN manager mg USING (manager_id)""")
     return _count(con, "features.customer_features")
 
 
@@ -332,3 +357,13 @@ def build_labels(con, snap: date) -> int:
         WHERE l.label_date IS NULL OR l.label_date > DATE '{snap}'
         ORDER BY l.customer_id, l.label""")
     return _count(con, "features.labels")
+
+
+BUILDERS = (build_population, build_rfm, build_balances, build_holdings, build_labels, build_customer_features)
+
+
+def build_all(con, snap: date) -> None:
+    """Every feature table in dependency order (the assets do the same one by one; this is for notebooks,
+    tests and benchmarks)."""
+    for build in BUILDERS:
+        build(con, snap)

@@ -1,0 +1,180 @@
+"""Churn: XGBoost on customer features, calibrated probabilities, risk levels, reason codes and actions.
+
+Pure functions on DataFrames: `train_churn` fits and evaluates on a holdout, `ChurnModel.score` scores any
+feature frame built the same way. Reason codes come from XGBoost's per-feature contributions computed with
+`approx_contribs` (Saabas attribution: ~100x faster than exact TreeSHAP on 2 cores; it ranks the same top
+features for most customers, and the top 3 is all we report).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss, precision_score, recall_score, roc_auc_score
+
+from ml.frame import FeatureSpec
+from ml.registry import load_artifacts, save_artifacts
+
+LEVELS = ("Low", "Medium", "High")
+
+
+@dataclass
+class ChurnParams:
+    n_estimators: int = 400
+    max_depth: int = 4
+    learning_rate: float = 0.05
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    min_child_weight: float = 5.0
+    holdout_share: float = 0.2
+    calibration_share: float = 0.2  # of the training part: the calibration is fitted on it
+    risk_cutoffs: tuple[float, float] = (0.3, 0.6)  # probability from which Medium, High
+    seed: int = 7
+    exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> ChurnParams:
+        cfg = dict(cfg or {})
+        if "risk_cutoffs" in cfg:
+            cfg["risk_cutoffs"] = tuple(cfg["risk_cutoffs"])
+        if "exclude" in cfg:
+            cfg["exclude"] = tuple(cfg["exclude"])
+        return cls(**cfg)
+
+
+def holdout_mask(customer_ids: pd.Series, share: float, salt: str = "holdout") -> np.ndarray:
+    """A deterministic split by customer: the same customer lands on the same side in every run and for every
+    model, so a challenger and the champion are compared on the same holdout."""
+    def bucket(cid: str) -> float:
+        return int(hashlib.blake2b(f"{salt}:{cid}".encode(), digest_size=8).hexdigest(), 16) / 2**64
+
+    return np.fromiter((bucket(str(c)) < share for c in customer_ids), bool, len(customer_ids))
+
+
+def risk_level(p: np.ndarray, cutoffs: tuple[float, float]) -> np.ndarray:
+    return np.array(LEVELS, dtype=object)[np.searchsorted(np.asarray(cutoffs), p, side="right")]
+
+
+@dataclass
+class ChurnModel:
+    booster: xgb.Booster
+    calibrator: LogisticRegression
+    spec: FeatureSpec
+    params: ChurnParams
+    metrics: dict = field(default_factory=dict)
+    importance: dict[str, float] = field(default_factory=dict)
+
+    def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(xgb.DMatrix(self.spec.matrix(frame), enable_categorical=True))
+
+    def probability(self, frame: pd.DataFrame) -> np.ndarray:
+        return calibrated(self.calibrator, self.raw_score(frame))
+
+    def reasons(self, frame: pd.DataFrame, top: int = 3) -> list[list[str]]:
+        """The features that push each customer's churn score up the most (positive contributions only)."""
+        dm = xgb.DMatrix(self.spec.matrix(frame), enable_categorical=True)
+        contribs = self.booster.predict(dm, pred_contribs=True, approx_contribs=True)[:, :-1]  # last: bias
+        order = np.argsort(-contribs, axis=1)[:, :top]
+        names = np.array(self.spec.names, dtype=object)
+        picked = np.take_along_axis(contribs, order, axis=1) > 0
+        return [list(names[o][k]) for o, k in zip(order, picked, strict=True)]
+
+    def score(self, frame: pd.DataFrame, actions: dict[str, str] | None = None) -> pd.DataFrame:
+        p = self.probability(frame)
+        level = risk_level(p, self.params.risk_cutoffs)
+        reasons = self.reasons(frame)
+        out = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy(), "churn_probability": p,
+                            "risk_level": level})
+        for i in range(3):
+            out[f"reason_{i + 1}"] = [r[i] if len(r) > i else None for r in reasons]
+        out["recommended_action"] = [recommend_action(lv, r, actions or {}) for lv, r in zip(level, reasons, strict=True)]
+        return out
+
+
+def recommend_action(level: str, reasons: list[str], actions: dict[str, str]) -> str | None:
+    """The configured action for the first reason that has one (matched by feature-name prefix), else the
+    action for the risk level; Low risk gets none."""
+    if level == "Low":
+        return None
+    for r in reasons:
+        for prefix, action in actions.items():
+            if not prefix.startswith("level:") and r.startswith(prefix):
+                return action
+    return actions.get(f"level:{level}")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p)).reshape(-1, 1)
+
+
+def calibrated(calibrator: LogisticRegression, raw: np.ndarray) -> np.ndarray:
+    """Platt scaling on the logit: monotone, so ranking (AUC) is kept while probabilities match observed
+    rates (isotonic calibration creates ties that lower AUC on small holdouts)."""
+    return calibrator.predict_proba(_logit(raw))[:, 1]
+
+
+def _fit(X: pd.DataFrame, y: np.ndarray, p: ChurnParams) -> xgb.Booster:
+    model = xgb.XGBClassifier(
+        n_estimators=p.n_estimators, max_depth=p.max_depth, learning_rate=p.learning_rate, subsample=p.subsample,
+        colsample_bytree=p.colsample_bytree, min_child_weight=p.min_child_weight, tree_method="hist",
+        enable_categorical=True, eval_metric="auc", random_state=p.seed, n_jobs=0,
+    )
+    model.fit(X, y)
+    return model.get_booster()
+
+
+def evaluate(y: np.ndarray, prob: np.ndarray, cutoffs: tuple[float, float]) -> dict:
+    high = risk_level(prob, cutoffs) == "High"
+    return {
+        "auc": float(roc_auc_score(y, prob)),
+        "brier": float(brier_score_loss(y, prob)),
+        "high_risk_precision": float(precision_score(y, high, zero_division=0)),
+        "high_risk_recall": float(recall_score(y, high, zero_division=0)),
+        "holdout_rows": int(len(y)),
+        "holdout_positive_rate": float(np.mean(y)),
+    }
+
+
+def train_churn(features: pd.DataFrame, target: pd.Series, params: ChurnParams | None = None) -> ChurnModel:
+    """Fit on the customers outside the holdout (calibrating on a slice of them), evaluate on the holdout.
+
+    `features` has one row per customer (customer_id + feature columns); `target` is 0/1 aligned to it."""
+    p = params or ChurnParams()
+    y = target.to_numpy(dtype=int)
+    spec = FeatureSpec.infer(features, exclude=set(p.exclude))
+    X = spec.matrix(features)
+    hold = holdout_mask(features["customer_id"], p.holdout_share)
+    calib = ~hold & holdout_mask(features["customer_id"], p.calibration_share, salt="calibration")
+    fit = ~hold & ~calib
+    if len(np.unique(y[fit])) < 2 or len(np.unique(y[hold])) < 2:
+        raise ValueError("churn needs churned and retained customers in both the training part and the holdout")
+    booster = _fit(X[fit], y[fit], p)
+    raw = booster.predict(xgb.DMatrix(X, enable_categorical=True))
+    calibrator = LogisticRegression(C=1e6).fit(_logit(raw[calib]), y[calib])
+    prob = calibrated(calibrator, raw[hold])
+    gain = booster.get_score(importance_type="total_gain")
+    total = sum(gain.values()) or 1.0
+    importance = dict(sorted(((k, v / total) for k, v in gain.items()), key=lambda kv: -kv[1]))
+    model = ChurnModel(booster, calibrator, spec, p, importance=importance)
+    model.metrics = evaluate(y[hold], prob, p.risk_cutoffs)
+    model.metrics["raw_auc"] = float(roc_auc_score(y[hold], raw[hold]))
+    return model
+
+
+def save_churn(model: ChurnModel, models_dir: Path, version: int) -> Path:
+    return save_artifacts(models_dir, "churn", version, model.booster, {
+        "calibrator": model.calibrator, "spec": model.spec.to_dict(), "params": asdict(model.params),
+        "metrics": model.metrics, "importance": model.importance})
+
+
+def load_churn(folder: str | Path) -> ChurnModel:
+    booster, rest = load_artifacts(folder)
+    return ChurnModel(booster, rest["calibrator"], FeatureSpec.from_dict(rest["spec"]),
+                      ChurnParams.from_config(rest["params"]), rest["metrics"], rest["importance"])

@@ -1,0 +1,58 @@
+"""From a feature table (one row per customer) to a model matrix: which columns a model may use and how.
+
+Numbers are used as they are (XGBoost handles missing values); text columns with few distinct values become
+pandas categories (XGBoost's native categorical splits); keys, dates and high-cardinality text are left out.
+The chosen columns and category levels are part of the model, so scoring builds exactly the same matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+NOT_FEATURES = {"customer_id", "snapshot_date"}
+
+
+@dataclass
+class FeatureSpec:
+    numeric: list[str]
+    categorical: dict[str, list[str]] = field(default_factory=dict)  # column -> levels seen in training
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @classmethod
+    def infer(cls, frame: pd.DataFrame, max_levels: int = 30, exclude: set[str] = frozenset()) -> FeatureSpec:
+        numeric, categorical = [], {}
+        for col in frame.columns:
+            if col in NOT_FEATURES or col in exclude:
+                continue
+            s = frame[col]
+            if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+                if s.notna().any() and s.nunique(dropna=True) > 1:
+                    numeric.append(col)
+            elif pd.api.types.is_object_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
+                levels = s.dropna().astype(str).value_counts()
+                if 1 < len(levels) <= max_levels:
+                    categorical[col] = sorted(levels.index)
+        return cls(numeric, categorical)
+
+    def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The model matrix in a fixed column order; unseen category levels become missing."""
+        out = pd.DataFrame(index=frame.index)
+        for col in self.numeric:
+            out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float32") if col in frame else np.nan
+        for col, levels in self.categorical.items():
+            values = frame[col].astype("string") if col in frame else pd.Series(pd.NA, index=frame.index)
+            out[col] = pd.Categorical(values, categories=levels)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"numeric": self.numeric, "categorical": self.categorical}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureSpec:
+        return cls(list(d["numeric"]), {k: list(v) for k, v in d["categorical"].items()})

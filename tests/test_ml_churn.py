@@ -1,0 +1,123 @@
+"""Churn model and registry, as plain functions on DataFrames (no Dagster): quality proven on real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.churn import ChurnParams, holdout_mask, load_churn, recommend_action, risk_level, save_churn, train_churn
+from ml.registry import compare, get, next_version, promote, register, reject
+from warehouse import features as F
+from warehouse.db import connect
+from warehouse.ingest import ingest_table
+from warehouse.schema import ensure_all_raw_tables
+from warehouse.sources import load_source
+from warehouse.synthetic import generate_bank
+
+ROOT = Path(__file__).parents[1]
+CHURN_DATA = ROOT / ".." / "shared" / "data" / "churn_modelling"
+
+FRAME_SQL = """SELECT f.*, coalesce(l.value, 0) AS _y FROM features.customer_features f
+               LEFT JOIN features.labels l ON l.customer_id = f.customer_id AND l.label = 'churned'"""
+
+
+def feature_frame(source: str, landing: Path, db: Path) -> tuple[pd.DataFrame, pd.Series]:
+    """Ingest + features as the pipeline builds them, then the frame a churn model trains on."""
+    src = load_source(source)
+    with connect(db) as con:
+        ensure_all_raw_tables(con)
+        for table in src.feeds:
+            ingest_table(con, src, table, landing, log=lambda m: None)
+        F.build_all(con, F.resolve_snapshot(con, src.snapshot_date, src.holdout_days))
+        frame = con.execute(FRAME_SQL).df()
+    return frame.drop(columns="_y"), frame["_y"]
+
+
+@pytest.fixture(scope="module")
+def churn_modelling(tmp_path_factory):
+    if not (CHURN_DATA / "Churn_Modelling.csv").is_file():
+        pytest.skip(f"real data set absent: {CHURN_DATA.resolve()}")
+    return feature_frame("churn_modelling", CHURN_DATA, tmp_path_factory.mktemp("cm") / "w.duckdb")
+
+
+def test_churn_modelling_holdout_auc(churn_modelling):
+    """Issue 3's bar on real data: holdout AUC >= 0.855 (plain XGBoost 5-fold CV reaches 0.869 here)."""
+    frame, y = churn_modelling
+    model = train_churn(frame, y)
+    m = model.metrics
+    assert m["auc"] >= 0.855, m
+    assert m["auc"] == pytest.approx(m["raw_auc"])  # calibration is monotone: ranking kept
+    assert 1900 < m["holdout_rows"] < 2100 and 0.17 < m["holdout_positive_rate"] < 0.23
+    assert m["brier"] < 0.12  # a constant 20% guess scores 0.16
+    assert "attr_num_of_products" in list(model.importance)[:4]  # a known strong churn driver in this set
+
+
+def test_scores_reasons_and_actions(churn_modelling, tmp_path):
+    frame, y = churn_modelling
+    params = ChurnParams(n_estimators=150)
+    model = train_churn(frame, y, params)
+    actions = {"attr_is_active_member": "call: inactive member", "level:High": "retention offer",
+               "level:Medium": "check-in email"}
+    scored = model.score(frame, actions)
+    assert len(scored) == len(frame) and scored["customer_id"].is_unique
+    assert scored["churn_probability"].between(0, 1).all()
+    lo, hi = params.risk_cutoffs
+    expected = np.where(scored.churn_probability >= hi, "High", np.where(scored.churn_probability >= lo, "Medium", "Low"))
+    assert (scored["risk_level"].to_numpy() == expected).all()
+    assert scored.loc[scored.risk_level == "High", "reason_1"].isin(model.spec.names).all()
+    assert scored.loc[scored.risk_level == "Low", "recommended_action"].isna().all()
+    assert scored.loc[scored.risk_level == "High", "recommended_action"].notna().all()
+    # churners are scored higher than stayers, on average, by a wide margin
+    assert scored.churn_probability[y.to_numpy() == 1].mean() > 2 * scored.churn_probability[y.to_numpy() == 0].mean()
+    # saved and loaded, the model scores the same
+    again = load_churn(save_churn(model, tmp_path / "models", 1))
+    assert np.allclose(again.probability(frame), model.probability(frame))
+
+
+def test_holdout_is_stable_per_customer():
+    ids = pd.Series([f"C{i}" for i in range(5000)])
+    a, b = holdout_mask(ids, 0.2), holdout_mask(ids[::-1].reset_index(drop=True), 0.2)[::-1]
+    assert (a == b).all() and 0.18 < a.mean() < 0.22
+
+
+def test_risk_levels_and_actions():
+    assert list(risk_level(np.array([0.1, 0.3, 0.59, 0.6, 0.95]), (0.3, 0.6))) == ["Low", "Medium", "Medium", "High", "High"]
+    actions = {"recency": "win-back", "level:Medium": "email"}
+    assert recommend_action("High", ["balance_now", "recency_days"], actions) == "win-back"
+    assert recommend_action("Medium", ["balance_now"], actions) == "email"
+    assert recommend_action("Low", ["recency_days"], actions) is None
+
+
+def test_generated_bank_has_learnable_churn(tmp_path):
+    landing = tmp_path / "landing"
+    generate_bank(landing, customers=4000, seed=3)
+    frame, y = feature_frame("synthetic", landing, tmp_path / "w.duckdb")
+    model = train_churn(frame, y, ChurnParams(n_estimators=200))
+    assert model.metrics["auc"] > 0.75, model.metrics
+
+
+def test_registry_promotion_and_gate(tmp_path):
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        assert next_version(con, "churn") == 1
+        register(con, "churn", 1, snapshot_date=None, data_hash="a", features=["x"], params={}, metrics={"auc": 0.86},
+                 artifact_path="m/1")
+        assert get(con, "churn", "challenger").version == 1 and get(con, "churn", "champion") is None
+        promote(con, "churn", 1, "first model")
+        assert get(con, "churn", "champion").metrics == {"auc": 0.86}
+        register(con, "churn", 2, snapshot_date=None, data_hash="b", features=["x"], params={}, metrics={"auc": 0.84},
+                 artifact_path="m/2")
+        ok, why = compare({"auc": 0.84}, get(con, "churn", "champion").metrics, {"auc": (">=", 0.80)}, {"auc": True})
+        assert not ok and why == ["auc 0.8400 worse than champion's 0.8600"]
+        reject(con, "churn", 2, "; ".join(why))
+        register(con, "churn", 3, snapshot_date=None, data_hash="c", features=["x"], params={}, metrics={"auc": 0.88},
+                 artifact_path="m/3")
+        promote(con, "churn", 3, "beats v1")
+        aliases = dict(con.execute("SELECT version, alias FROM ml.model_registry ORDER BY 1").fetchall())
+        assert aliases == {1: "retired", 2: "rejected", 3: "champion"}
+    ok, why = compare({"auc": 0.79}, None, {"auc": (">=", 0.80)}, {"auc": True})
+    assert not ok and why == ["auc 0.79 not >= 0.8"]
