@@ -126,21 +126,20 @@ def build_rfm(con, snap: date) -> int:
     """RFM, windowed counts and spend, trends and channel/category mix from transactions."""
     s = f"DATE '{snap}'"
     in_year = f"transaction_date < {s} + 1 AND transaction_date >= {s} - 364"
-    window_cols = ",\n".join(
-        f"count(*) FILTER (WHERE transaction_date >= {s} - {w - 1}) AS txn_count_{w}d, "
-        f"coalesce(sum(-amount) FILTER (WHERE amount < 0 AND transaction_date >= {s} - {w - 1}), 0) AS spend_{w}d, "
-        f"coalesce(sum(amount) FILTER (WHERE amount > 0 AND transaction_date >= {s} - {w - 1}), 0) AS inflow_{w}d"
-        for w in WINDOWS
-    )
     channels = _top_values(con, "lower(channel)", "raw.transactions", in_year)
     categories = _top_values(con, "lower(category)", "raw.transactions", f"{in_year} AND amount < 0")
+    # Each row carries 0/1 indicators (in window w, in the year, debit amount, credit amount) computed once,
+    # and the aggregates are plain sums of products: about twice as fast in DuckDB as ~45 FILTER clauses.
+    flags = ", ".join(f"(transaction_date >= {s} - {w - 1})::INTEGER AS d{w}" for w in WINDOWS)
+    window_cols = ",\n".join(
+        f"sum(d{w})::BIGINT AS txn_count_{w}d, sum(d{w} * out_amt) AS spend_{w}d, sum(d{w} * in_amt) AS inflow_{w}d"
+        for w in WINDOWS
+    )
     mix = [
-        f"count(*) FILTER (WHERE lower(channel) = {_lit(c)} AND {in_year}) / "
-        f"greatest(count(*) FILTER (WHERE {in_year}), 1) AS channel_share_{_slug(c)}"
+        f"sum(d365 * (ch = {_lit(c)})::INTEGER) / greatest(sum(d365), 1) AS channel_share_{_slug(c)}"
         for c in channels
     ] + [
-        f"coalesce(sum(-amount) FILTER (WHERE amount < 0 AND lower(category) = {_lit(c)} AND {in_year}), 0) / "
-        f"greatest(coalesce(sum(-amount) FILTER (WHERE amount < 0 AND {in_year}), 0), 1e-9) "
+        f"sum(d365 * (cat = {_lit(c)})::INTEGER * out_amt) / greatest(sum(d365 * out_amt), 1e-9) "
         f"AS category_spend_share_{_slug(c)}"
         for c in categories
     ]
@@ -154,20 +153,20 @@ def build_rfm(con, snap: date) -> int:
     con.execute(f"""
         CREATE OR REPLACE TABLE features.rfm AS
         WITH t AS (
-            SELECT customer_id, transaction_date, amount, channel, category FROM raw.transactions
-            WHERE transaction_date < {s} + 1),
+            SELECT customer_id, transaction_date, {flags},
+                   (transaction_date >= {s} - 179 AND transaction_date < {s} - 89)::INTEGER AS d_prev,
+                   greatest(-amount, 0) AS out_amt, greatest(amount, 0) AS in_amt,
+                   lower(channel) AS ch, lower(category) AS cat
+            FROM raw.transactions WHERE transaction_date < {s} + 1),
         agg AS (
             SELECT customer_id,
                    date_diff('day', max(transaction_date)::DATE, {s}) AS recency_days,
                    date_diff('day', min(transaction_date)::DATE, {s}) AS days_since_first_txn,
                    -- distinct active months as a bitmask of months back (0..12): far cheaper than COUNT(DISTINCT)
-                   bit_count(coalesce(bit_or(1::UBIGINT << date_diff('month', transaction_date, {s})::INT)
-                                      FILTER (WHERE {in_year}), 0::UBIGINT)) AS active_months_365d,
-                   count(*) FILTER (WHERE transaction_date >= {s} - 179 AND transaction_date < {s} - 89) AS txn_prev_90d,
-                   coalesce(sum(-amount) FILTER (WHERE amount < 0 AND transaction_date >= {s} - 179
-                                                  AND transaction_date < {s} - 89), 0) AS spend_prev_90d,
-                   count(*) FILTER (WHERE amount > 0 AND lower(category) IN ('salary', 'pension')
-                                    AND transaction_date >= {s} - 89) AS salary_credits_90d,
+                   bit_count(bit_or(d365::UBIGINT << date_diff('month', transaction_date, {s})::INT)) AS active_months_365d,
+                   sum(d_prev)::BIGINT AS txn_prev_90d,
+                   sum(d_prev * out_amt) AS spend_prev_90d,
+                   sum(d90 * (in_amt > 0 AND cat IN ('salary', 'pension'))::INTEGER)::BIGINT AS salary_credits_90d,
                    {window_cols}{mix_sql}
             FROM t GROUP BY customer_id),
         b AS MATERIALIZED (
