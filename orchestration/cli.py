@@ -107,7 +107,7 @@ def _summary(home: Home, result, run_id: str) -> None:
     with duckdb.connect(str(home.warehouse), read_only=True) as con:
         rows = con.execute("""
             SELECT table_schema, table_name FROM information_schema.tables
-            WHERE table_schema IN ('raw', 'quarantine', 'features') ORDER BY table_schema, table_name""").fetchall()
+            WHERE table_schema IN ('raw', 'quarantine', 'features', 'ml', 'scores') ORDER BY table_schema, table_name""").fetchall()
         for schema, name in rows:
             if name == "ingest_ledger":
                 continue

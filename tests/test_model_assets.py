@@ -1,0 +1,69 @@
+"""Churn through Dagster on a temp home: challenger -> blocking gate -> champion -> scores.churn, and a
+challenger that fails its gate leaves the champion and the scores as they were."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import pytest
+
+from orchestration.definitions import defs
+from orchestration.resources import Settings, Source, Warehouse
+from warehouse.synthetic import generate_bank
+
+
+def materialize(landing, home) -> dg.ExecuteInProcessResult:
+    resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source="synthetic", landing=str(landing)),
+                 "settings": Settings(home=str(home))}
+    job = defs.resolve_job_def("scorehouse")
+    with dg.instance_for_test() as instance:
+        return job.execute_in_process(instance=instance, resources=resources, raise_on_error=False)
+
+
+def q(home, sql):
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("models")
+    generate_bank(tmp / "landing", customers=5000, seed=11)
+    return tmp / "landing", tmp / "home"
+
+
+def test_first_challenger_becomes_champion_and_scores_everyone(bank):
+    landing, home = bank
+    result = materialize(landing, home)
+    assert result.success
+    gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "churn_gate")
+    assert gate.passed and gate.metadata["champion"].value == "none yet"
+    assert q(home, "SELECT version, alias FROM ml.model_registry") == [(1, "champion")]
+    population = q(home, "SELECT count(*) FROM features.population")[0][0]
+    assert q(home, "SELECT count(*), count(DISTINCT customer_id), min(model_version), max(model_version) "
+                   "FROM scores.churn") == [(population, population, 1, 1)]
+    assert q(home, "SELECT count(*) FROM scores.churn_history") == [(population,)]
+    # churners (labels after the snapshot) score far higher than the rest: the scores carry signal
+    (churned, stayed), = q(home, """
+        SELECT avg(churn_probability) FILTER (WHERE l.value = 1), avg(churn_probability) FILTER (WHERE l.value = 0)
+        FROM scores.churn s JOIN features.labels l ON l.customer_id = s.customer_id AND l.label = 'churned'""")
+    assert churned > 2 * stayed
+    levels = dict(q(home, "SELECT risk_level, count(*) FROM scores.churn GROUP BY 1"))
+    assert set(levels) <= {"Low", "Medium", "High"} and levels.get("High", 0) > 0
+    assert q(home, "SELECT count(*) FROM scores.churn WHERE risk_level = 'High' AND recommended_action IS NULL") == [(0,)]
+
+
+def test_failing_challenger_is_rejected_and_changes_nothing(bank):
+    landing, home = bank
+    before = q(home, "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1")
+    (home / "scorehouse.yaml").write_text("models:\n  churn:\n    gate:\n      min: {auc: 0.999}\n")
+    try:
+        result = materialize(landing, home)
+    finally:
+        (home / "scorehouse.yaml").unlink()
+    assert not result.success  # the blocking gate failed: promotion and scoring did not run
+    gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "churn_gate")
+    assert not gate.passed and "auc" in gate.metadata["failed"].value and "0.999" in gate.metadata["threshold"].value
+    assert q(home, "SELECT version, alias FROM ml.model_registry ORDER BY 1") == [(1, "champion"), (2, "rejected")]
+    assert q(home, "SELECT note FROM ml.model_registry WHERE version = 2")[0][0].startswith("auc ")
+    assert q(home, "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1") == before
