@@ -99,6 +99,9 @@ def churn_champion(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     with warehouse.connect() as con:
         challenger = registry.get(con, CHURN, "challenger")
         previous = registry.get(con, CHURN, "champion")
+        if challenger is None:
+            raise dg.Failure("no churn challenger waiting in ml.model_registry: materialize "
+                             "ml/churn_challenger first (a rejected one is not promoted)")
         registry.promote(con, CHURN, challenger.version,
                          f"passed the gate; replaces v{previous.version}" if previous else "passed the gate; first")
     context.log.info(f"churn v{challenger.version} is the champion")

@@ -67,3 +67,16 @@ def test_failing_challenger_is_rejected_and_changes_nothing(bank):
     assert q(home, "SELECT version, alias FROM ml.model_registry ORDER BY 1") == [(1, "champion"), (2, "rejected")]
     assert q(home, "SELECT note FROM ml.model_registry WHERE version = 2")[0][0].startswith("auc ")
     assert q(home, "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1") == before
+
+
+def test_promoting_without_a_waiting_challenger_fails_clearly(bank):
+    from assets.models import churn_champion
+
+    landing, home = bank  # after the test above: v1 champion, v2 rejected, nothing waiting
+    resources = {"warehouse": Warehouse(home=str(home)), "settings": Settings(home=str(home))}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([churn_champion], resources=resources, instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error
+    assert "no churn challenger waiting" in failure.message + "".join(c.message for c in failure.cause and [failure.cause] or [])
+    assert q(home, "SELECT version, alias FROM ml.model_registry ORDER BY 1") == [(1, "champion"), (2, "rejected")]
