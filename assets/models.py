@@ -10,6 +10,7 @@ from assets.metadata import frame_md, table_metadata
 from ml import registry
 from ml.churn import ChurnParams, load_churn, save_churn, train_churn
 from orchestration.resources import Settings, Warehouse
+from warehouse.features import training_frame
 from warehouse.scores import write_scores
 
 CHURN = "churn"
@@ -26,14 +27,6 @@ def _params(cfg: dict) -> ChurnParams:
     return ChurnParams.from_config({**cfg["params"], "risk_cutoffs": cfg["risk_cutoffs"]})
 
 
-def _training_frame(con, label: str) -> tuple[pd.DataFrame, pd.Series, object]:
-    frame = con.execute(
-        """SELECT f.*, coalesce(l.value, 0)::INTEGER AS _y FROM features.customer_features f
-           LEFT JOIN features.labels l ON l.customer_id = f.customer_id AND l.label = ?""", [label]).df()
-    snap = frame["snapshot_date"].max() if len(frame) else None
-    return frame.drop(columns="_y"), frame["_y"], snap
-
-
 @dg.asset(key=CHALLENGER, group_name="training", kinds={"xgboost", "duckdb"}, pool="warehouse",
           deps=[CUSTOMER_FEATURES, dg.AssetKey(["features", "labels"])], output_required=False)
 def churn_challenger(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings):
@@ -43,7 +36,8 @@ def churn_challenger(context: dg.AssetExecutionContext, warehouse: Warehouse, se
     no churn labels gets no churn model rather than a meaningless one."""
     cfg = _churn_settings(settings)
     with warehouse.connect() as con:
-        features, y, snap = _training_frame(con, cfg["label"])
+        features, y = training_frame(con, cfg["label"])
+    snap = features["snapshot_date"].max() if len(features) else None
     if y.nunique() < 2:
         context.log.info(f"no '{cfg['label']}' outcomes with both classes in features.labels: churn not trained")
         return

@@ -70,15 +70,16 @@ class ChurnModel:
     metrics: dict = field(default_factory=dict)
     importance: dict[str, float] = field(default_factory=dict)
 
-    def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(xgb.DMatrix(self.spec.matrix(frame), enable_categorical=True))
+    def dmatrix(self, frame: pd.DataFrame) -> xgb.DMatrix:
+        return xgb.DMatrix(self.spec.matrix(frame), enable_categorical=True)
 
-    def probability(self, frame: pd.DataFrame) -> np.ndarray:
-        return calibrated(self.calibrator, self.raw_score(frame))
+    def probability(self, frame: pd.DataFrame | xgb.DMatrix) -> np.ndarray:
+        dm = frame if isinstance(frame, xgb.DMatrix) else self.dmatrix(frame)
+        return calibrated(self.calibrator, self.booster.predict(dm))
 
-    def reasons(self, frame: pd.DataFrame, top: int = 3) -> list[list[str]]:
+    def reasons(self, frame: pd.DataFrame | xgb.DMatrix, top: int = 3) -> list[list[str]]:
         """The features that push each customer's churn score up the most (positive contributions only)."""
-        dm = xgb.DMatrix(self.spec.matrix(frame), enable_categorical=True)
+        dm = frame if isinstance(frame, xgb.DMatrix) else self.dmatrix(frame)
         contribs = self.booster.predict(dm, pred_contribs=True, approx_contribs=True)[:, :-1]  # last: bias
         order = np.argsort(-contribs, axis=1)[:, :top]
         names = np.array(self.spec.names, dtype=object)
@@ -86,9 +87,10 @@ class ChurnModel:
         return [list(names[o][k]) for o, k in zip(order, picked, strict=True)]
 
     def score(self, frame: pd.DataFrame, actions: dict[str, str] | None = None) -> pd.DataFrame:
-        p = self.probability(frame)
+        dm = self.dmatrix(frame)  # built once: probabilities and reasons read the same matrix
+        p = self.probability(dm)
         level = risk_level(p, self.params.risk_cutoffs)
-        reasons = self.reasons(frame)
+        reasons = self.reasons(dm)
         out = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy(), "churn_probability": p,
                             "risk_level": level})
         for i in range(3):

@@ -14,6 +14,7 @@ import duckdb
 import pandas as pd
 
 from warehouse.contract import TABLES, Table
+from warehouse.db import has_rows
 
 
 def contract_specs(table: Table, check_customers: bool = True, empty: bool = False) -> list[dict]:
@@ -89,11 +90,8 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str) -> SuiteResult:
     from quality.gx_duckdb import validate_table as gx_validate  # GX import is slow: only when validating
 
     contract = TABLES[table]
-    def has_rows(t: str) -> bool:
-        return con.execute(f"SELECT count(*) > 0 FROM (SELECT 1 FROM raw.{t} LIMIT 1)").fetchone()[0]
-
-    specs = contract_specs(contract, check_customers=has_rows("customers") and table != "customers",
-                           empty=not has_rows(table))
+    specs = contract_specs(contract, check_customers=has_rows(con, "raw.customers") and table != "customers",
+                           empty=not has_rows(con, f"raw.{table}"))
     return SuiteResult(table, gx_validate(con, table, specs, schema="raw"))
 
 

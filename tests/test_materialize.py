@@ -75,45 +75,47 @@ def test_feature_checks_called_as_functions(materialized):
     assert not rng.passed and "financial_health_score" in rng.metadata["actual"].value
 
 
-def test_landing_sensor_requests_a_run_only_for_new_or_changed_files(tmp_path):
+@pytest.fixture
+def landing_sensor(tmp_path):
+    """A small landing folder, the landing sensor, its Source resource and a fresh Dagster instance."""
     landing = tmp_path / "landing"
     generate_bank(landing, customers=50, seed=1)
-    sensor = defs.resolve_sensor_def("landing_files")
-    source = Source(source="synthetic", landing=str(landing))
     with dg.instance_for_test() as instance:
-        def tick(cursor=None):
-            ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"source": source})
-            return sensor(ctx), ctx.cursor
-
-        first, cursor = tick()
-        assert isinstance(first, dg.RunRequest)
-        assert first.tags["scorehouse/files"] == str(len(list(landing.glob("*.csv"))))
-        assert isinstance(tick(cursor)[0], dg.SkipReason)
-        stat = (landing / "customers.csv").stat()
-        os.utime(landing / "customers.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-        again, _ = tick(cursor)
-        assert isinstance(again, dg.RunRequest) and again.run_key != first.run_key
-        assert again.tags["scorehouse/files"] == "1"
+        yield landing, defs.resolve_sensor_def("landing_files"), Source(source="synthetic", landing=str(landing)), instance
 
 
-def test_landing_sensor_first_tick_skips_files_already_ingested(tmp_path):
+def test_landing_sensor_requests_a_run_only_for_new_or_changed_files(landing_sensor):
+    landing, sensor, source, instance = landing_sensor
+
+    def tick(cursor=None):
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"source": source})
+        return sensor(ctx), ctx.cursor
+
+    first, cursor = tick()
+    assert isinstance(first, dg.RunRequest)
+    assert first.tags["scorehouse/files"] == str(len(list(landing.glob("*.csv"))))
+    assert isinstance(tick(cursor)[0], dg.SkipReason)
+    stat = (landing / "customers.csv").stat()
+    os.utime(landing / "customers.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    again, _ = tick(cursor)
+    assert isinstance(again, dg.RunRequest) and again.run_key != first.run_key
+    assert again.tags["scorehouse/files"] == "1"
+
+
+def test_landing_sensor_first_tick_skips_files_already_ingested(landing_sensor):
     """Switching the UI on after `scorehouse run` does not re-run the pipeline for the same files."""
-    landing = tmp_path / "landing"
-    generate_bank(landing, customers=50, seed=1)
-    sensor = defs.resolve_sensor_def("landing_files")
-    source = Source(source="synthetic", landing=str(landing))
-    with dg.instance_for_test() as instance:
-        for a in raw_assets[:-1]:
-            instance.report_runless_asset_event(dg.AssetMaterialization(a.key))
-        ctx = dg.build_sensor_context(instance=instance, resources={"source": source})
-        assert isinstance(sensor(ctx), dg.RunRequest)  # one raw table never ingested: everything is new
-        instance.report_runless_asset_event(dg.AssetMaterialization(raw_assets[-1].key))
-        ctx = dg.build_sensor_context(instance=instance, resources={"source": source})
-        assert isinstance(sensor(ctx), dg.SkipReason)
-        (landing / "customers.csv").write_text((landing / "customers.csv").read_text())  # rewritten after
-        ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, resources={"source": source})
-        request = sensor(ctx)
-        assert isinstance(request, dg.RunRequest) and request.tags["scorehouse/files"] == "1"
+    landing, sensor, source, instance = landing_sensor
+    for a in raw_assets[:-1]:
+        instance.report_runless_asset_event(dg.AssetMaterialization(a.key))
+    ctx = dg.build_sensor_context(instance=instance, resources={"source": source})
+    assert isinstance(sensor(ctx), dg.RunRequest)  # one raw table never ingested: everything is new
+    instance.report_runless_asset_event(dg.AssetMaterialization(raw_assets[-1].key))
+    ctx = dg.build_sensor_context(instance=instance, resources={"source": source})
+    assert isinstance(sensor(ctx), dg.SkipReason)
+    (landing / "customers.csv").write_text((landing / "customers.csv").read_text())  # rewritten after
+    ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, resources={"source": source})
+    request = sensor(ctx)
+    assert isinstance(request, dg.RunRequest) and request.tags["scorehouse/files"] == "1"
 
 
 def test_settings_override_from_home(tmp_path: Path):

@@ -20,10 +20,6 @@ from warehouse.synthetic import generate_bank
 ROOT = Path(__file__).parents[1]
 CHURN_DATA = ROOT / ".." / "shared" / "data" / "churn_modelling"
 
-FRAME_SQL = """SELECT f.*, coalesce(l.value, 0) AS _y FROM features.customer_features f
-               LEFT JOIN features.labels l ON l.customer_id = f.customer_id AND l.label = 'churned'"""
-
-
 def feature_frame(source: str, landing: Path, db: Path) -> tuple[pd.DataFrame, pd.Series]:
     """Ingest + features as the pipeline builds them, then the frame a churn model trains on."""
     src = load_source(source)
@@ -32,8 +28,7 @@ def feature_frame(source: str, landing: Path, db: Path) -> tuple[pd.DataFrame, p
         for table in src.feeds:
             ingest_table(con, src, table, landing, log=lambda m: None)
         F.build_all(con, F.resolve_snapshot(con, src.snapshot_date, src.holdout_days))
-        frame = con.execute(FRAME_SQL).df()
-    return frame.drop(columns="_y"), frame["_y"]
+        return F.training_frame(con, "churned")
 
 
 @pytest.fixture(scope="module")

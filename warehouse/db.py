@@ -41,6 +41,11 @@ class Home:
         return self.root / "tmp"
 
 
+def has_rows(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether `table` (schema-qualified) holds at least one row, without counting them all."""
+    return con.execute(f"SELECT count(*) > 0 FROM (SELECT 1 FROM {table} LIMIT 1)").fetchone()[0]
+
+
 @contextmanager
 def connect(path: str | Path, read_only: bool = False, memory_limit: str | None = None, threads: int | None = None):
     """A short-lived connection; spills to <home>/tmp so big loads stay within the memory limit."""

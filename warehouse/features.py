@@ -13,6 +13,7 @@ from datetime import date, timedelta
 import duckdb
 
 from warehouse.contract import LINEAGE, TABLES
+from warehouse.db import has_rows
 
 WINDOWS = (30, 90, 180, 365)
 MAX_PIVOT_VALUES = 8  # channel/category/product columns: the most frequent values, the rest as "other"
@@ -92,7 +93,7 @@ def build_population(con, snap: date) -> int:
         SELECT customer_id FROM raw.transactions WHERE transaction_date < {s} + 1
         UNION SELECT customer_id FROM raw.accounts WHERE opened_date IS NULL OR opened_date <= {s}
         UNION SELECT customer_id FROM raw.loans WHERE start_date IS NULL OR start_date <= {s}"""
-    if con.execute("SELECT count(*) > 0 FROM (SELECT 1 FROM raw.customers LIMIT 1)").fetchone()[0]:
+    if has_rows(con, "raw.customers"):
         # A customer file defines who is a customer: those who joined by the snapshot, plus those who joined
         # later on paper but already have facts before it. The facts are only probed for the latter (a
         # semi join on a small set, not a DISTINCT over every transaction).
@@ -366,3 +367,12 @@ def build_all(con, snap: date) -> None:
     tests and benchmarks)."""
     for build in BUILDERS:
         build(con, snap)
+
+
+def training_frame(con, label: str):
+    """features.customer_features with the outcome `label` (0 when a customer has none): the frame a
+    supervised model trains on. Returns (features, target) as a DataFrame and a Series."""
+    frame = con.execute(
+        """SELECT f.*, coalesce(l.value, 0)::INTEGER AS _target FROM features.customer_features f
+           LEFT JOIN features.labels l ON l.customer_id = f.customer_id AND l.label = ?""", [label]).df()
+    return frame.drop(columns="_target"), frame["_target"]

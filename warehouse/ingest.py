@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from warehouse.contract import BOOL, DATE, INT, LINEAGE, NUM, TABLES, TEXT, TS, Table
+from warehouse.db import has_rows
 from warehouse.readers import (
     ROW,
     FileRejected,
@@ -196,9 +197,13 @@ def _ingest_file(con, contract: Table, feed: Feed, path: Path, rel: str, fingerp
                 raise FileRejected(path, f"joins of tables.{contract.name} give {n_mapped} rows for {staged.rows} "
                                    "source rows; each join must match at most one row")
         _type_extras(con, contract, feed, derived)
-        _flag_duplicates(con, contract, rel, row)
+        # rows of this table loaded from other files: checked against for duplicates, and when there are
+        # none the load table can become the raw table itself (see _write)
+        others = con.execute(f"SELECT count(*) FROM raw.{contract.name} WHERE _source_file <> ?", [rel]).fetchone()[0]
+        _flag_duplicates(con, contract, rel, row, others)
         _flag_orphans(con, contract)
-        return _write(con, contract, path, rel, st, checksum, fingerprint, malformed, row, run_id, now, log)
+        return _write(con, contract, path, rel, st, checksum, fingerprint, malformed, row, others, run_id, now,
+                      log)
     finally:
         con.execute(f"DROP TABLE IF EXISTS {LOAD}; DROP TABLE IF EXISTS _stage; DROP VIEW IF EXISTS _mapped")
 
@@ -322,8 +327,8 @@ def _type_extras(con, contract: Table, feed: Feed, derived: set[str]) -> None:
 
 
 def _write(con, contract: Table, path: Path, rel: str, st, checksum: str, fingerprint: str,
-           malformed: list[tuple[int, str, str]], row: Callable[[str], str], run_id: str, now: datetime,
-           log) -> FileReport:
+           malformed: list[tuple[int, str, str]], row: Callable[[str], str], others: int, run_id: str,
+           now: datetime, log) -> FileReport:
     """Replace this file's rows in raw and quarantine, and its ledger row, in one transaction."""
     lineage = {c.name for c in LINEAGE}
     load_cols = [r[0] for r in con.execute(f"DESCRIBE {LOAD}").fetchall()]
@@ -331,8 +336,7 @@ def _write(con, contract: Table, path: Path, rel: str, st, checksum: str, finger
     # The only file of its table, read directly (the big-file case): the load table itself becomes
     # raw.<table> instead of copying every row once more (60M rows: a 33 s copy vs ~4 s to number the rows
     # and rename).
-    swap = lineage <= set(load_cols) and not con.execute(
-        f"SELECT count(*) FROM raw.{contract.name} WHERE _source_file <> ?", [rel]).fetchone()[0]
+    swap = lineage <= set(load_cols) and not others
     con.execute("BEGIN TRANSACTION")
     try:
         if not swap:
@@ -554,7 +558,7 @@ def _key_expr(contract: Table, alias: str = "") -> str:
     return " || '|' || ".join(f"coalesce({p}{ident(k)}::VARCHAR, '')" for k in contract.key)
 
 
-def _flag_duplicates(con, contract: Table, rel: str, row: Callable[[str], str]) -> None:
+def _flag_duplicates(con, contract: Table, rel: str, row: Callable[[str], str], others: int) -> None:
     if not contract.key:
         return
     key = _key_expr(contract)
@@ -567,9 +571,6 @@ def _flag_duplicates(con, contract: Table, rel: str, row: Callable[[str], str]) 
             FROM (SELECT {row('t')} AS r, {shown} AS k, min({row('t')}) OVER (PARTITION BY {key}) AS first_row
                   FROM {LOAD} t WHERE t._reason IS NULL) d
             WHERE {row('u')} = d.r AND d.r <> d.first_row""")
-    others = con.execute(
-        f"SELECT count(*) FROM raw.{contract.name} WHERE _source_file <> ?", [rel]
-    ).fetchone()[0]
     if others:
         con.execute(f"""
             UPDATE {LOAD} AS u SET _reason = 'duplicate key: already loaded from ' || o._source_file || ' row ' || o._source_row
@@ -581,8 +582,7 @@ def _flag_duplicates(con, contract: Table, rel: str, row: Callable[[str], str]) 
 def _flag_orphans(con, contract: Table) -> None:
     if not contract.references_customers:
         return
-    has_customers = con.execute("SELECT count(*) > 0 FROM (SELECT 1 FROM raw.customers LIMIT 1)").fetchone()[0]
-    if not has_customers:
+    if not has_rows(con, "raw.customers"):
         return  # a source without a customer file (e.g. a purchase log): customers come from the facts
     con.execute(f"""
         UPDATE {LOAD} AS u SET _reason = 'customer_id: ''' || u.customer_id || ''' is not in customers'
