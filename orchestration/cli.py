@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--source", help="shipped source name (synthetic, berka, ...) or a source-config YAML")
     r.add_argument("--landing", help="folder with the bank's files (default: the source's, else <home>/landing)")
     r.add_argument("--home", help="home folder (default: $SCOREHOUSE_HOME or ./.scorehouse)")
-    r.add_argument("--job", default="scorehouse", help="job to run (scorehouse, ingest)")
+    r.add_argument("--job", default="scorehouse", help="job to run: scorehouse (all), score, retrain, train_<model>, ingest")
     r.set_defaults(func=cmd_run)
 
     u = sub.add_parser("ui", help="start the Dagster webserver and daemon on 127.0.0.1 for a home")

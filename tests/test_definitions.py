@@ -26,7 +26,7 @@ def test_every_asset_has_docstring_group_kinds_and_pool():
 
 
 def test_jobs_sensor_and_checks():
-    assert {j.name for j in defs.resolve_all_job_defs()} >= {"scorehouse", "ingest"}
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"scorehouse", "ingest", "score", "retrain", "train_churn"}
     sensor = defs.resolve_sensor_def("landing_files")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     graph = defs.resolve_asset_graph()
@@ -34,8 +34,34 @@ def test_jobs_sensor_and_checks():
     assert ("raw/transactions", "rows_reconcile") in checks
     assert ("raw/transactions", "gx_contract") in checks
     assert ("features/customer_features", "features_unique_customers") in checks
-    for name in ("scorehouse", "ingest"):
+    for name in ("scorehouse", "ingest", "score", "retrain", "train_churn"):
         job = defs.resolve_job_def(name)
         assert job.run_tags.get("scorehouse/warehouse") == "write", name  # queued one writing run at a time
         # every step opens the DuckDB file, checks included: all hold the one `warehouse` slot
         assert {n.definition.pool for n in job.graph.nodes} == {"warehouse"}, name
+
+
+def test_daily_scoring_and_weekly_retrain_are_on_by_default_with_cron_from_settings(tmp_path):
+    from orchestration.jobs import build_jobs, build_schedules
+    from orchestration.settings import load_settings
+
+    shipped = {s.name: s for s in defs.schedules}
+    assert shipped["daily_scoring"].job_name == "score" and shipped["weekly_retrain"].job_name == "retrain"
+    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in shipped.values())
+    # a user's scorehouse.yaml moves a schedule and turns another off
+    (tmp_path / "scorehouse.yaml").write_text(
+        "schedules:\n  daily_scoring: {cron: '30 5 * * 1-5'}\n  weekly_retrain: {enabled: false}\n")
+    jobs = {j.name: j for j in build_jobs(["churn"])}
+    mine = {s.name: s for s in build_schedules(load_settings(tmp_path), jobs)}
+    assert mine["daily_scoring"].cron_schedule == "30 5 * * 1-5"
+    assert mine["weekly_retrain"].cron_schedule == "0 3 * * 0"
+    assert mine["weekly_retrain"].default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_score_job_scores_without_training_and_retrain_trains_without_scoring():
+    def keys(job):
+        return {k.to_user_string() for k in defs.resolve_job_def(job).asset_layer.executable_asset_keys}
+
+    assert "scores/churn" in keys("score") and not any(k.startswith("ml/") for k in keys("score"))
+    assert "ml/churn_champion" in keys("retrain") and not any(k.startswith("scores/") for k in keys("retrain"))
+    assert keys("train_churn") == {"ml/churn_challenger", "ml/churn_champion"}

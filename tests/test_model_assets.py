@@ -12,10 +12,10 @@ from orchestration.resources import Settings, Source, Warehouse
 from warehouse.synthetic import generate_bank
 
 
-def materialize(landing, home) -> dg.ExecuteInProcessResult:
+def materialize(landing, home, job: str = "scorehouse") -> dg.ExecuteInProcessResult:
     resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source="synthetic", landing=str(landing)),
                  "settings": Settings(home=str(home))}
-    job = defs.resolve_job_def("scorehouse")
+    job = defs.resolve_job_def(job)
     with dg.instance_for_test() as instance:
         return job.execute_in_process(instance=instance, resources=resources, raise_on_error=False)
 
@@ -58,10 +58,10 @@ def test_failing_challenger_is_rejected_and_changes_nothing(bank):
     before = q(home, "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1")
     (home / "scorehouse.yaml").write_text("models:\n  churn:\n    gate:\n      min: {auc: 0.999}\n")
     try:
-        result = materialize(landing, home)
+        result = materialize(landing, home, "retrain")
     finally:
         (home / "scorehouse.yaml").unlink()
-    assert not result.success  # the blocking gate failed: promotion and scoring did not run
+    assert not result.success  # the blocking gate failed: promotion did not run
     gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "churn_gate")
     assert not gate.passed and "auc" in gate.metadata["failed"].value and "0.999" in gate.metadata["threshold"].value
     assert q(home, "SELECT version, alias FROM ml.model_registry ORDER BY 1") == [(1, "champion"), (2, "rejected")]
@@ -69,9 +69,23 @@ def test_failing_challenger_is_rejected_and_changes_nothing(bank):
     assert q(home, "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1") == before
 
 
-def test_promoting_without_a_waiting_challenger_fails_clearly(bank):
-    from assets.models import churn_champion
+def test_daily_scoring_goes_on_with_the_champion_after_a_failed_retrain(bank):
+    landing, home = bank  # after the test above: v1 champion, v2 rejected
+    before = q(home, "SELECT max(scored_at) FROM scores.churn")[0][0]
+    result = materialize(landing, home, "score")
+    assert result.success
+    ran = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "scores/churn" in ran and not any(k.startswith("ml/") for k in ran)  # scoring only, no training
+    population = q(home, "SELECT count(*) FROM features.population")[0][0]
+    assert q(home, "SELECT count(*), min(model_version), max(model_version) FROM scores.churn") == [(population, 1, 1)]
+    assert q(home, "SELECT max(scored_at) FROM scores.churn")[0][0] > before
+    assert q(home, "SELECT count(DISTINCT run_id) FROM scores.churn_history") == [(2,)]
 
+
+def test_promoting_without_a_waiting_challenger_fails_clearly(bank):
+    from assets.models import model_assets
+
+    churn_champion = next(a for a in model_assets if a.key == dg.AssetKey(["ml", "churn_champion"]))
     landing, home = bank  # after the test above: v1 champion, v2 rejected, nothing waiting
     resources = {"warehouse": Warehouse(home=str(home)), "settings": Settings(home=str(home))}
     with dg.instance_for_test() as instance:

@@ -10,7 +10,8 @@ import pandas as pd
 
 
 def write_scores(con: duckdb.DuckDBPyConnection, model: str, scored: pd.DataFrame, *, version: int,
-                 snapshot_date: date, run_id: str, scored_at: datetime | None = None) -> int:
+                 snapshot_date: date, run_id: str, scored_at: datetime | None = None,
+                 order_by: str = "customer_id") -> int:
     """Replace scores.<model> with `scored` (+ model, version, snapshot, scored_at, run id) and append the
     same rows to scores.<model>_history. Readers see the old table or the new one, never half of it."""
     scored_at = scored_at or datetime.now()
@@ -21,7 +22,7 @@ def write_scores(con: duckdb.DuckDBPyConnection, model: str, scored: pd.DataFram
             CREATE OR REPLACE TABLE scores.{model} AS
             SELECT s.*, '{model}' AS model_name, {int(version)} AS model_version, ?::DATE AS snapshot_date,
                    ?::TIMESTAMP AS scored_at, ? AS run_id
-            FROM _scored s ORDER BY s.customer_id""", [snapshot_date, scored_at, run_id])
+            FROM _scored s ORDER BY {order_by}""", [snapshot_date, scored_at, run_id])
         con.execute(f"CREATE TABLE IF NOT EXISTS scores.{model}_history AS SELECT * FROM scores.{model} LIMIT 0")
         con.execute(f"INSERT INTO scores.{model}_history BY NAME SELECT * FROM scores.{model}")
         con.execute("COMMIT")

@@ -1,0 +1,53 @@
+"""Churn in Dagster: XGBoost on customer features (ml/churn.py), through the shared model lifecycle."""
+
+import dagster as dg
+
+from assets.lifecycle import LABELS, ModelSpec, Scored, Trained, frame_hash
+from assets.metadata import frame_md
+from ml.churn import ChurnParams, load_churn, save_churn, train_churn
+from ml.registry import Entry
+from orchestration.resources import Warehouse
+from warehouse.features import training_frame
+
+
+def _params(cfg: dict) -> ChurnParams:
+    return ChurnParams.from_config({**cfg["params"], "risk_cutoffs": cfg["risk_cutoffs"]})
+
+
+def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
+    with warehouse.connect() as con:
+        features, y = training_frame(con, cfg["label"])
+    if y.nunique() < 2:
+        context.log.info(f"no '{cfg['label']}' outcomes with both classes in features.labels: churn not trained")
+        return None
+    model = train_churn(features, y, _params(cfg))
+    top = list(model.importance.items())[:10]
+    return Trained(model, model.metrics, model.spec.names, features["snapshot_date"].max(), frame_hash(features), {
+        "training_rows": len(features), "positive_rate": float(y.mean()),
+        "feature_importance": frame_md([(k, f"{v:.3f}") for k, v in top], ["feature", "share of gain"]),
+    })
+
+
+def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
+    with warehouse.connect() as con:
+        features = con.execute("SELECT * FROM features.customer_features").df()
+    scored = load_churn(champion.artifact_path).score(features, cfg["actions"])
+    n = len(scored)
+    dist = scored["risk_level"].value_counts().reindex(["High", "Medium", "Low"], fill_value=0)
+    return Scored(scored, features["snapshot_date"].max(), {
+        "mean_probability": float(scored["churn_probability"].mean()),
+        "risk_levels": frame_md([(k, f"{v:,}", f"{v / max(n, 1):.1%}") for k, v in dist.items()],
+                                ["risk", "customers", "share"]),
+    })
+
+
+SPEC = ModelSpec(
+    name="churn",
+    train_doc="A churn model (XGBoost, calibrated) trained on the current features and registered as challenger. "
+              "Not materialized when the source has no churn outcomes: no labels, no meaningless model.",
+    score_doc="scores.churn: every customer's churn probability, risk level, top 3 reasons and recommended "
+              "action, from the champion; each run is appended to scores.churn_history.",
+    fit=fit, save=save_churn, score=score,
+    train_deps=(dg.AssetKey(["features", "customer_features"]), LABELS),
+    kinds=frozenset({"xgboost", "duckdb"}),
+)

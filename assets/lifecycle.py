@@ -1,0 +1,166 @@
+"""One model's life in Dagster, the same for every model: challenger -> gate -> champion -> scores.
+
+A model module (assets/churn.py, ...) says how to fit, save and score; `model_assets` turns that into
+  - `ml/<name>_challenger` (group training): fit on the current features, register as `challenger`;
+  - `<name>_gate`, a blocking check on it: the thresholds of `models.<name>.gate` AND not worse than the champion
+    on the same holdout; a failing challenger is marked `rejected` and nothing downstream of it runs;
+  - `ml/<name>_champion` (group training): promote the challenger;
+  - `scores/<name>` (group scoring): score every customer with the champion -> scores.<name> (+ _history).
+Scoring reads the champion from the registry, not from the run: the daily scoring job scores with whatever
+champion there is, so a retrain that fails its gate never stops scoring.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from assets.metadata import table_metadata
+from ml import registry
+from orchestration.resources import Settings, Warehouse
+from warehouse.scores import write_scores
+
+CUSTOMER_FEATURES = dg.AssetKey(["features", "customer_features"])
+LABELS = dg.AssetKey(["features", "labels"])
+
+
+@dataclass
+class Trained:
+    """What a fit returns: the model object, its holdout metrics and what the UI should show."""
+
+    model: object
+    metrics: dict
+    features: list[str]
+    snapshot_date: date | None
+    data_hash: str
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Scored:
+    frame: pd.DataFrame  # one row per customer (or customer x rank), customer_id first
+    snapshot_date: date
+    metadata: dict = field(default_factory=dict)
+    order_by: str = "customer_id"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    train_doc: str
+    score_doc: str
+    # (context, warehouse, models.<name> settings) -> Trained, or None when the data cannot train this model
+    fit: Callable[[dg.AssetExecutionContext, Warehouse, dict], Trained | None]
+    save: Callable[[object, Path, int], Path]  # (model, models dir, version) -> artifact folder
+    # (context, warehouse, settings, champion entry) -> Scored
+    score: Callable[[dg.AssetExecutionContext, Warehouse, dict, registry.Entry], Scored]
+    train_deps: tuple[dg.AssetKey, ...] = (CUSTOMER_FEATURES,)
+    score_deps: tuple[dg.AssetKey, ...] = (CUSTOMER_FEATURES,)
+    kinds: frozenset[str] = frozenset({"scikitlearn", "duckdb"})
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """A fingerprint of the training data, recorded with each version."""
+    return str(pd.util.hash_pandas_object(frame, index=False).sum()) if len(frame) else "empty"
+
+
+def _thresholds(gate: dict) -> dict[str, tuple[str, float]]:
+    return {**{k: (">=", v) for k, v in (gate.get("min") or {}).items()},
+            **{k: ("<=", v) for k, v in (gate.get("max") or {}).items()}}
+
+
+def _num(v) -> object:
+    return round(v, 4) if isinstance(v, float) else v
+
+
+def training_keys(name: str) -> list[dg.AssetKey]:
+    """The assets a job that retrains one model selects."""
+    return [dg.AssetKey(["ml", f"{name}_challenger"]), dg.AssetKey(["ml", f"{name}_champion"])]
+
+
+def model_assets(spec: ModelSpec) -> tuple[list, list]:
+    """The challenger, champion and scores assets, and the gate check."""
+    name = spec.name
+    challenger_key, champion_key = training_keys(name)
+
+    @dg.asset(key=challenger_key, group_name="training", kinds=set(spec.kinds), pool="warehouse",
+              deps=list(spec.train_deps), output_required=False, description=spec.train_doc)
+    def challenger(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings):
+        cfg = settings.get("models", name)
+        trained = spec.fit(context, warehouse, cfg)
+        if trained is None:
+            return  # the fit logged why; nothing downstream runs
+        with warehouse.connect() as con:
+            version = registry.next_version(con, name)
+            folder = spec.save(trained.model, warehouse.paths.models, version)
+            registry.register(con, name, version, snapshot_date=trained.snapshot_date, data_hash=trained.data_hash,
+                              features=trained.features, params=cfg.get("params", {}), metrics=trained.metrics,
+                              artifact_path=folder, run_id=context.run.run_id)
+        scalars = {k: _num(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
+        yield dg.MaterializeResult(metadata={"version": version, **scalars, "artifact": str(folder),
+                                             **trained.metadata})
+
+    @dg.asset_check(asset=challenger_key, name=f"{name}_gate", blocking=True, pool="warehouse",
+                    description=f"The challenger meets the thresholds in models.{name}.gate and is not worse than "
+                                "the champion on the same holdout; a failing challenger is marked rejected.")
+    def gate(warehouse: Warehouse, settings: Settings) -> dg.AssetCheckResult:
+        cfg = settings.get("models", name)["gate"]
+        thresholds = _thresholds(cfg)
+        higher = {k: v == "higher" for k, v in (cfg.get("not_worse_than_champion") or {}).items()}
+        with warehouse.connect() as con:
+            new = registry.get(con, name, "challenger")
+            champion = registry.get(con, name, "champion")
+            if new is None:
+                return dg.AssetCheckResult(passed=False, metadata={
+                    "actual": "no challenger waiting (already promoted or rejected)", "threshold": str(thresholds)})
+            passed, why = registry.compare(new.metrics, champion.metrics if champion else None, thresholds,
+                                           higher, cfg.get("tolerance", 0.0))
+            if not passed:
+                registry.reject(con, name, new.version, "; ".join(why))
+        shown = {k: _num(new.metrics[k]) for k in sorted({*thresholds, *higher}) if k in new.metrics}
+        return dg.AssetCheckResult(passed=passed, metadata={
+            "actual": str(shown), "threshold": str({k: f"{op} {v}" for k, (op, v) in thresholds.items()}),
+            "challenger_version": new.version,
+            "champion": f"v{champion.version} {({k: _num(champion.metrics.get(k)) for k in higher})}"
+                        if champion else "none yet",
+            "failed": "; ".join(why) or "none",
+        })
+
+    @dg.asset(key=champion_key, group_name="training", kinds={"duckdb"}, pool="warehouse", deps=[challenger_key],
+              description=f"The {name} challenger that passed its gate, promoted to champion (the previous one "
+                          "is retired).")
+    def champion(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.connect() as con:
+            new = registry.get(con, name, "challenger")
+            previous = registry.get(con, name, "champion")
+            if new is None:
+                raise dg.Failure(f"no {name} challenger waiting in ml.model_registry: materialize "
+                                 f"ml/{name}_challenger first (a rejected one is not promoted)")
+            registry.promote(con, name, new.version,
+                             f"passed the gate; replaces v{previous.version}" if previous else "passed the gate; first")
+        context.log.info(f"{name} v{new.version} is the champion")
+        scalars = {k: _num(v) for k, v in new.metrics.items() if isinstance(v, int | float)}
+        return dg.MaterializeResult(metadata={"version": new.version, **scalars,
+                                              "replaced": f"v{previous.version}" if previous else "none"})
+
+    @dg.asset(key=["scores", name], group_name="scoring", kinds=set(spec.kinds), pool="warehouse",
+              deps=[champion_key, *spec.score_deps], output_required=False, description=spec.score_doc)
+    def scores(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings):
+        with warehouse.connect() as con:
+            entry = registry.get(con, name, "champion")
+        if entry is None:
+            context.log.warning(f"no {name} champion in ml.model_registry (train one: job train_{name}); "
+                                f"scores.{name} not written")
+            return
+        scored = spec.score(context, warehouse, settings.get("models", name), entry)
+        with warehouse.connect() as con:
+            n = write_scores(con, name, scored.frame, version=entry.version, snapshot_date=scored.snapshot_date,
+                             run_id=context.run.run_id, order_by=scored.order_by)
+            md = table_metadata(con, f"scores.{name}")
+        yield dg.MaterializeResult(metadata={**md, "model_version": entry.version, "rows_scored": n,
+                                             **scored.metadata})
+
+    return [challenger, champion, scores], [gate]
