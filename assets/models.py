@@ -1,8 +1,8 @@
 """Every model's assets and gate checks, in one place for the Definitions."""
 
-from assets import churn, lifecycle
+from assets import churn, lifecycle, segments
 
-SPECS: list[lifecycle.ModelSpec] = [churn.SPEC]
+SPECS: list[lifecycle.ModelSpec] = [churn.SPEC, segments.SPEC]
 
 model_assets, model_checks = [], []
 for _spec in SPECS:

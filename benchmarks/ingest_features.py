@@ -51,7 +51,7 @@ def run_once(n: int, keep: bool) -> dict:
     home = OUT / f"home_{n}"
     shutil.rmtree(home, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
-    cmd = [str(BIN / "scorehouse"), "run", "--landing", str(landing), "--home", str(home)]
+    cmd = [str(BIN / "scorehouse"), "run", "--job", "features", "--landing", str(landing), "--home", str(home)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -85,7 +85,7 @@ def main() -> None:
               f"{r['rows'] / r['wall']:>10,.0f} rows/s, peak RSS {r['peak_gb']:.2f} GB", flush=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n### {stamp} — `python benchmarks/ingest_features.py --customers {' '.join(map(str, args.customers))}`\n",
-             f"Machine: {machine()}. Whole `scorehouse run` (Dagster start-up, 8 ingest assets with GX checks and "
+             f"Machine: {machine()}. `scorehouse run --job features` (Dagster start-up, 8 ingest assets with GX checks and "
              "quarantine, 6 feature assets, checks), from empty home; peak RSS is the run process's.\n",
              "| customers | transactions | rows read (all files) | wall | rows/s | peak RSS |",
              "|---:|---:|---:|---:|---:|---:|"]

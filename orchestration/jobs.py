@@ -8,6 +8,7 @@ home's dagster.yaml), so a schedule tick and a manual run wait for each other in
   score           the daily run: ingest, validate, features, score with the current champions (no training)
   retrain         the weekly run: ingest, validate, features, train every model behind its gate (no scoring)
   train_<model>   one model alone, on the features already built
+  features        ingest, validate, features (no models)
   ingest          ingest and validate the landing files only
 
 Scoring is its own job, reading the champion from the registry, so a retrain whose gate fails (a failed run,
@@ -38,6 +39,8 @@ def build_jobs(model_names: list[str]) -> list[dg.UnresolvedAssetJobDefinition]:
              "every customer with each model's current champion."),
         _job("retrain", TRAINING.upstream(), "Weekly: ingest, build features, train a challenger per model; each "
              "is promoted only if its gate passes."),
+        _job("features", dg.AssetSelection.groups("ingest", "features"), "Ingest, validate and build the feature "
+             "tables (no models)."),
         _job("ingest", dg.AssetSelection.groups("ingest"), "Ingest and validate the landing files only."),
         *(_job(f"train_{m}", dg.AssetSelection.assets(*training_keys(m)),
                f"Retrain {m} alone on the features already built: challenger, gate, promotion.")

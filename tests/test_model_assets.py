@@ -38,7 +38,7 @@ def test_first_challenger_becomes_champion_and_scores_everyone(bank):
     assert result.success
     gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "churn_gate")
     assert gate.passed and gate.metadata["champion"].value == "none yet"
-    assert q(home, "SELECT version, alias FROM ml.model_registry") == [(1, "champion")]
+    assert q(home, "SELECT version, alias FROM ml.model_registry WHERE model = 'churn'") == [(1, "champion")]
     population = q(home, "SELECT count(*) FROM features.population")[0][0]
     assert q(home, "SELECT count(*), count(DISTINCT customer_id), min(model_version), max(model_version) "
                    "FROM scores.churn") == [(population, population, 1, 1)]
@@ -53,6 +53,17 @@ def test_first_challenger_becomes_champion_and_scores_everyone(bank):
     assert q(home, "SELECT count(*) FROM scores.churn WHERE risk_level = 'High' AND recommended_action IS NULL") == [(0,)]
 
 
+def test_every_model_is_gated_promoted_and_scores_everyone(bank):
+    landing, home = bank  # after the first run
+    assert q(home, "SELECT model, version, alias FROM ml.model_registry ORDER BY 1") == [
+        ("churn", 1, "champion"), ("segments", 1, "champion")]
+    population = q(home, "SELECT count(*) FROM features.population")[0][0]
+    (n, ids, k, unnamed, no_rfm), = q(home, """SELECT count(*), count(DISTINCT customer_id), count(DISTINCT segment_name),
+        count(*) FILTER (WHERE segment_name IS NULL OR segment_name = ''), count(*) FILTER (WHERE rfm_segment IS NULL)
+        FROM scores.segments""")
+    assert (n, ids, unnamed, no_rfm) == (population, population, 0, 0) and 4 <= k <= 6
+
+
 def test_failing_challenger_is_rejected_and_changes_nothing(bank):
     landing, home = bank
     before = q(home, "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1")
@@ -64,8 +75,8 @@ def test_failing_challenger_is_rejected_and_changes_nothing(bank):
     assert not result.success  # the blocking gate failed: promotion did not run
     gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "churn_gate")
     assert not gate.passed and "auc" in gate.metadata["failed"].value and "0.999" in gate.metadata["threshold"].value
-    assert q(home, "SELECT version, alias FROM ml.model_registry ORDER BY 1") == [(1, "champion"), (2, "rejected")]
-    assert q(home, "SELECT note FROM ml.model_registry WHERE version = 2")[0][0].startswith("auc ")
+    assert q(home, "SELECT version, alias FROM ml.model_registry WHERE model = 'churn' ORDER BY 1") == [(1, "champion"), (2, "rejected")]
+    assert q(home, "SELECT note FROM ml.model_registry WHERE model = 'churn' AND version = 2")[0][0].startswith("auc ")
     assert q(home, "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1") == before
 
 
@@ -93,4 +104,4 @@ def test_promoting_without_a_waiting_challenger_fails_clearly(bank):
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error
     assert "no churn challenger waiting" in failure.message + "".join(c.message for c in failure.cause and [failure.cause] or [])
-    assert q(home, "SELECT version, alias FROM ml.model_registry ORDER BY 1") == [(1, "champion"), (2, "rejected")]
+    assert q(home, "SELECT version, alias FROM ml.model_registry WHERE model = 'churn' ORDER BY 1") == [(1, "champion"), (2, "rejected")]

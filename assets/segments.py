@@ -1,0 +1,58 @@
+"""Segments in Dagster: K-Means clusters with human names plus RFM segments (ml/segments.py), through the
+shared model lifecycle."""
+
+import dagster as dg
+
+from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash
+from assets.metadata import frame_md
+from ml.registry import Entry
+from ml.segments import SegmentParams, load_segments, save_segments, train_segments
+from orchestration.resources import Warehouse
+
+
+def _features(warehouse: Warehouse):
+    with warehouse.connect() as con:
+        return con.execute("SELECT * FROM features.customer_features").df()
+
+
+def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
+    features = _features(warehouse)
+    p = SegmentParams.from_config(cfg.get("params"))
+    if len(features) < 10 * p.k_max:
+        context.log.info(f"{len(features)} customers: too few to segment; segments not trained")
+        return None
+    model = train_segments(features, p)
+    prof = model.profile_table()
+    metrics = {k: v for k, v in model.metrics.items() if k != "features"}
+    metrics["min_share"] = float(prof["share"].min())
+    return Trained(model, metrics, model.features, features["snapshot_date"].max(), frame_hash(features), {
+        "training_rows": len(features),
+        "segments": frame_md([(r.segment_id, r.segment_name, f"{r.size:,}", f"{r.share:.1%}", r.holdout_silhouette,
+                               r.description) for r in prof.itertuples()],
+                             ["id", "name", "customers", "share", "silhouette", "profile (median vs all)"]),
+        "silhouette_by_k": str(model.metrics["silhouette_by_k"]),
+    })
+
+
+def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
+    features = _features(warehouse)
+    scored = load_segments(champion.artifact_path).score(features)
+    n = max(len(scored), 1)
+    seg = scored["segment_name"].value_counts()
+    rfm = scored["rfm_segment"].value_counts()
+    return Scored(scored, features["snapshot_date"].max(), {
+        "segments": frame_md([(k, f"{v:,}", f"{v / n:.1%}") for k, v in seg.items()], ["segment", "customers", "share"]),
+        "rfm_segments": frame_md([(k, f"{v:,}", f"{v / n:.1%}") for k, v in rfm.items()],
+                                 ["RFM segment", "customers", "share"]),
+    })
+
+
+SPEC = ModelSpec(
+    name="segments",
+    train_doc="K-Means on scaled behaviour features, k in 4..6 chosen by silhouette, each cluster named from its "
+              "profile; registered as challenger with its holdout silhouette.",
+    score_doc="scores.segments: every customer's cluster (id, human name, distance to its centre) and RFM segment, "
+              "from the champion; each run is appended to scores.segments_history.",
+    fit=fit, save=save_segments, score=score,
+    kinds=frozenset({"scikitlearn", "duckdb"}),
+)

@@ -1,0 +1,241 @@
+"""Customer segments: K-Means + names + RFM grid, as plain functions on DataFrames (no Dagster)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import silhouette_score
+
+from ml.churn import holdout_mask
+from ml.segments import (
+    NO_ACTIVITY,
+    RFM_SEGMENTS,
+    SegmentParams,
+    _name_clusters,
+    assign,
+    choose_features,
+    load_segments,
+    rfm_segments,
+    save_segments,
+    split,
+    train_segments,
+)
+from warehouse import features as F
+from warehouse.db import connect
+from warehouse.ingest import ingest_table
+from warehouse.schema import ensure_all_raw_tables
+from warehouse.sources import load_source
+from warehouse.synthetic import generate_bank
+
+ROOT = Path(__file__).parents[1]
+DATA = ROOT / ".." / "shared" / "data"
+CHURN_CSV = DATA / "churn_modelling" / "Churn_Modelling.csv"
+
+
+def customer_features(source: str, landing: Path, db: Path) -> pd.DataFrame:
+    """Ingest + features as the pipeline builds them; features.customer_features as a DataFrame."""
+    src = load_source(source)
+    with connect(db) as con:
+        ensure_all_raw_tables(con)
+        for table in src.feeds:
+            ingest_table(con, src, table, landing, log=lambda m: None)
+        F.build_all(con, F.resolve_snapshot(con, src.snapshot_date, src.holdout_days))
+        return con.execute("SELECT * FROM features.customer_features ORDER BY customer_id").df()
+
+
+def md5_listed(path: Path) -> str | None:
+    for line in (DATA / "MD5SUMS.txt").read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            if (DATA / name.removeprefix("./")).resolve() == path.resolve():
+                return digest
+    return None
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory) -> pd.DataFrame:
+    tmp = tmp_path_factory.mktemp("seg")
+    generate_bank(tmp / "landing", customers=3000, seed=3)
+    return customer_features("synthetic", tmp / "landing", tmp / "w.duckdb")
+
+
+@pytest.fixture(scope="module")
+def bank_model(bank):
+    return train_segments(bank)
+
+
+@pytest.fixture(scope="module")
+def churn_modelling(tmp_path_factory) -> pd.DataFrame:
+    if not (CHURN_CSV.is_file() and (DATA / "MD5SUMS.txt").is_file()):
+        pytest.skip(f"real data set absent: {CHURN_CSV.resolve()}")
+    assert hashlib.md5(CHURN_CSV.read_bytes()).hexdigest() == md5_listed(CHURN_CSV), "Churn_Modelling.csv: MD5 differs"
+    return customer_features("churn_modelling", CHURN_CSV.parent, tmp_path_factory.mktemp("cm") / "w.duckdb")
+
+
+def brute_silhouette(z: np.ndarray, labels: np.ndarray) -> float:
+    """Rousseeuw's silhouette written out: a = mean distance to the own cluster (others), b = lowest mean
+    distance to another cluster, s = (b - a) / max(a, b), 0 for a cluster of one."""
+    d = np.sqrt(((z[:, None, :] - z[None, :, :]) ** 2).sum(-1))
+    s = np.zeros(len(z))
+    for i in range(len(z)):
+        own = labels == labels[i]
+        if own.sum() == 1:
+            continue
+        a = d[i, own].sum() / (own.sum() - 1)
+        b = min(d[i, labels == c].mean() for c in np.unique(labels) if c != labels[i])
+        s[i] = (b - a) / max(a, b)
+    return float(s.mean())
+
+
+def check_model(model, frame: pd.DataFrame) -> None:
+    """What every trained segment model must satisfy, on any data set."""
+    m = model.metrics
+    assert 4 <= m["k"] <= 6 and model.k == m["k"] and set(m["silhouette_by_k"]) == {"4", "5", "6"}
+    assert 0 < m["silhouette"] <= 1, m
+    # the reported silhouette is sklearn's (and Rousseeuw's) on the documented holdout sample
+    sp = split(frame, model.params)
+    assert (sp.holdout == holdout_mask(frame["customer_id"], model.params.holdout_share)).all()
+    assert sp.holdout[sp.evaluate].all() and not sp.holdout[sp.fit].any()
+    z = model.transform.apply(frame.iloc[sp.evaluate])
+    labels = assign(z, model.centers)[0]
+    assert m["silhouette"] == pytest.approx(silhouette_score(z, labels), abs=1e-12)
+    assert m["silhouette"] == pytest.approx(brute_silhouette(z, labels), abs=1e-9)
+    assert m["silhouette_rows"] == len(sp.evaluate) and m["holdout_rows"] == sp.holdout.sum()
+    # names: unique, non-empty, one per cluster; sizes add up
+    assert len(model.names) == model.k == len(set(model.names)) and all(n.strip() for n in model.names)
+    table = model.profile_table()
+    assert list(table["segment_name"]) == model.names and table["size"].sum() == len(frame)
+    assert table["description"].str.len().gt(0).all() and sum(m["sizes"].values()) == len(frame)
+    assert m["min_share"] == pytest.approx(table["size"].min() / len(frame), abs=1e-6)
+    # every customer scored exactly once, in its nearest segment
+    scored = model.score(frame)
+    assert len(scored) == len(frame) and scored["customer_id"].is_unique
+    assert set(scored["customer_id"]) == set(frame["customer_id"])
+    assert scored["segment_id"].between(0, model.k - 1).all()
+    assert (scored["segment_name"].to_numpy() == np.array(model.names, dtype=object)[scored["segment_id"]]).all()
+    z_all = model.transform.apply(frame)
+    nearest = np.sqrt(((z_all[:, None, :] - model.centers[None]) ** 2).sum(-1))
+    assert (scored["segment_id"].to_numpy() == nearest.argmin(axis=1)).all()
+    assert np.allclose(scored["centroid_distance"], nearest.min(axis=1), rtol=1e-5, atol=1e-5)
+    assert scored["rfm_segment"].isin(RFM_SEGMENTS).all()
+    assert scored.groupby("segment_id").size().to_dict() == dict(enumerate(table["size"]))
+
+
+def test_synthetic_bank_segments(bank, bank_model):
+    check_model(bank_model, bank)
+    used = bank_model.features
+    # the synthetic bank has the behaviour columns: no attr_* top-up
+    assert {"frequency", "monetary", "balance_now", "age"} <= set(used) and not any(c.startswith("attr_") for c in used)
+    assert bank_model.metrics["features"] == used
+    rfm = bank_model.score(bank)["rfm_segment"]
+    assert (rfm.to_numpy() == rfm_segments(bank)).all() and rfm.nunique() >= 5  # a spread, not one bucket
+
+
+def test_deterministic_and_order_free(bank, bank_model):
+    again = train_segments(bank)
+    shuffled = bank.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    other_order = train_segments(shuffled)
+    a = bank_model.score(bank).set_index("customer_id")
+    for model, frame in ((again, bank), (other_order, shuffled)):
+        b = model.score(frame).set_index("customer_id").loc[a.index]
+        assert model.names == bank_model.names and model.metrics == bank_model.metrics
+        assert (a["segment_id"] == b["segment_id"]).all() and np.allclose(a["centroid_distance"], b["centroid_distance"])
+
+
+def test_save_load_round_trip(bank, bank_model, tmp_path):
+    folder = save_segments(bank_model, tmp_path / "models", 3)
+    assert folder == tmp_path / "models" / "segments" / "v3" and (folder / "model.joblib").is_file()
+    loaded = load_segments(folder)
+    pd.testing.assert_frame_equal(loaded.score(bank), bank_model.score(bank))
+    pd.testing.assert_frame_equal(loaded.profile_table(), bank_model.profile_table())
+    assert loaded.metrics == bank_model.metrics and loaded.params == bank_model.params
+    assert loaded.names == bank_model.names and loaded.descriptions == bank_model.descriptions
+
+
+def test_churn_modelling_segments(churn_modelling):
+    """Real data with customer attributes only: the attr_* columns top up the few behaviour columns, and the
+    bank's balance sent twice (balance_now from the balance column and attr_balance) counts once."""
+    model = train_segments(churn_modelling)
+    check_model(model, churn_modelling)
+    assert "attr_num_of_products" in model.features and "balance_now" in model.features
+    assert "attr_balance" not in model.features and "duplicates balance_now" in model.skipped["attr_balance"]
+    assert (model.score(churn_modelling)["rfm_segment"] == NO_ACTIVITY).all()  # no transactions in this set
+
+
+# RF grid cells as the published regex map writes them (R score then F score); Lost and No activity on top.
+PUBLISHED_RF_MAP = {
+    r"[1-2][1-2]": "Hibernating", r"[1-2][3-4]": "At risk", r"[1-2]5": "Can't lose them",
+    r"3[1-2]": "About to sleep", r"33": "Need attention", r"[3-4][4-5]": "Loyal customers", r"41": "Promising",
+    r"51": "New customers", r"[4-5][2-3]": "Potential loyalists", r"5[4-5]": "Champions",
+}
+
+
+def test_rfm_grid_on_hand_made_scores():
+    cells = [(r, f) for r in range(1, 6) for f in range(1, 6)]
+    frame = pd.DataFrame({"rfm_r": [r for r, _ in cells], "rfm_f": [f for _, f in cells], "rfm_m": 3,
+                          "recency_days": 10.0})
+    expected = [next(seg for pat, seg in PUBLISHED_RF_MAP.items() if re.fullmatch(pat, f"{r}{f}")) for r, f in cells]
+    assert list(rfm_segments(frame)) == expected
+    extra = pd.DataFrame({
+        "rfm_r": [1, 1, 1, 5, 2, 1],
+        "rfm_f": [1, 1, 1, 5, 1, 3],
+        "rfm_m": [1, 2, 1, 5, 1, 1],
+        "recency_days": [400.0, 400.0, None, None, 200.0, 300.0],
+    })
+    assert list(rfm_segments(extra)) == ["Lost", "Hibernating", NO_ACTIVITY, NO_ACTIVITY, "Hibernating", "At risk"]
+    # without rfm_m, R = F = 1 is Lost; without recency_days, frequency 0 means no activity
+    no_m = pd.DataFrame({"rfm_r": [1, 4], "rfm_f": [1, 1], "frequency": [3, 0]})
+    assert list(rfm_segments(no_m)) == ["Lost", NO_ACTIVITY]
+    assert set(PUBLISHED_RF_MAP.values()) | {"Lost", NO_ACTIVITY} == set(RFM_SEGMENTS)
+
+
+def test_naming_rules():
+    cols = ["age", "channel_share_mobile", "monetary", "income", "balance_now", "recency_days", "tenure_months",
+            "products_held"]
+
+    def effects(**d):
+        return [d.get(c, 0.0) for c in cols]
+
+    rows = [
+        effects(age=-1.0, channel_share_mobile=0.9, monetary=1.2),
+        effects(income=1.2, balance_now=1.0),
+        effects(recency_days=1.5, balance_now=-0.8),
+        effects(tenure_months=-1.2),
+        effects(products_held=1.3, tenure_months=0.8),
+        effects(age=0.2, income=-0.3),
+        effects(age=-1.0, income=0.8, balance_now=-0.6),
+        effects(age=-1.0, income=0.8, products_held=0.6),
+        effects(age=-1.0, income=0.8, balance_now=-0.6),
+    ]
+    names = _name_clusters(np.array(rows), cols, SegmentParams())
+    assert names == [
+        "young digital spenders", "affluent savers", "dormant low-balance customers", "new customers",
+        "multi-product loyalists", "mainstream customers", "young affluent low-balance customers",
+        "young affluent multi-product customers", "young affluent low-balance customers (2)",
+    ]
+
+
+def test_feature_choice():
+    n = 1000
+    rng = np.random.default_rng(0)
+    base = pd.DataFrame({"customer_id": [f"C{i}" for i in range(n)], "recency_days": rng.integers(0, 300, n),
+                         "frequency": rng.poisson(3, n), "monetary": rng.gamma(2, 50, n),
+                         "products_held": 1, "attr_score": rng.normal(size=n), "attr_text": "x"})
+    p = SegmentParams()
+    # transactions only (CDNOW-like): the behaviour columns, a constant one left out; too few -> attr_* added
+    cols, skipped = choose_features(base, p)
+    assert cols == ["recency_days", "frequency", "monetary", "attr_score"]
+    assert "constant" in skipped["products_held"] and skipped["attr_text"] == "not numeric"
+    # enough behaviour columns: no top-up; mostly missing columns are left out; exclude is honoured
+    rich = base.assign(income=rng.lognormal(10, 1, n), age=rng.integers(18, 90, n), tenure_months=rng.integers(0, 200, n),
+                       balance_now=np.where(rng.random(n) < 0.7, np.nan, 1.0))
+    cols, skipped = choose_features(rich, SegmentParams(exclude=("age",)))
+    assert cols == ["recency_days", "frequency", "monetary", "income", "tenure_months", "attr_score"]
+    assert "balance_now" in skipped and "age" not in cols
+    cols, _ = choose_features(rich.assign(age=rng.integers(18, 90, n)), p)
+    assert cols == ["recency_days", "frequency", "monetary", "income", "age", "tenure_months"]
