@@ -60,6 +60,9 @@ class ModelSpec:
     train_deps: tuple[dg.AssetKey, ...] = (CUSTOMER_FEATURES,)
     score_deps: tuple[dg.AssetKey, ...] = (CUSTOMER_FEATURES,)
     kinds: frozenset[str] = frozenset({"scikitlearn", "duckdb"})
+    # metrics that must be equal for a challenger and the champion to be compared at all (e.g. a credit model on
+    # the RFM proxy target vs one on observed defaults; segments on different features)
+    comparable_on: tuple[str, ...] = ()
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
@@ -116,7 +119,10 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             if new is None:
                 return dg.AssetCheckResult(passed=False, metadata={
                     "actual": "no challenger waiting (already promoted or rejected)", "threshold": str(thresholds)})
-            passed, why = registry.compare(new.metrics, champion.metrics if champion else None, thresholds,
+            rival = champion
+            if champion and any(new.metrics.get(k) != champion.metrics.get(k) for k in spec.comparable_on):
+                rival = None  # different targets or inputs: the absolute thresholds alone decide
+            passed, why = registry.compare(new.metrics, rival.metrics if rival else None, thresholds,
                                            higher, cfg.get("tolerance", 0.0))
             if not passed:
                 registry.reject(con, name, new.version, "; ".join(why))
@@ -124,7 +130,8 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         return dg.AssetCheckResult(passed=passed, metadata={
             "actual": str(shown), "threshold": str({k: f"{op} {v}" for k, (op, v) in thresholds.items()}),
             "challenger_version": new.version,
-            "champion": f"v{champion.version} {({k: _num(champion.metrics.get(k)) for k in higher})}"
+            "champion": (f"v{champion.version} {({k: _num(champion.metrics.get(k)) for k in higher})}"
+                         if rival else f"v{champion.version}, not comparable (differs in {', '.join(spec.comparable_on)})")
                         if champion else "none yet",
             "failed": "; ".join(why) or "none",
         })

@@ -1,8 +1,8 @@
 """Every model's assets and gate checks, in one place for the Definitions."""
 
-from assets import churn, lifecycle, segments
+from assets import churn, clv, credit_risk, lifecycle, recommendations, segments
 
-SPECS: list[lifecycle.ModelSpec] = [churn.SPEC, segments.SPEC]
+SPECS: list[lifecycle.ModelSpec] = [churn.SPEC, segments.SPEC, recommendations.SPEC, credit_risk.SPEC, clv.SPEC]
 
 model_assets, model_checks = [], []
 for _spec in SPECS:

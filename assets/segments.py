@@ -23,7 +23,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
         return None
     model = train_segments(features, p)
     prof = model.profile_table()
-    metrics = {k: v for k, v in model.metrics.items() if k != "features"}
+    metrics = dict(model.metrics)
     metrics["min_share"] = float(prof["share"].min())
     return Trained(model, metrics, model.features, features["snapshot_date"].max(), frame_hash(features), {
         "training_rows": len(features),
@@ -55,4 +55,5 @@ SPEC = ModelSpec(
               "from the champion; each run is appended to scores.segments_history.",
     fit=fit, save=save_segments, score=score,
     kinds=frozenset({"scikitlearn", "duckdb"}),
+    comparable_on=("features",),  # silhouettes on different feature spaces are not comparable
 )

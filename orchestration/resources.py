@@ -70,12 +70,13 @@ class Source(dg.ConfigurableResource):
 
 
 class Settings(dg.ConfigurableResource):
-    """Thresholds and knobs from defaults.yaml merged with the user's scorehouse.yaml."""
+    """Thresholds and knobs: defaults.yaml, the source config's `settings:`, the user's scorehouse.yaml."""
 
     home: str
+    source: str = ""
 
     def get(self, *path: str):
-        node = load_settings(self.home)
+        node = load_settings(self.home, self.source or None)
         for p in path:
             node = node[p]
         return node
@@ -99,5 +100,5 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
     return {
         "warehouse": Warehouse(home=str(home.root), memory_limit=wh["memory_limit"], threads=wh["threads"]),
         "source": Source(source=source, landing=landing),
-        "settings": Settings(home=str(home.root)),
+        "settings": Settings(home=str(home.root), source=source),
     }

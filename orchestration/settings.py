@@ -1,4 +1,6 @@
-"""Settings: packaged defaults merged with the user's YAML (<home>/scorehouse.yaml or $SCOREHOUSE_CONFIG)."""
+"""Settings: packaged defaults, then the source config's `settings:` block (what is specific to a bank's data,
+e.g. which transactions count as purchases), then the user's YAML (<home>/scorehouse.yaml, then
+$SCOREHOUSE_CONFIG), merged key by key."""
 
 from __future__ import annotations
 
@@ -18,8 +20,12 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_settings(home: str | Path | None = None) -> dict[str, Any]:
+def load_settings(home: str | Path | None = None, source: str | None = None) -> dict[str, Any]:
     settings = yaml.safe_load(DEFAULTS.read_text())
+    if source:
+        from warehouse.sources import load_source
+
+        settings = _merge(settings, load_source(source).settings)
     candidates = [os.environ.get("SCOREHOUSE_CONFIG"), home and Path(home) / "scorehouse.yaml"]
     for c in candidates:
         if c and Path(c).exists():

@@ -82,7 +82,7 @@ class SourceConfig:
     holdout_days: int
     default_landing: str | None
     origin: Path
-
+    settings: dict = field(default_factory=dict)  # overrides of the pipeline settings for this source
     def tables(self) -> list[str]:
         return [t for t in TABLES if self.feeds.get(t)]
 
@@ -151,6 +151,7 @@ def load_source(name_or_path: str | Path) -> SourceConfig:
         holdout_days=int(snap.get("holdout_days", 90)),
         default_landing=doc.get("landing"),
         origin=path,
+        settings=doc.get("settings") or {},
     )
 
 

@@ -15,6 +15,11 @@ How the labels get their signal (all dates relative to snapshot = end_date - 90 
 * default: loan holders default in the 90 days after the snapshot depending on credit score, income,
   debt-to-income and a latent financial stress that shows before the snapshot as overspending, incident
   fees and lost salaries. After the default date the loan instalments stop.
+* product take-up: besides the new customers who join after the snapshot, existing customers open
+  secondary products (savings, term deposit, card, investments, insurance; not loans) in the 90 days after
+  it, with the propensities that drive their holdings (income, age, tenure) and the pace of their openings
+  before it, so next-product recommendations can be evaluated out of time. These accounts are drawn from a
+  generator of their own: every other value is the same as without them.
 The noise is set so a gradient-boosted model on RFM / balance-trend / product features lands around
 AUC 0.8-0.9, not a give-away.
 """
@@ -320,6 +325,7 @@ def _holdings(b: _Chunk) -> None:
         _sigmoid(-0.9 + 0.35 * z_inc - 0.002 * (age - 40) ** 2) * (b.occ != 5),
     ], axis=1)
     p_hold[:, 1:] *= settled[:, None]
+    b.p_hold = p_hold  # also drives the products taken up after the snapshot (_acquisitions)
     b.held = rng.random((n, N_SLOTS)) < p_hold
     b.held[:, LOAN_S] &= b.joined < snap - 60  # loans start before the snapshot
     b.n_secondary = b.held[:, 1:].sum(axis=1)
@@ -737,14 +743,70 @@ def _tables(b: _Chunk, t: dict[str, np.ndarray], tx_offset: int) -> dict[str, pa
             "labels": labels}
 
 
-def _chunk(rng, first: int, n: int, cal: _Calendar, ref: _Reference, tx_offset: int) -> dict[str, pa.Table]:
-    """Customers first+1 .. first+n and everything that hangs off them."""
+# Secondary products existing customers take up after the snapshot. Loans are left out: a loan's
+# instalments and its default are part of the default outcome, which starts loans before the snapshot only.
+ACQUIRABLE = (SAV, TERM, CARD_S, INVEST, HOME_INS, LIFE_INS)
+
+
+def _acquisitions(b: _Chunk, rng, accounts: pa.Table) -> pa.Table:
+    """`accounts` plus the products existing customers open in the label window after the snapshot.
+
+    At the pace of the openings before it, so that the chance to take a product up in the next HORIZON_DAYS
+    given that one does not hold it is the same after the snapshot as before: in _lifecycle a product is
+    held with probability p_hold (income, age, occupation, tenure) and, when not opened on the first visit
+    (60%), opened at joined + U ** 1.5 * span, so it falls in the last HORIZON_DAYS of the span with
+    probability f = 0.6 * (1 - (1 - HORIZON_DAYS / span) ** (2/3)). Not holding it at snapshot - HORIZON_DAYS
+    has probability 1 - p + p * f, of which p * f opens it in the window: a customer who does not hold it at
+    the snapshot takes it up after with probability p * f / (1 - p + p * f). Leavers and defaulters take
+    nothing up. `rng` is this step's own generator, so every value drawn before (and every other table) is
+    the same as without it; the new accounts have no transactions yet (a savings account opened empty, fees
+    start with the next quarter's statement).
+    """
+    cal, n = b.cal, b.n
+    snap = cal.snap
+    slots = np.array(ACQUIRABLE)
+    span = np.maximum(snap - b.joined, 1)
+    f = 0.6 * (1 - (1 - np.minimum(HORIZON_DAYS / span, 1)) ** (2 / 3))[:, None]
+    p = b.p_hold[:, slots]
+    eligible = (b.joined < snap) & ~b.churn & ~b.default
+    take = (rng.random((n, len(slots))) < p * f / (1 - p + p * f)) & ~b.held[:, slots] & eligible[:, None]
+    c, k = np.nonzero(take)
+    slot = slots[k]
+    m = len(c)
+    rank = b.held.sum(axis=1)[c] + np.cumsum(take, axis=1)[c, k]
+    day = snap + rng.integers(1, HORIZON_DAYS + 1, m)
+    income = b.income[c]
+    limit = np.where(slot == CARD_S, np.clip(np.round(income * 0.08 / 500) * 500, 500, 15_000), np.nan)
+    bal = np.select(
+        [slot == TERM, slot == INVEST, slot == CARD_S],
+        [np.round(income * rng.lognormal(np.log(0.3), 0.7, m), 2),
+         np.round(income * rng.lognormal(np.log(0.8), 1.0, m), 2),
+         -np.round(limit * rng.beta(1.2, 4, m), 2)], 0.0)
+    extra = pa.table({
+        "account_id": _ids("A", b.num[c] * 100 + rank, 9),
+        "customer_id": b.cust_ids.take(pa.array(c)),
+        "product_id": b.ref.product_ids.take(pa.array(b.slot_product[c, slot])),
+        "opened_date": _dates(day),
+        "closed_date": pa.nulls(m, pa.date32()),
+        "balance": pa.array(bal, mask=(slot == HOME_INS) | (slot == LIFE_INS)),
+        "credit_limit": pa.array(limit, mask=np.isnan(limit)),
+        "status": pa.array(["active"] * m, pa.string()),
+    }).cast(accounts.schema)
+    # in customer order, each customer's new accounts after the ones held before
+    order = np.argsort(np.r_[b.a_cust, c], kind="stable")
+    return pa.concat_tables([accounts, extra]).take(pa.array(order))
+
+
+def _chunk(rng, acq_rng, first: int, n: int, cal: _Calendar, ref: _Reference, tx_offset: int) -> dict[str, pa.Table]:
+    """Customers first+1 .. first+n and everything that hangs off them (acq_rng: see _acquisitions)."""
     b = _Chunk(rng, first, n, cal, ref)
     _people(b)
     _holdings(b)
     _fates(b)
     _lifecycle(b)
-    return _tables(b, _transactions(b), tx_offset)
+    tables = _tables(b, _transactions(b), tx_offset)
+    tables["accounts"] = _acquisitions(b, acq_rng, tables["accounts"])
+    return tables
 
 
 # --------------------------------------------------------------------------------------------- writers
@@ -870,7 +932,8 @@ def generate_bank(out_dir: str | Path, customers: int = 20_000, seed: int = 0, f
         for i in range(n_chunks):
             first = i * CHUNK
             size = min(CHUNK, customers - first)
-            tables = _chunk(np.random.default_rng([seed, i]), first, size, cal, ref, tx_total)
+            tables = _chunk(np.random.default_rng([seed, i]), np.random.default_rng([seed, i, 7]), first, size,
+                            cal, ref, tx_total)
             for name, table in tables.items():
                 sinks[name].write(table)
             tx_total += tables["transactions"].num_rows

@@ -1,0 +1,92 @@
+"""Customer lifetime value in Dagster: BG/NBD x Gamma-Gamma (ml/clv.py) on the per-customer purchase summary
+(warehouse/clv.py), through the shared model lifecycle.
+
+The model is fitted on purchases up to the feature snapshot and checked on what customers bought after it
+(the source's outcome window): the holdout error is the gate. Scores are as of the snapshot, like every
+other model's, so one row per customer lines up across scores.* tables."""
+
+from datetime import date
+
+import dagster as dg
+import pandas as pd
+
+from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash
+from assets.metadata import frame_md
+from ml.clv import CLVParams, load_clv, save_clv, train_clv
+from ml.registry import Entry
+from orchestration.resources import Warehouse
+from warehouse.clv import clv_summary
+
+NO_HISTORY = "No purchases"
+
+
+def _summary(warehouse: Warehouse, cfg: dict, holdout: bool) -> tuple[pd.DataFrame, pd.DataFrame, date]:
+    """(purchase summary as of the snapshot, population, snapshot); with `holdout`, the purchases after the
+    snapshot up to the last transaction are counted too."""
+    p = CLVParams.from_config(cfg.get("params"))
+    with warehouse.connect() as con:
+        population = con.execute("SELECT customer_id FROM features.population").df()
+        snap = con.execute("SELECT max(snapshot_date) FROM features.population").fetchone()[0]
+        last = con.execute("SELECT max(transaction_date)::DATE FROM raw.transactions").fetchone()[0]
+        end = last if holdout and last is not None and snap is not None and last > snap else None
+        summary = clv_summary(con, snap, end, cfg["event_filter"], cfg["value_expr"], p.time_unit_days) \
+            if snap is not None else pd.DataFrame()
+    if len(summary):  # customers of the population only (the facts may name others)
+        summary = summary[summary["customer_id"].isin(population["customer_id"])].reset_index(drop=True)
+    return summary, population, snap
+
+
+def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
+    summary, population, snap = _summary(warehouse, cfg, holdout=True)
+    repeat = int((summary["frequency"] > 0).sum()) if len(summary) else 0
+    if repeat < cfg.get("min_repeat_customers", 50):
+        context.log.info(f"{repeat} customers with repeat purchases ({cfg['event_filter']}): CLV not trained")
+        return None
+    model = train_clv(summary, CLVParams.from_config(cfg.get("params")))
+    m = model.metrics
+    if "holdout_x" not in summary.columns:
+        context.log.warning("no transactions after the snapshot: the CLV holdout error cannot be measured")
+    bg, gg = m["bgnbd_params"], m["gg_params"]
+    return Trained(model, m, ["frequency", "recency", "T", "monetary"], snap, frame_hash(summary), {
+        "customers_with_purchases": len(summary), "population": len(population),
+        "bgnbd_params": frame_md([(k, f"{v:.4g}") for k, v in bg.items()], ["BG/NBD", "value"]),
+        "gamma_gamma_params": frame_md([(k, f"{v:.4g}") for k, v in gg.items()], ["Gamma-Gamma", "value"]),
+        "holdout": frame_md([("repeat purchases", f"{m.get('holdout_pred', 0):,.0f}",
+                              f"{m.get('holdout_actual', 0):,.0f}", m.get("holdout_error")),
+                             ("value", f"{m.get('holdout_value_pred', 0):,.0f}",
+                              f"{m.get('holdout_value_actual', 0):,.0f}", m.get("holdout_value_error"))],
+                            ["after the snapshot", "predicted", "actual", "relative error"]),
+    })
+
+
+def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
+    summary, population, snap = _summary(warehouse, cfg, holdout=False)
+    model = load_clv(champion.artifact_path)
+    scored = model.score(summary) if len(summary) else pd.DataFrame(columns=["customer_id"])
+    # every customer of the population gets a row: no purchase before the snapshot, no value to project
+    scored = population[["customer_id"]].merge(scored, on="customer_id", how="left")
+    scored["clv"] = scored["clv"].fillna(0.0)
+    scored["expected_purchases_horizon"] = scored["expected_purchases_horizon"].fillna(0.0)
+    scored["clv_tier"] = scored["clv_tier"].fillna(NO_HISTORY)
+    n = max(len(scored), 1)
+    tiers = scored.groupby("clv_tier")["clv"].agg(["size", "sum", "mean"]).sort_values("mean", ascending=False)
+    return Scored(scored, snap, {
+        "total_clv": float(scored["clv"].sum()), "horizon_months": model.params.horizon_months,
+        "tiers": frame_md([(t, f"{r['size']:,}", f"{r['size'] / n:.1%}", f"{r['mean']:,.2f}", f"{r['sum']:,.0f}")
+                           for t, r in tiers.iterrows()], ["tier", "customers", "share", "mean CLV", "total CLV"]),
+    })
+
+
+SPEC = ModelSpec(
+    name="clv",
+    train_doc="BG/NBD (purchase counts) and Gamma-Gamma (spend per purchase) fitted by maximum likelihood on the "
+              "purchases up to the snapshot, checked against what customers bought after it; registered as "
+              "challenger with its parameters and holdout error.",
+    score_doc="scores.clv: every customer's expected purchases over the horizon, P(alive), expected value per "
+              "purchase, discounted CLV and CLV tier, from the champion; each run is appended to "
+              "scores.clv_history.",
+    fit=fit, save=save_clv, score=score,
+    train_deps=(dg.AssetKey(["features", "population"]), dg.AssetKey(["raw", "transactions"])),
+    score_deps=(dg.AssetKey(["features", "population"]), dg.AssetKey(["raw", "transactions"])),
+    kinds=frozenset({"scipy", "duckdb"}),
+)

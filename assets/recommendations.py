@@ -1,0 +1,77 @@
+"""Next-best product in Dagster: per-product propensities with a popularity fallback (ml/recommend.py) on
+holdings and acquisitions built in SQL (warehouse/recommend.py), through the shared model lifecycle."""
+
+import dagster as dg
+
+from assets.lifecycle import LABELS, ModelSpec, Scored, Trained, frame_hash
+from assets.metadata import frame_md
+from ml.recommend import RecommendParams, load_recommender, save_recommender, train_recommender
+from ml.registry import Entry
+from orchestration.resources import Warehouse
+from warehouse.recommend import load_inputs
+
+
+def _inputs(warehouse: Warehouse, p: RecommendParams, training: bool):
+    with warehouse.connect() as con:
+        return load_inputs(con, p.window_days, p.label_products, p.static_features, p.exclude, training=training)
+
+
+def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
+    p = RecommendParams.from_config(cfg.get("params"))
+    inputs = _inputs(warehouse, p, training=True)
+    for note in inputs.notes:
+        context.log.info(note)
+    if not len(inputs.catalogue):
+        context.log.info("no products: no holdings in raw.accounts and no label products; recommendations not trained")
+        return None
+    model = train_recommender(inputs, p)
+    m = model.metrics
+    k = p.eval_k
+    per = m.get("per_product", {})
+    frames = [f for f in (inputs.train, inputs.current, inputs.label_features) if f is not None]
+    return Trained(model, m, model.features, inputs.snapshot, frame_hash(frames[0]) if frames else "empty", {
+        "vs_popularity": frame_md([(name, _r(m.get(f"{key}")), _r(m.get(f"baseline_{key}")))
+                                   for name, key in ((f"precision@{k}", f"precision_at_{k}"),
+                                                     (f"recall@{k}", f"recall_at_{k}"),
+                                                     (f"MAP@{k}", f"map_at_{k}"), ("coverage", "coverage"),
+                                                     ("diversity", "diversity"))],
+                                  ["metric", "model", "popularity baseline"]),
+        "products": frame_md([(pid, i.get("source"), i.get("train_positives"), _r(i.get("auc")),
+                               i.get("eval_positives")) for pid, i in per.items()],
+                             ["product", "scored by", "acquisitions (training)", "holdout AUC",
+                              "acquisitions (holdout)"]),
+    })
+
+
+def _r(v):
+    return round(v, 4) if isinstance(v, float) else v
+
+
+def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
+    model = load_recommender(champion.artifact_path)
+    inputs = _inputs(warehouse, model.params, training=False)
+    recs = model.recommend(inputs)
+    top = recs[recs["rank"] == 1]["product_name"].value_counts().head(10)
+    n = max(recs["customer_id"].nunique(), 1)
+    return Scored(recs, inputs.snapshot, {
+        "customers": int(recs["customer_id"].nunique()),
+        "from_popularity": float((recs["source"] == "popularity").mean()) if len(recs) else 0.0,
+        "first_choice": frame_md([(k, f"{v:,}", f"{v / n:.1%}") for k, v in top.items()],
+                                 ["product ranked first", "customers", "share"]),
+    }, order_by="customer_id, rank")
+
+
+SPEC = ModelSpec(
+    name="recommendations",
+    train_doc="Next-best product: a propensity per product not yet held (XGBoost, trained on what customers "
+              "acquired in the window before the snapshot, judged on what they acquired after it) with a "
+              "popularity fallback; registered as challenger with precision/recall/MAP@5, coverage and "
+              "diversity against the popularity baseline.",
+    score_doc="scores.recommendations: each customer's top products not yet held (customer x rank) with the "
+              "propensity score and whether it came from the model or popularity; each run is appended to "
+              "scores.recommendations_history.",
+    fit=fit, save=save_recommender, score=score,
+    train_deps=(dg.AssetKey(["features", "customer_features"]), LABELS, dg.AssetKey(["raw", "accounts"])),
+    score_deps=(dg.AssetKey(["features", "customer_features"]), dg.AssetKey(["raw", "accounts"])),
+    kinds=frozenset({"xgboost", "duckdb"}),
+)
