@@ -20,6 +20,7 @@ import pandas as pd
 
 from assets.metadata import table_metadata
 from ml import registry
+from ml.errors import NotEnoughData
 from orchestration.resources import Settings, Warehouse
 from warehouse.scores import write_scores
 
@@ -93,9 +94,13 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
               deps=list(spec.train_deps), output_required=False, description=spec.train_doc)
     def challenger(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings):
         cfg = settings.get("models", name)
-        trained = spec.fit(context, warehouse, cfg)
+        try:
+            trained = spec.fit(context, warehouse, cfg)
+        except NotEnoughData as e:
+            context.log.warning(f"{name} not trained: {e}")
+            trained = None
         if trained is None:
-            return  # the fit logged why; nothing downstream runs
+            return  # logged why; nothing downstream runs, the champion and its scores stay as they are
         with warehouse.connect() as con:
             version = registry.next_version(con, name)
             folder = spec.save(trained.model, warehouse.paths.models, version)

@@ -18,6 +18,7 @@ import xgboost as xgb
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, precision_score, recall_score, roc_auc_score
 
+from ml.errors import NotEnoughData
 from ml.frame import FeatureSpec
 from ml.registry import load_artifacts, save_artifacts
 
@@ -156,7 +157,7 @@ def train_churn(features: pd.DataFrame, target: pd.Series, params: ChurnParams |
     calib = ~hold & holdout_mask(features["customer_id"], p.calibration_share, salt="calibration")
     fit = ~hold & ~calib
     if len(np.unique(y[fit])) < 2 or len(np.unique(y[hold])) < 2:
-        raise ValueError("churn needs churned and retained customers in both the training part and the holdout")
+        raise NotEnoughData("churn needs churned and retained customers in both the training part and the holdout")
     booster = _fit(X[fit], y[fit], p)
     raw = booster.predict(xgb.DMatrix(X, enable_categorical=True))
     calibrator = LogisticRegression(C=1e6).fit(_logit(raw[calib]), y[calib])

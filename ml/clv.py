@@ -37,6 +37,8 @@ from scipy.optimize import minimize
 from scipy.special import betaincinv, digamma, expit, gammaln, hyp2f1, roots_legendre
 from scipy.stats import spearmanr
 
+from ml.errors import NotEnoughData
+
 DAYS_PER_MONTH = 365.25 / 12
 DEFAULT_TIERS = (("Platinum", 0.10), ("Gold", 0.20), ("Silver", 0.30), ("Bronze", 0.40))
 _BOUND = (-12.0, 12.0)  # log-parameter bounds: e^+-12 covers any plausible scale and keeps exp() finite
@@ -199,7 +201,7 @@ def fit_bgnbd(summary: pd.DataFrame, fit_sample: int | None = None, seed: int = 
     sits on its bound (e.g. a -> 0: nobody seems to drop out; r, alpha -> inf: everybody buys at one rate)."""
     s = _sample(summary, fit_sample, seed)
     if s.empty:
-        raise ValueError("BG/NBD needs customers with a purchase in the calibration window; the summary is empty")
+        raise NotEnoughData("BG/NBD needs customers with a purchase in the calibration window; the summary is empty")
     d = _BGData.of(*_arrays(s))
     bounds = [_BOUND] * 4
     res, converged = _maximise(bgnbd_loglik, np.zeros(4), d, d.w.sum(), bounds)
@@ -215,7 +217,7 @@ def fit_gamma_gamma(summary: pd.DataFrame, fit_sample: int | None = None, seed: 
     s = _sample(summary, fit_sample, seed)
     s = s[(s["frequency"] > 0) & (s["monetary"] > 0)]
     if len(s) < 10:
-        raise ValueError(f"Gamma-Gamma needs customers with repeat purchases of positive value; {len(s)} have one")
+        raise NotEnoughData(f"Gamma-Gamma needs customers with repeat purchases of positive value; {len(s)} have one")
     x, m = s["frequency"].to_numpy(float), s["monetary"].to_numpy(float)
     d = _GGData.of(x, m)
     bounds = [_BOUND, (np.log(1 + 1e-6), _BOUND[1]), _BOUND]

@@ -35,6 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
 
 from ml.churn import holdout_mask
+from ml.errors import NotEnoughData
 from ml.frame import FeatureSpec
 from ml.registry import load_artifacts, save_artifacts
 
@@ -425,7 +426,7 @@ def train_credit_risk(features: pd.DataFrame, target: pd.Series, params: CreditP
     spec = FeatureSpec.infer(features, max_levels=p.max_levels, exclude=exclude)
     hold = holdout_mask(features["customer_id"], p.holdout_share, salt="holdout")
     if len(np.unique(y[~hold])) < 2 or len(np.unique(y[hold])) < 2:
-        raise ValueError("credit risk needs good and bad customers in both the training part and the holdout")
+        raise NotEnoughData("credit risk needs good and bad customers in both the training part and the holdout")
     train, y_train = features[~hold], y[~hold]
     bins = fit_bins(train, y_train, spec, p)
     # WoE of the features strong enough to be picked only (a WoE column per feature is 8 bytes per customer)
@@ -433,7 +434,7 @@ def train_credit_risk(features: pd.DataFrame, target: pd.Series, params: CreditP
     W = pd.DataFrame(woe_matrix({f: bins[f] for f in strong}, train), columns=strong) if strong else pd.DataFrame()
     selected, lr = _fit_logistic(W, y_train, _select(bins, W, p), p)
     if not selected:
-        raise ValueError(f"no feature has an information value >= {p.min_iv} and a coefficient of the right sign")
+        raise NotEnoughData(f"no feature has an information value >= {p.min_iv} and a coefficient of the right sign")
     model = CreditModel({f: bins[f] for f in selected}, dict(zip(selected, lr.coef_[0].tolist(), strict=True)),
                         float(lr.intercept_[0]), p, target_kind=TARGET_KINDS[int(proxy)], spec=spec,
                         iv=dict(sorted(((f, b.iv) for f, b in bins.items()), key=lambda kv: -kv[1])))

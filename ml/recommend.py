@@ -40,6 +40,7 @@ import xgboost as xgb
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from ml.churn import holdout_mask
+from ml.errors import NotEnoughData
 from ml.frame import FeatureSpec
 from warehouse.recommend import RecommendInputs
 
@@ -466,7 +467,7 @@ def train_recommender(inputs: RecommendInputs, params: RecommendParams | None = 
     holding_cols = set(inputs.current.columns) if inputs.current is not None else set()
     cat["kind"] = np.where([f"held_{c}" in holding_cols for c in cat["column"]], HOLDINGS, LABEL)
     if len(cat) == 0:
-        raise ValueError("no products to recommend: no holdings in raw.accounts and no label products")
+        raise NotEnoughData("no products to recommend: no holdings in raw.accounts and no label products")
     model = RecommenderModel(p, cat, np.zeros(len(cat)), np.zeros(len(cat)))
     per: dict[str, dict] = {}
     hp, lp = model._kind(HOLDINGS), model._kind(LABEL)

@@ -69,6 +69,7 @@ from sklearn.metrics import silhouette_samples
 from threadpoolctl import threadpool_limits
 
 from ml.churn import holdout_mask
+from ml.errors import NotEnoughData
 
 PREFERRED = (
     "recency_days", "frequency", "monetary", "balance_now", "balance_change_90d", "products_held", "income",
@@ -257,7 +258,7 @@ def choose_features(frame: pd.DataFrame, p: SegmentParams) -> tuple[list[str], d
     if len(cols) < p.min_features:
         cols += qualify(sorted(c for c in frame.columns if c.startswith("attr_") and c not in cols))
     if not cols:
-        raise ValueError("segments: no usable numeric feature (behaviour columns or attr_* numbers)")
+        raise NotEnoughData("segments: no usable numeric feature (behaviour columns or attr_* numbers)")
     raw = _numbers(frame, cols)
     z = Transform.fit(raw, cols, p).apply_raw(raw)
     kept: list[int] = []
@@ -554,7 +555,7 @@ def _train(features: pd.DataFrame, p: SegmentParams) -> SegmentModel:
         raise ValueError(f"segments: need 2 <= k_min <= k_max, got {p.k_min}..{p.k_max}")
     sp = split(features, p)
     if len(sp.fit) < 2 * p.k_max or len(sp.evaluate) < 2 * p.k_max:
-        raise ValueError(f"segments: too few customers ({len(features)}) for {p.k_max} clusters and a holdout")
+        raise NotEnoughData(f"segments: too few customers ({len(features)}) for {p.k_max} clusters and a holdout")
     train = features.iloc[sp.fit]
     columns, skipped = choose_features(train, p)
     raw_fit = _numbers(train, columns)

@@ -119,8 +119,8 @@ def _summary(home: Home, result, run_id: str) -> None:
     failed = [c for c in checks if not c.passed]
     print(f"\nChecks: {len(checks) - len(failed)} passed, {len(failed)} failed")
     for c in failed:
-        print(f"  ✗ {c.asset_key.to_user_string()} {c.check_name} ({c.severity.value}): "
-              f"{c.metadata.get('actual').value if c.metadata.get('actual') else ''}")
+        why = c.metadata.get("failed") or c.metadata.get("actual")  # a gate says which condition failed
+        print(f"  ✗ {c.asset_key.to_user_string()} {c.check_name} ({c.severity.value}): {why.value if why else ''}")
     for ev in result.get_step_failure_events():
         print(f"  ✗ step {ev.step_key}: {_failure_message(ev.event_specific_data.error)}")
     print(f"\nRun {run_id}: {'SUCCESS' if result.success else 'FAILURE'}")

@@ -29,10 +29,11 @@ def query(home: Path, sql: str):
         return con.execute(sql).fetchall()
 
 
-def test_generate_then_run_synthetic(tmp_path):
+def test_generate_then_run_synthetic(tmp_path, relax_gates):
     landing, home = tmp_path / "landing", tmp_path / "home"
     gen = scorehouse("generate", "--customers", "1500", "--seed", "3", "--out", str(landing), home=home)
     assert gen.returncode == 0, gen.stderr
+    relax_gates(home)  # 1,500 customers are too few for the production gates; this test is about the CLI
     run = scorehouse("run", "--landing", str(landing), home=home)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Run " in run.stdout and "SUCCESS" in run.stdout and "failed" in run.stdout
@@ -76,20 +77,39 @@ def test_generate_then_run_synthetic(tmp_path):
         }),
         ("german_credit", "german_credit", {
             "SELECT count(*) FROM raw.customers": 1000,
-            # no churn outcomes in this source: no churn model is trained (not a failure)
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'scores'": 0,
             "SELECT sum(value)::INT FROM raw.labels WHERE label = 'defaulted'": 300,
+            # no churn outcomes in this source: no churn model is trained (not a failure)
+            "SELECT count(*) FROM ml.model_registry WHERE model = 'churn'": 0,
+            # issue 3's bar: the scorecard's holdout AUC >= 0.76, on observed defaults (not the RFM proxy)
+            "SELECT count(*) FROM ml.model_registry WHERE model = 'credit_risk' AND alias = 'champion' "
+            "AND (metrics->>'auc')::DOUBLE >= 0.76 AND (metrics->>'target_proxy')::INT = 0": 1,
+            "SELECT count(*) FILTER (WHERE target_kind = 'defaulted' AND pd BETWEEN 0 AND 1) FROM scores.credit_risk": 1000,
         }),
         ("bank_marketing", "bank_marketing", {
             "SELECT count(*) FROM raw.customers": 41188,
             "SELECT sum(value)::INT FROM raw.labels WHERE label = 'term_deposit'": 4640,
+            # issue 3's bar: term-deposit propensity AUC >= 0.79, recorded under model `recommendations`
+            "SELECT count(*) FROM ml.model_registry WHERE model = 'recommendations' AND alias = 'champion' "
+            "AND (metrics->>'auc')::DOUBLE >= 0.79 AND NOT list_contains(features, 'attr_duration')": 1,
+            "SELECT count(*) FILTER (WHERE product_id = 'term_deposit' AND rank = 1) FROM scores.recommendations": 41188,
+        }),
+        ("cdnow_sample", "cdnow", {
+            "SELECT count(DISTINCT customer_id) FROM raw.transactions": 2357,
+            # issue 3's bar: Fader, Hardie & Lee (2005) BG/NBD parameters within 1%
+            "SELECT count(*) FROM ml.model_registry, (VALUES ('r', 0.243), ('alpha', 4.414), ('a', 0.793), "
+            "('b', 2.426)) AS paper(name, value) WHERE model = 'clv' AND alias = 'champion' "
+            "AND abs((metrics->'bgnbd_params'->>name)::DOUBLE / value - 1) < 0.01": 4,
+            "SELECT count(*) FILTER (WHERE clv >= 0 AND p_alive BETWEEN 0 AND 1) FROM scores.clv": 2357,
         }),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
 def test_run_real_source(tmp_path, source, folder, expected):
     home = tmp_path / "home"
-    run = scorehouse("run", "--source", source, "--landing", str(DATA / folder), home=home)
+    # Berka and the CDNOW master are checked for ingest and features only: no model bar is claimed on them
+    # (Berka has 160 labelled loans at its snapshot, too few for a credit gate to pass honestly).
+    job = "features" if source in ("berka", "cdnow") else "scorehouse"
+    run = scorehouse("run", "--source", source, "--landing", str(DATA / folder), "--job", job, home=home)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Checks:" in run.stdout and " 0 failed" in run.stdout, run.stdout
     for sql, value in expected.items():

@@ -23,7 +23,7 @@ def materialized(tmp_path_factory):
     landing, home = tmp / "landing", tmp / "home"
     counts = generate_bank(landing, customers=800, seed=5)
     resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source="synthetic", landing=str(landing)),
-                 "settings": Settings(home=str(home))}
+                 "settings": Settings(home=str(home), source="synthetic")}
     with dg.instance_for_test() as instance:
         result = dg.materialize([*raw_assets, *feature_assets, *gx_checks], resources=resources, instance=instance)
     return result, resources, counts, landing, home

@@ -14,7 +14,7 @@ from warehouse.synthetic import generate_bank
 
 def materialize(landing, home, job: str = "scorehouse") -> dg.ExecuteInProcessResult:
     resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source="synthetic", landing=str(landing)),
-                 "settings": Settings(home=str(home))}
+                 "settings": Settings(home=str(home), source="synthetic")}
     job = defs.resolve_job_def(job)
     with dg.instance_for_test() as instance:
         return job.execute_in_process(instance=instance, resources=resources, raise_on_error=False)
@@ -28,7 +28,7 @@ def q(home, sql):
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("models")
-    generate_bank(tmp / "landing", customers=5000, seed=11)
+    generate_bank(tmp / "landing", customers=20_000)  # exactly the bank `make demo` generates
     return tmp / "landing", tmp / "home"
 
 
@@ -55,13 +55,24 @@ def test_first_challenger_becomes_champion_and_scores_everyone(bank):
 
 def test_every_model_is_gated_promoted_and_scores_everyone(bank):
     landing, home = bank  # after the first run
+    # the demo's bank: every model passes its gate on the first run
     assert q(home, "SELECT model, version, alias FROM ml.model_registry ORDER BY 1") == [
-        ("churn", 1, "champion"), ("segments", 1, "champion")]
+        (m, 1, "champion") for m in ("churn", "clv", "credit_risk", "recommendations", "segments")]
     population = q(home, "SELECT count(*) FROM features.population")[0][0]
     (n, ids, k, unnamed, no_rfm), = q(home, """SELECT count(*), count(DISTINCT customer_id), count(DISTINCT segment_name),
         count(*) FILTER (WHERE segment_name IS NULL OR segment_name = ''), count(*) FILTER (WHERE rfm_segment IS NULL)
         FROM scores.segments""")
     assert (n, ids, unnamed, no_rfm) == (population, population, 0, 0) and 4 <= k <= 6
+    for model in ("credit_risk", "clv"):
+        assert q(home, f"SELECT count(*), count(DISTINCT customer_id) FROM scores.{model}") == [(population, population)]
+    assert q(home, "SELECT count(*) FROM scores.credit_risk WHERE target_kind = 'defaulted' AND pd BETWEEN 0 AND 1"
+                   ) == [(population,)]
+    # recommendations: 1..5 ranks per customer, never a product the customer holds at the snapshot
+    assert q(home, "SELECT min(rank), max(rank), count(DISTINCT customer_id) FROM scores.recommendations") == [
+        (1, 5, population)]
+    assert q(home, """SELECT count(*) FROM scores.recommendations r JOIN raw.accounts a
+        ON a.customer_id = r.customer_id AND a.product_id = r.product_id
+        WHERE a.opened_date <= r.snapshot_date AND (a.closed_date IS NULL OR a.closed_date > r.snapshot_date)""") == [(0,)]
 
 
 def test_failing_challenger_is_rejected_and_changes_nothing(bank):
@@ -98,7 +109,7 @@ def test_promoting_without_a_waiting_challenger_fails_clearly(bank):
 
     churn_champion = next(a for a in model_assets if a.key == dg.AssetKey(["ml", "churn_champion"]))
     landing, home = bank  # after the test above: v1 champion, v2 rejected, nothing waiting
-    resources = {"warehouse": Warehouse(home=str(home)), "settings": Settings(home=str(home))}
+    resources = {"warehouse": Warehouse(home=str(home)), "settings": Settings(home=str(home), source="synthetic")}
     with dg.instance_for_test() as instance:
         result = dg.materialize([churn_champion], resources=resources, instance=instance, raise_on_error=False)
     assert not result.success

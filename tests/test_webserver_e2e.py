@@ -53,14 +53,13 @@ def gql(url: str, query: str, variables: dict | None = None) -> dict:
     return body["data"]
 
 
-def test_ui_serves_graph_runs_job_and_stops_cleanly(tmp_path):
+def test_ui_serves_graph_runs_job_and_stops_cleanly(tmp_path, relax_gates):
     landing, home = tmp_path / "landing", tmp_path / "home"
     subprocess.run([str(BIN / "scorehouse"), "generate", "--customers", "300", "--out", str(landing)],
                    check=True, capture_output=True)
-    # 300 customers cannot support the production churn gate (AUC >= 0.80 on a ~60-customer holdout): this
-    # test is about the UI, so its home relaxes the gate the way a user would, in <home>/scorehouse.yaml.
-    home.mkdir()
-    (home / "scorehouse.yaml").write_text("models:\n  churn:\n    gate:\n      min: {auc: 0.5}\n")
+    # 300 customers cannot support the production gates (e.g. churn AUC >= 0.80 on a ~60-customer holdout):
+    # this test is about the UI, so its home relaxes them the way a user would, in <home>/scorehouse.yaml.
+    relax_gates(home)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}

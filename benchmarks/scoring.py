@@ -1,0 +1,112 @@
+"""Benchmark: scoring throughput of all five models at scale, through their Dagster scoring assets.
+
+    python benchmarks/scoring.py [--customers 1000000]
+
+1. The generated bank (cached under benchmarks/out/bank_<n>/, shared with ingest_features.py) is run once
+   through `scorehouse run` (ingest, features, training, gates, first scoring) into benchmarks/out/score_home_<n>;
+   that wall time is recorded as the training run.
+2. A child process then materializes the five `scores/*` assets alone (as the daily `score` job does after
+   the features) against that home, and reports each step's duration and its own peak RSS.
+Throughput = customers / step duration per model, and customers / sum of the five for "all five models"
+(reading features from DuckDB and writing scores + history included). Results are appended to
+benchmarks/RESULTS.md. Target (issue 3): >= 50,000 customers/s end to end on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ingest_features import BIN, OUT, RESULTS, ensure_bank, machine  # noqa: E402
+
+MODELS = ("churn", "segments", "recommendations", "credit_risk", "clv")
+
+CHILD = """
+import json, resource, sys
+import dagster as dg
+from orchestration.definitions import defs
+from orchestration.resources import Settings, Source, Warehouse
+
+home = sys.argv[1]
+keys = [dg.AssetKey(["scores", m]) for m in sys.argv[2].split(",")]
+graph = defs.resolve_asset_graph()
+assets = [graph.get(k).assets_def for k in keys]
+resources = {"warehouse": Warehouse(home=home, memory_limit="4GB"), "settings": Settings(home=home, source="synthetic"),
+             "source": Source(source="synthetic", landing=home)}
+with dg.instance_for_test() as instance:
+    result = dg.materialize(assets, resources=resources, instance=instance, selection=keys)
+    stats = instance.get_run_step_stats(result.run_id)
+out = {s.step_key: s.end_time - s.start_time for s in stats}
+out["_peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+print("RESULT " + json.dumps(out))
+"""
+
+
+def train(n: int) -> tuple[Path, float | None]:
+    landing = ensure_bank(n)
+    home = OUT / f"score_home_{n}"
+    if (home / "warehouse.duckdb").exists():
+        return home, None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    t0 = time.monotonic()
+    proc = subprocess.run([str(BIN / "scorehouse"), "run", "--landing", str(landing), "--home", str(home)],
+                          env=env, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    print(proc.stdout[-2500:], flush=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:])
+        print("the training run did not pass every gate; models without a champion are not scored")
+    return home, wall
+
+
+def score(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    env["SCOREHOUSE_HOME"] = str(home)
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(home), ",".join(MODELS)], env=env,
+                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        print(proc.stdout[-3000:], proc.stderr[-3000:])
+        raise SystemExit("scoring run failed")
+    return json.loads(line[len("RESULT "):])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--customers", type=int, default=1_000_000)
+    args = ap.parse_args()
+    n_gen = args.customers
+    home, train_wall = train(n_gen)
+    import duckdb
+
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        n = con.execute("SELECT count(*) FROM features.population").fetchone()[0]
+    res = score(home)
+    per = {m: res.get(f"scores__{m}") for m in MODELS}
+    total = sum(v for v in per.values() if v)
+    for m, secs in per.items():
+        print(f"{m:<16} {secs:7.1f} s  {n / secs:>10,.0f} customers/s" if secs else f"{m:<16} not scored")
+    print(f"{'all five':<16} {total:7.1f} s  {n / total:>10,.0f} customers/s, peak RSS {res['_peak_rss_gb']:.2f} GB")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"\n### {stamp} — `python benchmarks/scoring.py --customers {n_gen}`\n",
+             f"Machine: {machine()}. {n:,} customers in the population. The five `scores/*` assets materialized "
+             "in one child process against a trained home (features read from DuckDB, scores + history written)"
+             + (f"; the training run before it (ingest, features, 5 models, gates, scoring) took {train_wall:.0f} s"
+                if train_wall else "") + ".\n",
+             "| model | seconds | customers/s |", "|---|---:|---:|"]
+    lines += [f"| {m} | {s:.1f} | {n / s:,.0f} |" if s else f"| {m} | not scored | |" for m, s in per.items()]
+    lines.append(f"| **all five** | {total:.1f} | {n / total:,.0f} |")
+    lines.append(f"\nPeak RSS of the scoring process: {res['_peak_rss_gb']:.2f} GB.")
+    with RESULTS.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

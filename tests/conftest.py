@@ -1,0 +1,20 @@
+"""Shared test helpers."""
+
+from pathlib import Path
+
+import pytest
+
+MODELS = ("churn", "segments", "recommendations", "credit_risk", "clv")
+
+
+def _relax(home: Path) -> None:
+    """A home whose scorehouse.yaml drops every absolute gate threshold, the way a user would for a tiny bank:
+    tests of the CLI or the UI on a few hundred customers are not about model quality."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "scorehouse.yaml").write_text("models:\n" + "".join(
+        f"  {m}:\n    gate: {{min: null, max: null}}\n" for m in MODELS))
+
+
+@pytest.fixture
+def relax_gates():
+    return _relax
