@@ -7,34 +7,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from realdata import DATA, build_warehouse, verify_md5
 
 from ml.churn import ChurnParams, holdout_mask, load_churn, recommend_action, risk_level, save_churn, train_churn
 from ml.registry import compare, get, next_version, promote, register, reject
 from warehouse import features as F
 from warehouse.db import connect
-from warehouse.ingest import ingest_table
-from warehouse.schema import ensure_all_raw_tables
-from warehouse.sources import load_source
 from warehouse.synthetic import generate_bank
 
-ROOT = Path(__file__).parents[1]
-CHURN_DATA = ROOT / ".." / "shared" / "data" / "churn_modelling"
+CHURN_DATA = DATA / "churn_modelling"
 
 def feature_frame(source: str, landing: Path, db: Path) -> tuple[pd.DataFrame, pd.Series]:
     """Ingest + features as the pipeline builds them, then the frame a churn model trains on."""
-    src = load_source(source)
-    with connect(db) as con:
-        ensure_all_raw_tables(con)
-        for table in src.feeds:
-            ingest_table(con, src, table, landing, log=lambda m: None)
-        F.build_all(con, F.resolve_snapshot(con, src.snapshot_date, src.holdout_days))
+    with connect(build_warehouse(source, landing, db)) as con:
         return F.training_frame(con, "churned")
 
 
 @pytest.fixture(scope="module")
 def churn_modelling(tmp_path_factory):
-    if not (CHURN_DATA / "Churn_Modelling.csv").is_file():
-        pytest.skip(f"real data set absent: {CHURN_DATA.resolve()}")
+    verify_md5(CHURN_DATA / "Churn_Modelling.csv")
     return feature_frame("churn_modelling", CHURN_DATA, tmp_path_factory.mktemp("cm") / "w.duckdb")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from realdata import DATA, build_warehouse, verify_md5
 
 from ml.clv import (
     CLVParams,
@@ -29,30 +29,16 @@ from ml.clv import (
 from warehouse.clv import clv_summary
 from warehouse.db import connect
 from warehouse.features import resolve_snapshot
-from warehouse.ingest import ingest_table
 from warehouse.schema import ensure_all_raw_tables
-from warehouse.sources import load_source
 from warehouse.synthetic import generate_bank
 
-ROOT = Path(__file__).parents[1]
-DATA = ROOT / ".." / "shared" / "data"
 CDNOW = DATA / "cdnow"
 PAPER_BGNBD = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}  # FHL 2005, "Counting your customers"
 PAPER_GG = {"p": 6.25, "q": 3.74, "v": 15.44}  # FHL 2005, "RFM and CLV" (gamma there is v here)
 
 
 def ingest(source: str, landing: Path, db: Path) -> None:
-    """Raw tables as the pipeline loads them (the same calls as tests/test_ml_churn.py's feature_frame)."""
-    src = load_source(source)
-    with connect(db) as con:
-        ensure_all_raw_tables(con)
-        for table in src.feeds:
-            ingest_table(con, src, table, landing, log=lambda m: None)
-
-
-def md5_ok(path: Path) -> bool:
-    sums = {name: md5 for md5, name in (line.split() for line in (DATA / "MD5SUMS.txt").read_text().splitlines() if line)}
-    return hashlib.md5(path.read_bytes()).hexdigest() == sums[f"./{path.relative_to(DATA).as_posix()}"]
+    build_warehouse(source, landing, db, features=False)
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +46,7 @@ def cdnow(tmp_path_factory):
     """The paper's set-up: the 1/10 sample, 39-week calibration to 1997-09-30, 39-week holdout to 1998-06-30.
     Every row of the file is a purchase, $0 ones too (8 rows): the event is the category, not amount < 0."""
     sample = CDNOW / "CDNOW_sample.txt"
-    if not sample.is_file():
-        pytest.skip(f"real data set absent: {CDNOW.resolve()}")
-    assert md5_ok(sample), "CDNOW_sample.txt differs from ../shared/data/MD5SUMS.txt"
+    verify_md5(sample)
     db = tmp_path_factory.mktemp("cdnow") / "w.duckdb"
     ingest("cdnow_sample", CDNOW, db)
     with connect(db) as con:

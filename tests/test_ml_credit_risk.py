@@ -3,13 +3,13 @@ exact WoE on hand-made data, quality on real data (German credit) and on the syn
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from realdata import DATA, build_warehouse, verify_md5
 
 from ml.credit_risk import (
     CreditModel,
@@ -26,35 +26,18 @@ from ml.credit_risk import (
 )
 from warehouse import features as F
 from warehouse.db import connect
-from warehouse.ingest import ingest_table
-from warehouse.schema import ensure_all_raw_tables
-from warehouse.sources import load_source
 from warehouse.synthetic import generate_bank
 
-ROOT = Path(__file__).parents[1]
-DATA = ROOT / ".." / "shared" / "data"
 LN2, LN3 = np.log(2), np.log(3)
 
 
 def _verify_md5(rel: str) -> Path:
-    """The data file, after checking it against ../shared/data/MD5SUMS.txt; skips when the data is absent."""
-    path = DATA / rel
-    if not path.is_file() or not (DATA / "MD5SUMS.txt").is_file():
-        pytest.skip(f"real data set absent: {path.resolve()}")
-    sums = {name: digest for digest, name in
-            (line.split(maxsplit=1) for line in (DATA / "MD5SUMS.txt").read_text().splitlines() if line.strip())}
-    assert hashlib.md5(path.read_bytes()).hexdigest() == sums[f"./{rel}"], f"{rel}: MD5 differs from MD5SUMS.txt"
-    return path
+    return verify_md5(DATA / rel)
 
 
 def feature_frame(source: str, landing: Path, db: Path, label: str = "defaulted") -> tuple[pd.DataFrame, pd.Series]:
     """Ingest + features as the pipeline builds them, then the frame a model trains on for `label`."""
-    src = load_source(source)
-    with connect(db) as con:
-        ensure_all_raw_tables(con)
-        for table in src.feeds:
-            ingest_table(con, src, table, landing, log=lambda m: None)
-        F.build_all(con, F.resolve_snapshot(con, src.snapshot_date, src.holdout_days))
+    with connect(build_warehouse(source, landing, db)) as con:
         return F.training_frame(con, label)
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from realdata import DATA, build_warehouse, verify_md5
 
 from ml.recommend import (
     MODEL,
@@ -23,28 +22,11 @@ from ml.recommend import (
     train_recommender,
 )
 from ml.registry import get, register
-from warehouse import features as F
 from warehouse.db import connect
-from warehouse.ingest import ingest_table
 from warehouse.recommend import load_inputs
-from warehouse.schema import ensure_all_raw_tables
-from warehouse.sources import load_source
 from warehouse.synthetic import generate_bank
 
-ROOT = Path(__file__).parents[1]
-DATA = ROOT / ".." / "shared" / "data"
 BANK_MARKETING = DATA / "bank_marketing" / "bank-additional-full.csv"
-
-
-def build_warehouse(source: str, landing: Path, db: Path) -> Path:
-    """Ingest + features as the pipeline builds them (as in tests/test_ml_churn.py)."""
-    src = load_source(source)
-    with connect(db) as con:
-        ensure_all_raw_tables(con)
-        for table in src.feeds:
-            ingest_table(con, src, table, landing, log=lambda m: None)
-        F.build_all(con, F.resolve_snapshot(con, src.snapshot_date, src.holdout_days))
-    return db
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -175,17 +157,10 @@ def test_save_and_load_round_trip(bank, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ real data
-def _md5_ok(path: Path) -> bool:
-    sums = dict(line.split(maxsplit=1)[::-1] for line in (DATA / "MD5SUMS.txt").read_text().splitlines() if line)
-    return hashlib.md5(path.read_bytes()).hexdigest() == sums[f"./{path.parent.name}/{path.name}"]
-
-
 @pytest.mark.realdata
 def test_bank_marketing_term_deposit_propensity(tmp_path):
     """Issue bar: term-deposit AUC >= 0.79 on the holdout (plain XGBoost 5-fold CV: 0.803 without duration)."""
-    if not BANK_MARKETING.is_file() or not (DATA / "MD5SUMS.txt").is_file():
-        pytest.skip(f"real data set absent: {BANK_MARKETING.resolve()}")
-    assert _md5_ok(BANK_MARKETING), "bank-additional-full.csv does not match MD5SUMS.txt"
+    verify_md5(BANK_MARKETING)
     db = build_warehouse("bank_marketing", BANK_MARKETING.parent, tmp_path / "w.duckdb")
     params = RecommendParams(label_products=("term_deposit",), exclude=("attr_duration",))
     with connect(db) as con:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from realdata import DATA, build_warehouse, verify_md5
 from sklearn.metrics import silhouette_score
 
 from ml.churn import holdout_mask
@@ -25,36 +25,16 @@ from ml.segments import (
     split,
     train_segments,
 )
-from warehouse import features as F
 from warehouse.db import connect
-from warehouse.ingest import ingest_table
-from warehouse.schema import ensure_all_raw_tables
-from warehouse.sources import load_source
 from warehouse.synthetic import generate_bank
 
-ROOT = Path(__file__).parents[1]
-DATA = ROOT / ".." / "shared" / "data"
 CHURN_CSV = DATA / "churn_modelling" / "Churn_Modelling.csv"
 
 
 def customer_features(source: str, landing: Path, db: Path) -> pd.DataFrame:
     """Ingest + features as the pipeline builds them; features.customer_features as a DataFrame."""
-    src = load_source(source)
-    with connect(db) as con:
-        ensure_all_raw_tables(con)
-        for table in src.feeds:
-            ingest_table(con, src, table, landing, log=lambda m: None)
-        F.build_all(con, F.resolve_snapshot(con, src.snapshot_date, src.holdout_days))
+    with connect(build_warehouse(source, landing, db)) as con:
         return con.execute("SELECT * FROM features.customer_features ORDER BY customer_id").df()
-
-
-def md5_listed(path: Path) -> str | None:
-    for line in (DATA / "MD5SUMS.txt").read_text().splitlines():
-        if line.strip():
-            digest, name = line.split(maxsplit=1)
-            if (DATA / name.removeprefix("./")).resolve() == path.resolve():
-                return digest
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +51,7 @@ def bank_model(bank):
 
 @pytest.fixture(scope="module")
 def churn_modelling(tmp_path_factory) -> pd.DataFrame:
-    if not (CHURN_CSV.is_file() and (DATA / "MD5SUMS.txt").is_file()):
-        pytest.skip(f"real data set absent: {CHURN_CSV.resolve()}")
-    assert hashlib.md5(CHURN_CSV.read_bytes()).hexdigest() == md5_listed(CHURN_CSV), "Churn_Modelling.csv: MD5 differs"
+    verify_md5(CHURN_CSV)
     return customer_features("churn_modelling", CHURN_CSV.parent, tmp_path_factory.mktemp("cm") / "w.duckdb")
 
 
