@@ -12,7 +12,8 @@ import pandas as pd
 
 from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import frame_md
-from ml.clv import CLVParams, load_clv, save_clv, train_clv
+from ml.churn import holdout_mask
+from ml.clv import CLVParams, compare_with_supervised, load_clv, save_clv, train_clv
 from ml.registry import Entry
 from orchestration.resources import Warehouse
 from warehouse.clv import clv_summary
@@ -47,7 +48,15 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     if "holdout_x" not in summary.columns:
         context.log.warning("no transactions after the snapshot: the CLV holdout error cannot be measured")
     bg, gg = m["bgnbd_params"], m["gg_params"]
-    return Trained(model, m, ["frequency", "recency", "T", "monetary"], snap, frame_hash(summary), {
+    extra = {}
+    sup = cfg.get("supervised_challenger") or {}
+    if sup.get("enabled", True) and "holdout_value" in summary.columns:
+        m["supervised_challenger"] = vs = _supervised(warehouse, model, summary, sup)
+        rows = [(name, _r(v.get("spearman")), _r(v.get("top_decile_capture")), _r(v.get("value_error")))
+                for name, v in (("BG/NBD x Gamma-Gamma", vs["bgnbd_gg"]), ("XGBoost on features", vs["xgboost"]))]
+        extra["vs_supervised"] = frame_md(rows, ["value after the snapshot", "rank correlation",
+                                                 "top-10% value captured", "total value error"])
+    return Trained(model, m, ["frequency", "recency", "T", "monetary"], snap, frame_hash(summary), {**extra,
         "customers_with_purchases": len(summary), "population": len(population),
         "bgnbd_params": frame_md([(k, f"{v:.4g}") for k, v in bg.items()], ["BG/NBD", "value"]),
         "gamma_gamma_params": frame_md([(k, f"{v:.4g}") for k, v in gg.items()], ["Gamma-Gamma", "value"]),
@@ -57,6 +66,23 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
                               f"{m.get('holdout_value_actual', 0):,.0f}", m.get("holdout_value_error"))],
                             ["after the snapshot", "predicted", "actual", "relative error"]),
     })
+
+
+def _r(v):
+    return round(v, 4) if isinstance(v, float) else v
+
+
+def _supervised(warehouse: Warehouse, model, summary: pd.DataFrame, cfg: dict) -> dict:
+    """The supervised challenger of the issue: XGBoost on customer features predicting the value bought after
+    the snapshot, compared with the probabilistic model on the same customers (reported, not promoted: it
+    learns from the very window it is judged on). Fitted on a hash sample of at most `max_rows` customers."""
+    limit = cfg.get("max_rows", 200_000)
+    if len(summary) > limit:
+        summary = summary[holdout_mask(summary["customer_id"], limit / len(summary), salt="clv_sample")]
+    with warehouse.connect() as con:
+        con.register("_ids", summary[["customer_id"]])
+        features = con.execute("SELECT f.* FROM features.customer_features f SEMI JOIN _ids USING (customer_id)").df()
+    return compare_with_supervised(model, summary.reset_index(drop=True), features)
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
@@ -86,7 +112,7 @@ SPEC = ModelSpec(
               "purchase, discounted CLV and CLV tier, from the champion; each run is appended to "
               "scores.clv_history.",
     fit=fit, save=save_clv, score=score,
-    train_deps=(dg.AssetKey(["features", "population"]), dg.AssetKey(["raw", "transactions"])),
+    train_deps=(dg.AssetKey(["features", "customer_features"]), dg.AssetKey(["raw", "transactions"])),
     score_deps=(dg.AssetKey(["features", "population"]), dg.AssetKey(["raw", "transactions"])),
     kinds=frozenset({"scipy", "duckdb"}),
 )
