@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.lifecycle import LABELS, ModelSpec, Scored, Trained, frame_hash
+from assets.lifecycle import LABELS, ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import frame_md
 from ml.churn import ChurnParams, load_churn, save_churn, train_churn
 from ml.registry import Entry
@@ -29,9 +29,9 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    with warehouse.connect() as con:
-        features = con.execute("SELECT * FROM features.customer_features").df()
-    scored = load_churn(champion.artifact_path).score(features, cfg["actions"])
+    model = load_churn(champion.artifact_path)
+    features = read_features(warehouse, model.spec.names)
+    scored = model.score(features, cfg["actions"])
     n = len(scored)
     dist = scored["risk_level"].value_counts().reindex(["High", "Medium", "Low"], fill_value=0)
     return Scored(scored, features["snapshot_date"].max(), {

@@ -3,16 +3,11 @@ shared model lifecycle. Real default outcomes when the source has them, else the
 
 import dagster as dg
 
-from assets.lifecycle import LABELS, ModelSpec, Scored, Trained, frame_hash
+from assets.lifecycle import LABELS, ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import frame_md
 from ml.credit_risk import CreditParams, credit_target, load_credit_risk, save_credit_risk, train_credit_risk
 from ml.registry import Entry
 from orchestration.resources import Warehouse
-
-
-def _features(warehouse: Warehouse):
-    with warehouse.connect() as con:
-        return con.execute("SELECT * FROM features.customer_features").df()
 
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
@@ -44,8 +39,9 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    features = _features(warehouse)
-    scored = load_credit_risk(champion.artifact_path).score(features)
+    model = load_credit_risk(champion.artifact_path)
+    features = read_features(warehouse, model.features)
+    scored = model.score(features)
     n = max(len(scored), 1)
     grades = scored.groupby("grade")["pd"].agg(["size", "mean"]).sort_index()
     return Scored(scored, features["snapshot_date"].max(), {

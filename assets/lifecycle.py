@@ -66,6 +66,21 @@ class ModelSpec:
     comparable_on: tuple[str, ...] = ()
 
 
+def read_features(warehouse: Warehouse, columns: list[str] | None = None) -> pd.DataFrame:
+    """features.customer_features, or only customer_id, snapshot_date and those of `columns` it has: a scoring
+    asset reads what its model uses (at 1M customers the whole 85-column table costs ~4 s to load)."""
+    with warehouse.connect() as con:
+        if columns is None:
+            return con.execute("SELECT * FROM features.customer_features").df()
+        have = {r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' "
+            "AND table_name = 'customer_features'").fetchall()}
+        cols = ["customer_id", "snapshot_date", *(c for c in dict.fromkeys(columns) if c in have
+                                                  and c not in ("customer_id", "snapshot_date"))]
+        return con.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in cols)} "
+                           "FROM features.customer_features").df()
+
+
 def frame_hash(frame: pd.DataFrame) -> str:
     """A fingerprint of the training data, recorded with each version."""
     return str(pd.util.hash_pandas_object(frame, index=False).sum()) if len(frame) else "empty"

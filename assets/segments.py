@@ -3,20 +3,17 @@ shared model lifecycle."""
 
 import dagster as dg
 
-from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash
+from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import frame_md
 from ml.registry import Entry
 from ml.segments import SegmentParams, load_segments, save_segments, train_segments
 from orchestration.resources import Warehouse
 
-
-def _features(warehouse: Warehouse):
-    with warehouse.connect() as con:
-        return con.execute("SELECT * FROM features.customer_features").df()
+RFM_COLUMNS = ["rfm_r", "rfm_f", "rfm_m", "recency_days", "frequency"]
 
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
-    features = _features(warehouse)
+    features = read_features(warehouse)
     p = SegmentParams.from_config(cfg.get("params"))
     if len(features) < 10 * p.k_max:
         context.log.info(f"{len(features)} customers: too few to segment; segments not trained")
@@ -35,8 +32,9 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    features = _features(warehouse)
-    scored = load_segments(champion.artifact_path).score(features)
+    model = load_segments(champion.artifact_path)
+    features = read_features(warehouse, [*model.features, *RFM_COLUMNS])
+    scored = model.score(features)
     n = max(len(scored), 1)
     seg = scored["segment_name"].value_counts()
     rfm = scored["rfm_segment"].value_counts()

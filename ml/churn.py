@@ -28,9 +28,9 @@ LEVELS = ("Low", "Medium", "High")
 
 @dataclass
 class ChurnParams:
-    n_estimators: int = 400
+    n_estimators: int = 150
     max_depth: int = 4
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     subsample: float = 0.8
     colsample_bytree: float = 0.8
     min_child_weight: float = 5.0
