@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.lifecycle import LABELS, ModelSpec, Scored, Trained, frame_hash, read_features
-from assets.metadata import frame_md
+from assets.metadata import counts_md, frame_md
 from ml.churn import ChurnParams, load_churn, save_churn, train_churn
 from ml.registry import Entry
 from orchestration.resources import Warehouse
@@ -36,8 +36,7 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
     dist = scored["risk_level"].value_counts().reindex(["High", "Medium", "Low"], fill_value=0)
     return Scored(scored, features["snapshot_date"].max(), {
         "mean_probability": float(scored["churn_probability"].mean()),
-        "risk_levels": frame_md([(k, f"{v:,}", f"{v / max(n, 1):.1%}") for k, v in dist.items()],
-                                ["risk", "customers", "share"]),
+        "risk_levels": counts_md(dist, n, "risk"),
     })
 
 

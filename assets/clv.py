@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash
-from assets.metadata import frame_md
+from assets.metadata import frame_md, rounded
 from ml.churn import holdout_mask
 from ml.clv import CLVParams, compare_with_supervised, load_clv, save_clv, train_clv
 from ml.registry import Entry
@@ -52,7 +52,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     sup = cfg.get("supervised_challenger") or {}
     if sup.get("enabled", True) and "holdout_value" in summary.columns:
         m["supervised_challenger"] = vs = _supervised(warehouse, model, summary, sup)
-        rows = [(name, _r(v.get("spearman")), _r(v.get("top_decile_capture")), _r(v.get("value_error")))
+        rows = [(name, rounded(v.get("spearman")), rounded(v.get("top_decile_capture")), rounded(v.get("value_error")))
                 for name, v in (("BG/NBD x Gamma-Gamma", vs["bgnbd_gg"]), ("XGBoost on features", vs["xgboost"]))]
         extra["vs_supervised"] = frame_md(rows, ["value after the snapshot", "rank correlation",
                                                  "top-10% value captured", "total value error"])
@@ -67,9 +67,6 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
                             ["after the snapshot", "predicted", "actual", "relative error"]),
     })
 
-
-def _r(v):
-    return round(v, 4) if isinstance(v, float) else v
 
 
 def _supervised(warehouse: Warehouse, model, summary: pd.DataFrame, cfg: dict) -> dict:

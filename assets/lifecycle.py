@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.metadata import table_metadata
+from assets.metadata import rounded, table_metadata
 from ml import registry
 from ml.errors import NotEnoughData
 from orchestration.resources import Settings, Warehouse
@@ -91,9 +91,6 @@ def _thresholds(gate: dict) -> dict[str, tuple[str, float]]:
             **{k: ("<=", v) for k, v in (gate.get("max") or {}).items()}}
 
 
-def _num(v) -> object:
-    return round(v, 4) if isinstance(v, float) else v
-
 
 def training_keys(name: str) -> list[dg.AssetKey]:
     """The assets a job that retrains one model selects."""
@@ -122,7 +119,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             registry.register(con, name, version, snapshot_date=trained.snapshot_date, data_hash=trained.data_hash,
                               features=trained.features, params=cfg.get("params", {}), metrics=trained.metrics,
                               artifact_path=folder, run_id=context.run.run_id)
-        scalars = {k: _num(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
+        scalars = {k: rounded(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
         yield dg.MaterializeResult(metadata={"version": version, **scalars, "artifact": str(folder),
                                              **trained.metadata})
 
@@ -146,11 +143,11 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
                                            higher, cfg.get("tolerance", 0.0))
             if not passed:
                 registry.reject(con, name, new.version, "; ".join(why))
-        shown = {k: _num(new.metrics[k]) for k in sorted({*thresholds, *higher}) if k in new.metrics}
+        shown = {k: rounded(new.metrics[k]) for k in sorted({*thresholds, *higher}) if k in new.metrics}
         return dg.AssetCheckResult(passed=passed, metadata={
             "actual": str(shown), "threshold": str({k: f"{op} {v}" for k, (op, v) in thresholds.items()}),
             "challenger_version": new.version,
-            "champion": (f"v{champion.version} {({k: _num(champion.metrics.get(k)) for k in higher})}"
+            "champion": (f"v{champion.version} {({k: rounded(champion.metrics.get(k)) for k in higher})}"
                          if rival else f"v{champion.version}, not comparable (differs in {', '.join(spec.comparable_on)})")
                         if champion else "none yet",
             "failed": "; ".join(why) or "none",
@@ -169,7 +166,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             registry.promote(con, name, new.version,
                              f"passed the gate; replaces v{previous.version}" if previous else "passed the gate; first")
         context.log.info(f"{name} v{new.version} is the champion")
-        scalars = {k: _num(v) for k, v in new.metrics.items() if isinstance(v, int | float)}
+        scalars = {k: rounded(v) for k, v in new.metrics.items() if isinstance(v, int | float)}
         return dg.MaterializeResult(metadata={"version": new.version, **scalars,
                                               "replaced": f"v{previous.version}" if previous else "none"})
 

@@ -32,3 +32,13 @@ def frame_md(rows: list[tuple], headers: list[str]) -> dg.MetadataValue:
     head = "| " + " | ".join(headers) + " |\n| " + " | ".join("---" for _ in headers) + " |\n"
     body = "".join("| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |\n" for r in rows)
     return dg.MetadataValue.md(head + body if rows else "_none_")
+
+
+def counts_md(counts, total: int, label: str) -> dg.MetadataValue:
+    """A distribution as a table: value, customers, share of `total` (e.g. risk levels, segments)."""
+    return frame_md([(k, f"{v:,}", f"{v / max(total, 1):.1%}") for k, v in counts.items()], [label, "customers", "share"])
+
+
+def rounded(v):
+    """Floats to 4 decimals for metadata; anything else as it is."""
+    return round(v, 4) if isinstance(v, float) else v

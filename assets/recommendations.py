@@ -4,7 +4,7 @@ holdings and acquisitions built in SQL (warehouse/recommend.py), through the sha
 import dagster as dg
 
 from assets.lifecycle import LABELS, ModelSpec, Scored, Trained, frame_hash
-from assets.metadata import frame_md
+from assets.metadata import counts_md, frame_md, rounded
 from ml.recommend import RecommendParams, load_recommender, save_recommender, train_recommender
 from ml.registry import Entry
 from orchestration.resources import Warehouse
@@ -30,21 +30,18 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     per = m.get("per_product", {})
     frames = [f for f in (inputs.train, inputs.current, inputs.label_features) if f is not None]
     return Trained(model, m, model.features, inputs.snapshot, frame_hash(frames[0]) if frames else "empty", {
-        "vs_popularity": frame_md([(name, _r(m.get(f"{key}")), _r(m.get(f"baseline_{key}")))
+        "vs_popularity": frame_md([(name, rounded(m.get(f"{key}")), rounded(m.get(f"baseline_{key}")))
                                    for name, key in ((f"precision@{k}", f"precision_at_{k}"),
                                                      (f"recall@{k}", f"recall_at_{k}"),
                                                      (f"MAP@{k}", f"map_at_{k}"), ("coverage", "coverage"),
                                                      ("diversity", "diversity"))],
                                   ["metric", "model", "popularity baseline"]),
-        "products": frame_md([(pid, i.get("source"), i.get("train_positives"), _r(i.get("auc")),
+        "products": frame_md([(pid, i.get("source"), i.get("train_positives"), rounded(i.get("auc")),
                                i.get("eval_positives")) for pid, i in per.items()],
                              ["product", "scored by", "acquisitions (training)", "holdout AUC",
                               "acquisitions (holdout)"]),
     })
 
-
-def _r(v):
-    return round(v, 4) if isinstance(v, float) else v
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
@@ -56,8 +53,7 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
     return Scored(recs, inputs.snapshot, {
         "customers": int(recs["customer_id"].nunique()),
         "from_popularity": float((recs["source"] == "popularity").mean()) if len(recs) else 0.0,
-        "first_choice": frame_md([(k, f"{v:,}", f"{v / n:.1%}") for k, v in top.items()],
-                                 ["product ranked first", "customers", "share"]),
+        "first_choice": counts_md(top, n, "product ranked first"),
     }, order_by="customer_id, rank")
 
 

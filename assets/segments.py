@@ -4,7 +4,7 @@ shared model lifecycle."""
 import dagster as dg
 
 from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash, read_features
-from assets.metadata import frame_md
+from assets.metadata import counts_md, frame_md
 from ml.registry import Entry
 from ml.segments import SegmentParams, load_segments, save_segments, train_segments
 from orchestration.resources import Warehouse
@@ -39,9 +39,8 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
     seg = scored["segment_name"].value_counts()
     rfm = scored["rfm_segment"].value_counts()
     return Scored(scored, features["snapshot_date"].max(), {
-        "segments": frame_md([(k, f"{v:,}", f"{v / n:.1%}") for k, v in seg.items()], ["segment", "customers", "share"]),
-        "rfm_segments": frame_md([(k, f"{v:,}", f"{v / n:.1%}") for k, v in rfm.items()],
-                                 ["RFM segment", "customers", "share"]),
+        "segments": counts_md(seg, n, "segment"),
+        "rfm_segments": counts_md(rfm, n, "RFM segment"),
     })
 
 
