@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.lifecycle import LABELS, ModelSpec, Scored, Trained, frame_hash, read_features
+from assets.lifecycle import CUSTOMER_FEATURES, LABELS, ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import counts_md, frame_md
 from ml.churn import ChurnParams, load_churn, save_churn, train_churn
 from ml.registry import Entry
@@ -47,6 +47,6 @@ SPEC = ModelSpec(
     score_doc="scores.churn: every customer's churn probability, risk level, top 3 reasons and recommended "
               "action, from the champion; each run is appended to scores.churn_history.",
     fit=fit, save=save_churn, score=score,
-    train_deps=(dg.AssetKey(["features", "customer_features"]), LABELS),
+    train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"xgboost", "duckdb"}),
 )

@@ -10,7 +10,8 @@ from datetime import date
 import dagster as dg
 import pandas as pd
 
-from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash
+from assets.features import RAW
+from assets.lifecycle import CUSTOMER_FEATURES, ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import frame_md, rounded
 from ml.churn import holdout_mask
 from ml.clv import CLVParams, compare_with_supervised, load_clv, save_clv, train_clv
@@ -109,7 +110,7 @@ SPEC = ModelSpec(
               "purchase, discounted CLV and CLV tier, from the champion; each run is appended to "
               "scores.clv_history.",
     fit=fit, save=save_clv, score=score,
-    train_deps=(dg.AssetKey(["features", "customer_features"]), dg.AssetKey(["raw", "transactions"])),
-    score_deps=(dg.AssetKey(["features", "population"]), dg.AssetKey(["raw", "transactions"])),
+    train_deps=(CUSTOMER_FEATURES, RAW["transactions"]),
+    score_deps=(dg.AssetKey(["features", "population"]), RAW["transactions"]),
     kinds=frozenset({"scipy", "duckdb"}),
 )

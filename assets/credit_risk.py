@@ -3,7 +3,7 @@ shared model lifecycle. Real default outcomes when the source has them, else the
 
 import dagster as dg
 
-from assets.lifecycle import LABELS, ModelSpec, Scored, Trained, frame_hash, read_features
+from assets.lifecycle import CUSTOMER_FEATURES, LABELS, ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import frame_md
 from ml.credit_risk import CreditParams, credit_target, load_credit_risk, save_credit_risk, train_credit_risk
 from ml.registry import Entry
@@ -11,8 +11,8 @@ from orchestration.resources import Warehouse
 
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
+    features = read_features(warehouse)
     with warehouse.connect() as con:
-        features = con.execute("SELECT * FROM features.customer_features").df()
         labels = con.execute("SELECT customer_id, value FROM features.labels WHERE label = ?", [cfg["label"]]).df()
     p = CreditParams.from_config(cfg.get("params"))
     if labels["value"].nunique() < 2 and not cfg.get("proxy_when_no_labels", True):
@@ -60,7 +60,7 @@ SPEC = ModelSpec(
     score_doc="scores.credit_risk: every customer's scorecard points, PD, grade, top 3 reason codes and whether the "
               "target was observed defaults or the RFM proxy; each run is appended to scores.credit_risk_history.",
     fit=fit, save=save_credit_risk, score=score,
-    train_deps=(dg.AssetKey(["features", "customer_features"]), LABELS),
+    train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"scikitlearn", "xgboost", "duckdb"}),
     comparable_on=("target_proxy",),  # a proxy-target model is not compared with one on observed defaults
 )

@@ -18,13 +18,13 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from assets.features import CF as CUSTOMER_FEATURES
 from assets.metadata import rounded, table_metadata
 from ml import registry
 from ml.errors import NotEnoughData
 from orchestration.resources import Settings, Warehouse
 from warehouse.scores import write_scores
 
-CUSTOMER_FEATURES = dg.AssetKey(["features", "customer_features"])
 LABELS = dg.AssetKey(["features", "labels"])
 
 
@@ -92,6 +92,11 @@ def _thresholds(gate: dict) -> dict[str, tuple[str, float]]:
 
 
 
+def _scalars(metrics: dict) -> dict:
+    """The plain-number metrics, rounded: what the UI shows of a registry entry."""
+    return {k: rounded(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
 def training_keys(name: str) -> list[dg.AssetKey]:
     """The assets a job that retrains one model selects."""
     return [dg.AssetKey(["ml", f"{name}_challenger"]), dg.AssetKey(["ml", f"{name}_champion"])]
@@ -119,8 +124,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             registry.register(con, name, version, snapshot_date=trained.snapshot_date, data_hash=trained.data_hash,
                               features=trained.features, params=cfg.get("params", {}), metrics=trained.metrics,
                               artifact_path=folder, run_id=context.run.run_id)
-        scalars = {k: rounded(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
-        yield dg.MaterializeResult(metadata={"version": version, **scalars, "artifact": str(folder),
+        yield dg.MaterializeResult(metadata={"version": version, **_scalars(trained.metrics), "artifact": str(folder),
                                              **trained.metadata})
 
     @dg.asset_check(asset=challenger_key, name=f"{name}_gate", blocking=True, pool="warehouse",
@@ -166,8 +170,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             registry.promote(con, name, new.version,
                              f"passed the gate; replaces v{previous.version}" if previous else "passed the gate; first")
         context.log.info(f"{name} v{new.version} is the champion")
-        scalars = {k: rounded(v) for k, v in new.metrics.items() if isinstance(v, int | float)}
-        return dg.MaterializeResult(metadata={"version": new.version, **scalars,
+        return dg.MaterializeResult(metadata={"version": new.version, **_scalars(new.metrics),
                                               "replaced": f"v{previous.version}" if previous else "none"})
 
     @dg.asset(key=["scores", name], group_name="scoring", kinds=set(spec.kinds), pool="warehouse",

@@ -3,7 +3,8 @@ holdings and acquisitions built in SQL (warehouse/recommend.py), through the sha
 
 import dagster as dg
 
-from assets.lifecycle import LABELS, ModelSpec, Scored, Trained, frame_hash
+from assets.features import RAW
+from assets.lifecycle import CUSTOMER_FEATURES, LABELS, ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import counts_md, frame_md, rounded
 from ml.recommend import RecommendParams, load_recommender, save_recommender, train_recommender
 from ml.registry import Entry
@@ -67,7 +68,7 @@ SPEC = ModelSpec(
               "propensity score and whether it came from the model or popularity; each run is appended to "
               "scores.recommendations_history.",
     fit=fit, save=save_recommender, score=score,
-    train_deps=(dg.AssetKey(["features", "customer_features"]), LABELS, dg.AssetKey(["raw", "accounts"])),
-    score_deps=(dg.AssetKey(["features", "customer_features"]), dg.AssetKey(["raw", "accounts"])),
+    train_deps=(CUSTOMER_FEATURES, LABELS, RAW["accounts"]),
+    score_deps=(CUSTOMER_FEATURES, RAW["accounts"]),
     kinds=frozenset({"xgboost", "duckdb"}),
 )

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-MODELS = ("churn", "segments", "recommendations", "credit_risk", "clv")
+from assets.models import SPECS
+
+MODELS = [s.name for s in SPECS]
 
 
 def _relax(home: Path) -> None:
