@@ -37,7 +37,7 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
     return Scored(scored, features["snapshot_date"].max(), {
         "mean_probability": float(scored["churn_probability"].mean()),
         "risk_levels": counts_md(dist, n, "risk"),
-    })
+    }, inputs=features)
 
 
 SPEC = ModelSpec(
@@ -49,4 +49,5 @@ SPEC = ModelSpec(
     fit=fit, save=save_churn, score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"xgboost", "duckdb"}),
+    score_columns=("churn_probability", "risk_level"),
 )

@@ -98,7 +98,7 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
         "total_clv": float(scored["clv"].sum()), "horizon_months": model.params.horizon_months,
         "tiers": frame_md([(t, f"{r['size']:,}", f"{r['size'] / n:.1%}", f"{r['mean']:,.2f}", f"{r['sum']:,.0f}")
                            for t, r in tiers.iterrows()], ["tier", "customers", "share", "mean CLV", "total CLV"]),
-    })
+    }, inputs=summary)
 
 
 SPEC = ModelSpec(
@@ -113,4 +113,5 @@ SPEC = ModelSpec(
     train_deps=(CUSTOMER_FEATURES, RAW["transactions"]),
     score_deps=(dg.AssetKey(["features", "population"]), RAW["transactions"]),
     kinds=frozenset({"scipy", "duckdb"}),
+    score_columns=("clv", "p_alive"),
 )

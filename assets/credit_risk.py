@@ -49,7 +49,7 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
         "target_kind": str(scored["target_kind"].iloc[0]) if len(scored) else "",
         "grades": frame_md([(g, f"{r['size']:,}", f"{r['size'] / n:.1%}", f"{r['mean']:.2%}")
                             for g, r in grades.iterrows()], ["grade", "customers", "share", "mean PD"]),
-    })
+    }, inputs=features)
 
 
 SPEC = ModelSpec(
@@ -63,4 +63,5 @@ SPEC = ModelSpec(
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"scikitlearn", "xgboost", "duckdb"}),
     comparable_on=("target_proxy",),  # a proxy-target model is not compared with one on observed defaults
+    score_columns=("pd", "grade"),
 )

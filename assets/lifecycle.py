@@ -5,11 +5,20 @@ A model module (assets/churn.py, ...) says how to fit, save and score; `model_as
   - `<name>_gate`, a blocking check on it: the thresholds of `models.<name>.gate` AND not worse than the champion
     on the same holdout; a failing challenger is marked `rejected` and nothing downstream of it runs;
   - `ml/<name>_champion` (group training): promote the challenger;
-  - `scores/<name>` (group scoring): score every customer with the champion -> scores.<name> (+ _history).
+  - `scores/<name>` (group scoring): score every customer with the champion -> scores.<name> (+ _history),
+    and measure drift against the champion's reference profile -> monitoring.drift;
+  - `<name>_drift`, a check on the scores: WARN when a feature or the score drifted past the warn band, ERROR
+    past the alert band (monitoring.drift in the settings).
+At training, the new version's reference profile (every input feature and the score, as the model scored the
+population it was trained on) is saved beside its artifacts as reference.json.
+`scorehouse run` and the landing sensor leave out the training of models whose champion is younger than
+`models.retrain_after_days` (orchestration/jobs.py `due_selection`); the `retrain` and `train_<model>` jobs, the
+weekly schedule and a materialization from the UI always train.
 Scoring reads the champion from the registry, not from the run: the daily scoring job scores with whatever
 champion there is, so a retrain that fails its gate never stops scoring.
 """
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -19,13 +28,16 @@ import dagster as dg
 import pandas as pd
 
 from assets.features import CF as CUSTOMER_FEATURES
-from assets.metadata import rounded, table_metadata
+from assets.metadata import frame_md, rounded, table_metadata
 from ml import registry
 from ml.errors import NotEnoughData
 from orchestration.resources import Settings, Warehouse
+from quality import drift
+from warehouse.monitoring import latest_drift, write_drift
 from warehouse.scores import write_scores
 
 LABELS = dg.AssetKey(["features", "labels"])
+REFERENCE = "reference.json"
 
 
 @dataclass
@@ -46,6 +58,7 @@ class Scored:
     snapshot_date: date
     metadata: dict = field(default_factory=dict)
     order_by: str = "customer_id"
+    inputs: pd.DataFrame | None = None  # the model's input rows as scoring read them: what drift is measured on
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,7 @@ class ModelSpec:
     # metrics that must be equal for a challenger and the champion to be compared at all (e.g. a credit model on
     # the RFM proxy target vs one on observed defaults; segments on different features)
     comparable_on: tuple[str, ...] = ()
+    score_columns: tuple[str, ...] = ()  # the outputs whose distribution is watched for drift (first: the score)
 
 
 def read_features(warehouse: Warehouse, columns: list[str] | None = None) -> pd.DataFrame:
@@ -97,6 +111,66 @@ def _scalars(metrics: dict) -> dict:
     return {k: rounded(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
 
+def _reference(context, spec: ModelSpec, warehouse: Warehouse, cfg: dict, entry: registry.Entry,
+               bands: drift.Bands) -> dict:
+    """The population the new version was trained on, as its scoring sees it: input features and scores."""
+    scored = spec.score(context, warehouse, cfg, entry)
+    inputs = scored.inputs if scored.inputs is not None else pd.DataFrame()
+    features = [f for f in entry.features or [] if f in inputs.columns]
+    return {"model": spec.name, "version": entry.version, "snapshot_date": str(scored.snapshot_date),
+            "rows": len(scored.frame), "features": drift.build_profile(inputs, features, bands),
+            "scores": drift.build_profile(scored.frame, list(spec.score_columns), bands)}
+
+
+def measure_drift(reference: dict, scored: Scored, bands: drift.Bands) -> pd.DataFrame:
+    """PSI / KS / band of the scores (kind score) and of every input feature (kind feature), worst first."""
+    inputs = scored.inputs if scored.inputs is not None else pd.DataFrame()
+    parts = [drift.compare(reference["scores"], scored.frame, bands).assign(kind="score"),
+             drift.compare(reference["features"], inputs, bands).assign(kind="feature")]
+    rows = pd.concat([p for p in parts if len(p)]) if any(len(p) for p in parts) else parts[0]
+    return rows.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _bar(share: float, width: int = 20) -> str:
+    return "█" * round(share * width)
+
+
+def _drift_metadata(reference: dict, scored: Scored, rows: pd.DataFrame, columns: tuple[str, ...],
+                    top: int) -> dict:
+    md = {"drift_max_psi": rounded(float(rows["psi"].max())) if len(rows) else 0.0,
+          "drift_top": frame_md([(r.feature, r.kind, f"{r.psi:.3f}", "" if pd.isna(r.ks) else f"{r.ks:.3f}", r.band)
+                                 for r in rows.head(top).itertuples()], ["column", "kind", "PSI", "KS", "band"])}
+    if columns and columns[0] in reference["scores"]:
+        col = columns[0]
+        dist = drift.distribution_rows(reference["scores"][col], scored.frame[col])
+        md[f"{col}_vs_reference"] = frame_md(
+            [(b, f"{r} {_bar(float(r[:-1]) / 100)}", f"{c} {_bar(float(c[:-1]) / 100)}") for b, r, c in dist],
+            [col, f"reference (v{reference['version']}, {reference['snapshot_date']})", "this run"])
+    return md
+
+
+def drift_result(rows: pd.DataFrame, bands: drift.Bands, top: int = 5) -> dg.AssetCheckResult:
+    """The drift check's verdict on one scoring run's monitoring.drift rows."""
+    threshold = f"PSI warn >= {bands.warn}, alert >= {bands.alert}"
+    if not len(rows):
+        return dg.AssetCheckResult(passed=True, metadata={
+            "actual": "not measured in this run (the champion has no reference profile: retrain it)",
+            "threshold": threshold})
+    worst = rows.iloc[0]
+    drifted = rows[rows["band"] != "stable"]
+    band = "alert" if (drifted["band"] == "alert").any() else "warn" if len(drifted) else "stable"
+    listed = [{"column": r.feature, "kind": r.kind, "psi": round(r.psi, 4),
+               "ks": None if pd.isna(r.ks) else round(r.ks, 4), "band": r.band} for r in drifted.head(top).itertuples()]
+    return dg.AssetCheckResult(
+        passed=band == "stable",
+        severity=dg.AssetCheckSeverity.ERROR if band == "alert" else dg.AssetCheckSeverity.WARN,
+        metadata={"actual": f"max PSI {worst.psi:.3f} ({worst.feature})", "threshold": threshold, "band": band,
+                  "model_version": int(worst.model_version), "columns_measured": len(rows),
+                  "columns_drifted": len(drifted), "drifted": dg.MetadataValue.json(listed),
+                  "top_drifted": frame_md([(d["column"], d["kind"], d["psi"], d["ks"], d["band"]) for d in listed],
+                                          ["column", "kind", "PSI", "KS", "band"])})
+
+
 def training_keys(name: str) -> list[dg.AssetKey]:
     """The assets a job that retrains one model selects."""
     return [dg.AssetKey(["ml", f"{name}_challenger"]), dg.AssetKey(["ml", f"{name}_champion"])]
@@ -124,6 +198,10 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             registry.register(con, name, version, snapshot_date=trained.snapshot_date, data_hash=trained.data_hash,
                               features=trained.features, params=cfg.get("params", {}), metrics=trained.metrics,
                               artifact_path=folder, run_id=context.run.run_id)
+            entry = registry.get(con, name, version=version)
+        reference = _reference(context, spec, warehouse, cfg, entry,
+                               drift.Bands.from_config(settings.get("monitoring", "drift")))
+        (folder / REFERENCE).write_text(json.dumps(reference))
         yield dg.MaterializeResult(metadata={"version": version, **_scalars(trained.metrics), "artifact": str(folder),
                                              **trained.metadata})
 
@@ -183,11 +261,34 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
                                 f"scores.{name} not written")
             return
         scored = spec.score(context, warehouse, settings.get("models", name), entry)
+        ref_path = Path(entry.artifact_path) / REFERENCE
+        dcfg = settings.get("monitoring", "drift")
+        reference = json.loads(ref_path.read_text()) if ref_path.exists() else None
+        rows = measure_drift(reference, scored, drift.Bands.from_config(dcfg)) if reference else None
         with warehouse.connect() as con:
             n = write_scores(con, name, scored.frame, version=entry.version, snapshot_date=scored.snapshot_date,
                              run_id=context.run.run_id, order_by=scored.order_by)
+            if rows is not None:
+                write_drift(con, rows, run_id=context.run.run_id, model=name, version=entry.version,
+                            snapshot_date=scored.snapshot_date)
             md = table_metadata(con, f"scores.{name}")
+        if rows is None:
+            context.log.warning(f"{name} v{entry.version} has no reference profile ({ref_path.name}; trained before "
+                                "drift monitoring): drift not measured until it is retrained")
+        drift_md = _drift_metadata(reference, scored, rows, spec.score_columns, dcfg.get("top_features", 5)) \
+            if rows is not None else {}
         yield dg.MaterializeResult(metadata={**md, "model_version": entry.version, "rows_scored": n,
-                                             **scored.metadata})
+                                             **scored.metadata, **drift_md})
 
-    return [challenger, champion, scores], [gate]
+    @dg.asset_check(asset=["scores", name], name=f"{name}_drift", pool="warehouse",
+                    description=f"Input and score drift of {name} in this run against its champion's reference "
+                                "profile: WARN from the warn band, ERROR from the alert band (monitoring.drift).")
+    def drift_check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse,
+                    settings: Settings) -> dg.AssetCheckResult:
+        cfg = settings.get("monitoring", "drift")
+        bands = drift.Bands.from_config(cfg)
+        with warehouse.connect() as con:
+            rows = latest_drift(con, name, run_id=context.run.run_id)
+        return drift_result(rows, bands, cfg.get("top_features", 5))
+
+    return [challenger, champion, scores], [gate, drift_check]

@@ -55,7 +55,7 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
         "customers": int(recs["customer_id"].nunique()),
         "from_popularity": float((recs["source"] == "popularity").mean()) if len(recs) else 0.0,
         "first_choice": counts_md(top, n, "product ranked first"),
-    }, order_by="customer_id, rank")
+    }, order_by="customer_id, rank", inputs=inputs.current)
 
 
 SPEC = ModelSpec(
@@ -71,4 +71,5 @@ SPEC = ModelSpec(
     train_deps=(CUSTOMER_FEATURES, LABELS, RAW["accounts"]),
     score_deps=(CUSTOMER_FEATURES, RAW["accounts"]),
     kinds=frozenset({"xgboost", "duckdb"}),
+    score_columns=("score", "product_id"),
 )

@@ -41,7 +41,7 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
     return Scored(scored, features["snapshot_date"].max(), {
         "segments": counts_md(seg, n, "segment"),
         "rfm_segments": counts_md(rfm, n, "RFM segment"),
-    })
+    }, inputs=features)
 
 
 SPEC = ModelSpec(
@@ -52,5 +52,6 @@ SPEC = ModelSpec(
               "from the champion; each run is appended to scores.segments_history.",
     fit=fit, save=save_segments, score=score,
     kinds=frozenset({"scikitlearn", "duckdb"}),
-    comparable_on=("features",),  # silhouettes on different feature spaces are not comparable
+    comparable_on=("features",),
+    score_columns=("segment_name", "rfm_segment"),  # silhouettes on different feature spaces are not comparable
 )

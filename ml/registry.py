@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -44,6 +44,8 @@ class Entry:
     metrics: dict
     artifact_path: str
     snapshot_date: date | None = None
+    features: list[str] | None = None
+    trained_at: datetime | None = None
 
 
 def ensure_registry(con: duckdb.DuckDBPyConnection) -> None:
@@ -81,14 +83,14 @@ def register(con: duckdb.DuckDBPyConnection, model: str, version: int, *, snapsh
         [model, version, datetime.now(), snapshot_date, data_hash, features, json.dumps(params, default=str),
          json.dumps(metrics), str(artifact_path), alias, run_id],
     )
-    return Entry(model, version, alias, metrics, str(artifact_path), snapshot_date)
+    return Entry(model, version, alias, metrics, str(artifact_path), snapshot_date, features)
 
 
 def _entry(row) -> Entry | None:
     if row is None:
         return None
-    model, version, alias, metrics, path, snap = row
-    return Entry(model, version, alias, json.loads(metrics) if metrics else {}, path, snap)
+    model, version, alias, metrics, path, snap, features, trained_at = row
+    return Entry(model, version, alias, json.loads(metrics) if metrics else {}, path, snap, features, trained_at)
 
 
 def get(con: duckdb.DuckDBPyConnection, model: str, alias: str | None = None, version: int | None = None) -> Entry | None:
@@ -96,8 +98,21 @@ def get(con: duckdb.DuckDBPyConnection, model: str, alias: str | None = None, ve
     ensure_registry(con)
     cond, args = ("version = ?", [version]) if version is not None else ("alias = ?", [alias])
     return _entry(con.execute(
-        f"SELECT model, version, alias, metrics, artifact_path, snapshot_date FROM ml.model_registry "
+        "SELECT model, version, alias, metrics, artifact_path, snapshot_date, features, trained_at FROM ml.model_registry "
         f"WHERE model = ? AND {cond} ORDER BY version DESC LIMIT 1", [model, *args]).fetchone())
+
+
+def due_for_training(con: duckdb.DuckDBPyConnection, models: list[str], max_age_days: float,
+                     now: datetime | None = None) -> list[str]:
+    """The models with no champion, or a champion trained more than `max_age_days` ago (read only)."""
+    have = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml' "
+                       "AND table_name = 'model_registry'").fetchone()[0]
+    if not have:
+        return list(models)
+    fresh = {m for m, at in con.execute(
+        "SELECT model, max(trained_at) FROM ml.model_registry WHERE alias = 'champion' GROUP BY model").fetchall()
+        if (now or datetime.now()) - at < timedelta(days=max_age_days)}
+    return [m for m in models if m not in fresh]
 
 
 def promote(con: duckdb.DuckDBPyConnection, model: str, version: int, note: str) -> None:

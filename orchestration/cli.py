@@ -36,7 +36,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from warehouse.synthetic import generate_bank
 
     t0 = time.monotonic()
-    counts = generate_bank(args.out, customers=args.customers, seed=args.seed, fmt=args.format,
+    counts = generate_bank(args.out, customers=args.customers, seed=args.seed, fmt=args.format, drift=args.drift,
                            progress=lambda m: print(f"  {m}", flush=True))
     print(f"wrote a sample bank to {Path(args.out).resolve()} in {time.monotonic() - t0:.1f}s:")
     for table, n in counts.items():
@@ -91,13 +91,9 @@ class _Progress(threading.Thread):
 
 
 def _failure_message(err) -> str:
-    """The user-facing message of a step failure: a dg.Failure's description, else the innermost error."""
-    while err is not None and err.cause is not None and "Failure" not in (err.cls_name or ""):
-        err = err.cause
-    msg = (err.message if err else "").strip().removeprefix("dagster._core.definitions.events.Failure: ")
-    if err is not None and "Failure" not in (err.cls_name or ""):
-        msg = "\n".join(msg.split("\n\n")[0].splitlines()[:3])  # the error, not DuckDB's query excerpt
-    return msg
+    from orchestration.alerting import failure_message
+
+    return failure_message(err)
 
 
 def _summary(home: Home, result, run_id: str) -> None:
@@ -142,10 +138,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
     from dagster._core.utils import make_new_run_id
 
+    from assets.models import SPECS
     from orchestration.definitions import defs
+    from orchestration.jobs import due_selection
+    from orchestration.settings import load_settings
     from orchestration.stale_runs import fail_dead_cli_runs
 
     job = defs.resolve_job_def(args.job)
+    selection = None
+    if args.job == "scorehouse":
+        selection = due_selection(job, home.root, load_settings(home.root), [s.name for s in SPECS])
+        if selection is not None:
+            kept = sorted({k.path[-1].removesuffix("_challenger") for k in job.asset_layer.executable_asset_keys
+                           if k.path[0] == "ml" and k not in selection and k.path[-1].endswith("_challenger")})
+            print(f"Not retrained (champion younger than models.retrain_after_days; --job retrain forces): "
+                  f"{', '.join(kept)}", flush=True)
     run_id = make_new_run_id()
     with dg.DagsterInstance.get() as instance:
         fail_dead_cli_runs(instance)
@@ -155,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.start()
         try:
             result = job.execute_in_process(
-                instance=instance, run_id=run_id, raise_on_error=False,
+                instance=instance, run_id=run_id, raise_on_error=False, asset_selection=selection,
                 run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
                 tags={"scorehouse/trigger": "cli", "scorehouse/pid": str(os.getpid()),
                       "scorehouse/host": os.uname().nodename},
@@ -163,8 +170,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             progress.stop.set()
             progress.join()
-    _summary(home, result, run_id)
+        _summary(home, result, run_id)
+        _alerts(instance, run_id, home)
     return 0 if result.success else 1
+
+
+def _alerts(instance, run_id: str, home: Home) -> None:
+    """What the daemon's alert sensors would do for this run (there is no daemon behind `scorehouse run`)."""
+    from orchestration.alerting import describe, evaluate_run
+    from orchestration.settings import load_settings
+
+    try:
+        outcomes = evaluate_run(instance, run_id, home.root, load_settings(home.root, os.environ.get("SCOREHOUSE_SOURCE")))
+    except Exception as e:  # alerting never changes the run's outcome
+        print(f"\nAlerts: not evaluated ({type(e).__name__}: {e})")
+        return
+    if outcomes:
+        print("\nAlerts:")
+        print("\n".join(describe(outcomes)), flush=True)
+
+
+# ---------------------------------------------------------------- alerts
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from orchestration.alerting import store_for
+    from orchestration.settings import load_settings
+    from quality.alerts import run_url, test_alert
+    from quality.channels import channels_from_settings, deliver
+
+    home = Home.resolve(args.home)
+    cfg = load_settings(home.root, os.environ.get("SCOREHOUSE_SOURCE"))["alerts"]
+    store = store_for(home.root)
+    if args.action == "log":
+        rows = store.deliveries(args.limit)
+        for r in reversed(rows):
+            print(f"{r['sent_at'][:19]}  {r['kind']:<13} {r['channel']:<10} {'ok' if r['ok'] else 'FAILED':<6} "
+                  f"{r['attempts']} attempt(s)  {r['title']}{'  — ' + r['error'] if r['error'] else ''}")
+        for c in store.open_conditions():
+            print(f"open condition {c['key']} since {c['first_seen'][:19]}, last alerted {c['last_alerted'][:19]}")
+        return 0
+    alert = test_alert(run_url(cfg.get("ui_base_url") or os.environ.get("SCOREHOUSE_UI_URL"), "test"))
+    worked, configured = 0, 0
+    for ch in channels_from_settings(cfg):
+        missing = ch.missing(os.environ)
+        if missing:
+            print(f"  {ch.name:<10} ({ch.type}) skipped: {', '.join(missing)} not set")
+            continue
+        configured += 1
+        d = deliver(ch, alert, os.environ, cfg.get("delivery"))
+        store.record(None, "test", alert.title, ch.name, d.ok, d.attempts, d.error)
+        worked += d.ok
+        print(f"  {ch.name:<10} ({ch.type}) {'ok' if d.ok else 'FAILED: ' + d.error} ({d.attempts} attempt(s))")
+    print(f"{worked} of {configured} configured channel(s) worked")
+    return 0 if configured and worked == configured else 1
 
 
 # ---------------------------------------------------------------- ui
@@ -224,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", required=True)
     g.add_argument("--format", choices=("csv", "xlsx"), default="csv")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--drift", type=float, default=0.0,
+                   help="shift the population (0..1; 0.5: younger, richer, more digital) to see drift caught")
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("run", help="materialize the whole asset graph through Dagster, in this process")
@@ -232,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--home", help="home folder (default: $SCOREHOUSE_HOME or ./.scorehouse)")
     r.add_argument("--job", default="scorehouse", help="job to run: scorehouse (all), score, retrain, train_<model>, ingest")
     r.set_defaults(func=cmd_run)
+
+    a = sub.add_parser("alerts", help="send a test message to every alert channel, or show what was sent")
+    a.add_argument("action", choices=("test", "log"))
+    a.add_argument("--home")
+    a.add_argument("--limit", type=int, default=30, help="log: how many deliveries")
+    a.set_defaults(func=cmd_alerts)
 
     u = sub.add_parser("ui", help="start the Dagster webserver and daemon on 127.0.0.1 for a home")
     u.add_argument("--home")

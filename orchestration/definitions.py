@@ -8,22 +8,33 @@ from assets.features import feature_assets, feature_checks
 from assets.ingest import raw_assets
 from assets.models import SPECS, model_assets, model_checks
 from assets.quality import gx_checks
-from orchestration.jobs import build_jobs, build_schedules
+from orchestration.jobs import build_jobs, build_schedules, due_selection
 from orchestration.resources import resources_for_env
-from orchestration.sensors import build_landing_sensor
+from orchestration.sensors import build_alert_sensors, build_freshness, build_landing_sensor
 from orchestration.settings import load_settings
 from warehouse.db import Home
 
 settings = load_settings(Home.resolve().root)
-jobs = {j.name: j for j in build_jobs([s.name for s in SPECS])}
+MODELS = [s.name for s in SPECS]
+jobs = {j.name: j for j in build_jobs(MODELS)}
+
+
+def _due() -> list[dg.AssetKey] | None:
+    home = Home.resolve().root
+    return due_selection(defs.resolve_job_def("scorehouse"), home, load_settings(home), MODELS)
+
+
+freshness_checks, freshness_sensor = build_freshness(
+    [a.key for a in model_assets if a.key.path[0] == "scores"], settings["monitoring"]["freshness"]["max_age_hours"])
 
 defs = dg.Definitions(
     assets=[*raw_assets, *feature_assets, *model_assets],
-    asset_checks=[*gx_checks, *feature_checks, *model_checks],
+    asset_checks=[*gx_checks, *feature_checks, *model_checks, *freshness_checks],
     jobs=list(jobs.values()),
     schedules=build_schedules(settings, jobs),
     sensors=[build_landing_sensor(jobs["scorehouse"], settings["sensors"]["landing_interval_seconds"],
-                                  [a.key for a in raw_assets])],
+                                  [a.key for a in raw_assets], _due),
+             *build_alert_sensors(settings["sensors"]["alert_interval_seconds"]), freshness_sensor],
     resources=resources_for_env(),
     executor=dg.in_process_executor,
 )

@@ -4,7 +4,8 @@ DuckDB allows one writing process per file: steps run in this process, one after
 the `warehouse` pool slot (limit 1), and the run queue starts one writing run at a time (tag limit in the
 home's dagster.yaml), so a schedule tick and a manual run wait for each other instead of interleaving.
 
-  scorehouse      everything: ingest, validate, features, train + gate + promote, score
+  scorehouse      everything: ingest, validate, features, train + gate + promote, score (the CLI and the
+                  landing sensor leave out models whose champion is not due: `due_selection`)
   score           the daily run: ingest, validate, features, score with the current champions (no training)
   retrain         the weekly run: ingest, validate, features, train every model behind its gate (no scoring)
   train_<model>   one model alone, on the features already built
@@ -17,24 +18,31 @@ the reason on the gate check) never stops the next daily scoring.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
+import duckdb
 
 from assets.lifecycle import training_keys
+from ml.registry import due_for_training
 from orchestration.home import WRITES
 
 TRAINING = dg.AssetSelection.groups("training")
 SCORING = dg.AssetSelection.groups("scoring")
 
 
-def _job(name: str, selection: dg.AssetSelection, description: str) -> dg.UnresolvedAssetJobDefinition:
+def _job(name: str, selection: dg.AssetSelection, description: str,
+         tags: dict | None = None) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(name, selection=selection, executor_def=dg.in_process_executor,
-                               description=description, run_tags=WRITES)
+                               description=description, run_tags={**WRITES, **(tags or {})})
 
 
 def build_jobs(model_names: list[str]) -> list[dg.UnresolvedAssetJobDefinition]:
     return [
         _job("scorehouse", dg.AssetSelection.all(), "The whole pipeline: ingest the landing files, validate, build "
-             "features, train and gate the models, score every customer."),
+             "features, train and gate the models that are due (no champion, or one older than "
+             "models.retrain_after_days, when launched by `scorehouse run` or the landing sensor), score every "
+             "customer and measure drift."),
         _job("score", SCORING.upstream() - TRAINING, "Daily: ingest new landing files, build features and score "
              "every customer with each model's current champion."),
         _job("retrain", TRAINING.upstream(), "Weekly: ingest, build features, train a challenger per model; each "
@@ -46,6 +54,26 @@ def build_jobs(model_names: list[str]) -> list[dg.UnresolvedAssetJobDefinition]:
                f"Retrain {m} alone on the features already built: challenger, gate, promotion.")
           for m in model_names),
     ]
+
+
+def due_selection(job: dg.JobDefinition, home: Path, settings: dict, model_names: list[str]
+                  ) -> list[dg.AssetKey] | None:
+    """The assets of job `scorehouse` minus the training of every model whose champion is younger than
+    `models.retrain_after_days`: what `scorehouse run` and the landing sensor run. None: the whole job (every
+    model is due, or the registry cannot be read now). A daily run then scores and measures drift against the
+    reference of the model in service, instead of retraining on the very population it should watch."""
+    path = Path(home) / "warehouse.duckdb"
+    if not path.exists():
+        return None
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            due = due_for_training(con, model_names, settings["models"]["retrain_after_days"])
+    except duckdb.Error:
+        return None  # another process holds the file: train what the job trains
+    fresh = [k for m in model_names if m not in due for k in training_keys(m)]
+    if not fresh:
+        return None
+    return [k for k in job.asset_layer.executable_asset_keys if k not in fresh]
 
 
 def build_schedules(settings: dict, jobs: dict[str, dg.UnresolvedAssetJobDefinition]) -> list[dg.ScheduleDefinition]:

@@ -1,12 +1,25 @@
-"""The landing-folder sensor: a new or changed file launches the pipeline (ingest skips unchanged files)."""
+"""Sensors, on by default when the daemon runs (`make ui`):
+  landing_files             a new or changed landing file launches the pipeline (ingest skips unchanged files);
+  alert_on_checks_and_drift a finished run's failed checks (quality, gates, drift, freshness) -> alerts; a failed
+                            check does not fail a run, so a run-failure sensor alone would never see them;
+  alert_on_run_failure      a failed run -> alert;
+  freshness_checks_sensor   evaluates the freshness checks of scores.* (stale scores -> alert via the first).
+"""
 
 
 import hashlib
 import json
+import os
+import warnings
+from collections.abc import Callable
+from datetime import timedelta
 
 import dagster as dg
 
+from orchestration.alerting import describe, evaluate_run
 from orchestration.resources import Source
+from orchestration.settings import load_settings
+from warehouse.db import Home
 
 
 def landing_state(source: Source) -> dict[str, list[int]]:
@@ -33,7 +46,11 @@ def _ingested_before(instance: dg.DagsterInstance, raw_keys: list[dg.AssetKey]) 
     return min(stamps) if stamps else None
 
 
-def build_landing_sensor(job, interval: int, raw_keys: list[dg.AssetKey]) -> dg.SensorDefinition:
+def build_landing_sensor(job, interval: int, raw_keys: list[dg.AssetKey],
+                         selection: Callable[[], list[dg.AssetKey] | None] = lambda: None) -> dg.SensorDefinition:
+    """`selection`: what of the job to run now (orchestration/jobs.py due_selection: no retraining of a model
+    whose champion is not due); None runs the whole job."""
+
     @dg.sensor(job=job, minimum_interval_seconds=interval, default_status=dg.DefaultSensorStatus.RUNNING,
                description="Launches the pipeline when files in the landing folder are new or changed.")
     def landing_files(context: dg.SensorEvaluationContext, source: Source):
@@ -50,6 +67,46 @@ def build_landing_sensor(job, interval: int, raw_keys: list[dg.AssetKey]) -> dg.
             return dg.SkipReason(f"no new or changed file among {len(state)} in the landing folder")
         context.update_cursor(json.dumps(state))
         key = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
-        return dg.RunRequest(run_key=key, tags={"scorehouse/trigger": "landing", "scorehouse/files": str(len(changed))})
+        return dg.RunRequest(run_key=key, asset_selection=selection(), tags={"scorehouse/trigger": "landing", "scorehouse/files": str(len(changed))})
 
     return landing_files
+
+
+def build_alert_sensors(interval: int) -> list[dg.SensorDefinition]:
+    def evaluate(context) -> dg.SkipReason:
+        home = Home.resolve().root
+        run_id = context.dagster_run.run_id
+        outcomes = evaluate_run(context.instance, run_id, home,
+                                load_settings(home, os.environ.get("SCOREHOUSE_SOURCE")))
+        lines = describe(outcomes)
+        for line in lines:
+            context.log.info(line)
+        return dg.SkipReason(f"run {run_id[:8]}: " + ("; ".join(lines) if lines else "nothing to alert"))
+
+    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="alert_on_checks_and_drift",
+                          minimum_interval_seconds=interval, default_status=dg.DefaultSensorStatus.RUNNING,
+                          description="Alerts on the failed checks of a finished run (quality, gates, drift, "
+                                      "freshness): a failed check does not fail the run. Channels: alerts in the "
+                                      "settings (docs/alerts.md).")
+    def alert_on_checks_and_drift(context: dg.RunStatusSensorContext):
+        return evaluate(context)
+
+    @dg.run_failure_sensor(name="alert_on_run_failure", minimum_interval_seconds=interval,
+                           default_status=dg.DefaultSensorStatus.RUNNING,
+                           description="Alerts when a run fails, with the failed step and its error.")
+    def alert_on_run_failure(context: dg.RunFailureSensorContext):
+        return evaluate(context)
+
+    return [alert_on_checks_and_drift, alert_on_run_failure]
+
+
+def build_freshness(score_keys: list[dg.AssetKey], max_age_hours: float) -> tuple[list, dg.SensorDefinition]:
+    """Freshness checks on scores.* and the sensor that evaluates them. (Dagster marks these checks superseded by
+    FreshnessPolicy, which is still a preview needing a dagster.yaml flag and alerts only in Dagster+; a check
+    result is what our alert sensor reads.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checks = dg.build_last_update_freshness_checks(assets=score_keys, lower_bound_delta=timedelta(hours=max_age_hours))
+        sensor = dg.build_sensor_for_freshness_checks(freshness_checks=checks,
+                                                      default_status=dg.DefaultSensorStatus.RUNNING)
+    return list(checks), sensor

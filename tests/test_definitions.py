@@ -37,8 +37,11 @@ def test_jobs_sensor_and_checks():
     for name in ("scorehouse", "ingest", "score", "retrain", "train_churn"):
         job = defs.resolve_job_def(name)
         assert job.run_tags.get("scorehouse/warehouse") == "write", name  # queued one writing run at a time
-        # every step opens the DuckDB file, checks included: all hold the one `warehouse` slot
-        assert {n.definition.pool for n in job.graph.nodes} == {"warehouse"}, name
+        # every step that opens the DuckDB file, checks included, holds the one `warehouse` slot (Dagster's
+        # freshness checks read only its own storage)
+        assert {n.definition.pool for n in job.graph.nodes if "freshness" not in n.name} == {"warehouse"}, name
+    for model in ("churn", "segments", "recommendations", "credit_risk", "clv"):
+        assert (f"scores/{model}", f"{model}_drift") in checks and (f"scores/{model}", "freshness_check") in checks
 
 
 def test_daily_scoring_and_weekly_retrain_are_on_by_default_with_cron_from_settings(tmp_path):
@@ -65,3 +68,23 @@ def test_score_job_scores_without_training_and_retrain_trains_without_scoring():
     assert "scores/churn" in keys("score") and not any(k.startswith("ml/") for k in keys("score"))
     assert "ml/churn_champion" in keys("retrain") and not any(k.startswith("scores/") for k in keys("retrain"))
     assert keys("train_churn") == {"ml/churn_challenger", "ml/churn_champion"}
+
+
+def test_scorehouse_run_leaves_out_training_of_models_whose_champion_is_not_due(tmp_path):
+    import duckdb
+
+    from ml import registry
+    from orchestration.jobs import due_selection
+    from orchestration.settings import load_settings
+
+    job = defs.resolve_job_def("scorehouse")
+    settings = load_settings(tmp_path)
+    assert due_selection(job, tmp_path, settings, ["churn", "clv"]) is None  # no warehouse yet: train everything
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        registry.register(con, "churn", 1, snapshot_date=None, data_hash="h", features=["age"], params={},
+                          metrics={}, artifact_path=tmp_path, alias="champion")
+    keys = {k.to_user_string() for k in due_selection(job, tmp_path, settings, ["churn", "clv"])}
+    assert "ml/churn_challenger" not in keys and "ml/churn_champion" not in keys
+    assert {"ml/clv_challenger", "scores/churn", "scores/clv", "raw/customers"} <= keys
+    settings["models"]["retrain_after_days"] = 0  # every champion is due
+    assert due_selection(job, tmp_path, settings, ["churn", "clv"]) is None

@@ -51,6 +51,15 @@ def test_first_challenger_becomes_champion_and_scores_everyone(bank):
     levels = dict(q(home, "SELECT risk_level, count(*) FROM scores.churn GROUP BY 1"))
     assert set(levels) <= {"Low", "Medium", "High"} and levels.get("High", 0) > 0
     assert q(home, "SELECT count(*) FROM scores.churn WHERE risk_level = 'High' AND recommended_action IS NULL") == [(0,)]
+    # the population scored is the one trained on: every drift check passes with PSI 0 on the same data
+    drift = {c.check_name: c for c in result.get_asset_check_evaluations() if c.check_name.endswith("_drift")}
+    assert set(drift) == {f"{m}_drift" for m in ("churn", "segments", "recommendations", "credit_risk", "clv")}
+    assert all(c.passed for c in drift.values())
+    (n, max_psi, models), = q(home, "SELECT count(*), max(psi), count(DISTINCT model) FROM monitoring.drift")
+    assert n > 50 and max_psi < 1e-9 and models == 5
+    churn = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["scores", "churn"]))
+    shown = churn.materialization.metadata["churn_probability_vs_reference"].value
+    assert "reference (v1" in shown and "this run" in shown
 
 
 def test_every_model_is_gated_promoted_and_scores_everyone(bank):

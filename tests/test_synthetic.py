@@ -123,6 +123,8 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     a, b, c = (digests(tmp_path / x) for x in "abc")
     assert a == b
     assert a["transactions.csv"] != c["transactions.csv"] and a["customers.csv"] != c["customers.csv"]
+    # the bank's network is the same whatever the seed: seeds draw customers, as next month's export would
+    assert a["agencies.csv"] == c["agencies.csv"] and a["managers.csv"] == c["managers.csv"]
 
 
 def test_transaction_history_volume_and_balances(db):

@@ -203,7 +203,7 @@ class _Calendar:
 
 # ------------------------------------------------------------------------------------ reference tables
 class _Reference:
-    """Agencies, managers and products: small, drawn once per seed."""
+    """Agencies, managers and products: small, the same for every seed (a seed draws customers)."""
 
     def __init__(self, rng, cal: _Calendar):
         cities, city_region, size = [], [], []
@@ -262,12 +262,15 @@ class _Chunk:
         self.rng, self.n, self.cal, self.ref = rng, n, cal, ref
         self.num = np.arange(first + 1, first + n + 1)
         self.cust_ids = _ids("C", self.num, 7)
+        self.drift = 0.0
 
 
 def _people(b: _Chunk) -> None:
     """Who they are: demographics, occupation, income, score, relationship."""
-    rng, n, end, ref = b.rng, b.n, b.cal.end, b.ref
-    age0 = 18 + (72 * rng.beta(2.0, 3.0, n)).astype(np.int64)
+    rng, n, end, ref, d = b.rng, b.n, b.cal.end, b.ref, b.drift
+    # drift d (generate --drift): a shifted population from the same random draws: younger, richer, newer,
+    # more digital and more active customers. d = 0 is the bank as always, byte for byte.
+    age0 = 18 + (72 * rng.beta(2.0, 3.0, n) * (1 - 0.4 * d)).astype(np.int64)
     b.birth = end - (age0 * 365.2425).astype(np.int64) - rng.integers(1, 365, n)
     b.age = age = _age_at(b.birth, end)
     p_occ = np.tile([0.52, 0.16, 0.15, 0.10, 0.07, 0.0, 0.0], (n, 1))
@@ -280,7 +283,7 @@ def _people(b: _Chunk) -> None:
     med = np.array([29e3, 58e3, 33e3, 38e3, 13e3, 9e3, 24e3])[occ]
     sig = np.array([0.35, 0.45, 0.28, 0.75, 0.4, 0.5, 0.45])[occ]
     career = np.where(b.working, 1 + 0.015 * (np.clip(age, 22, 55) - 35), 1.0)
-    b.income = np.maximum(np.round(med * career * rng.lognormal(0, sig) / 100) * 100, 1200.0)
+    b.income = np.maximum(np.round(med * career * rng.lognormal(0, sig) * (1 + d) / 100) * 100, 1200.0)
     b.z_inc = z_inc = (np.log(b.income) - np.log(27_000)) / 0.55
     b.segment = np.where(b.income >= 120e3, 2, np.where(b.income >= 55e3, 1, 0))
     score = 650 + 45 * z_inc + (age - 45) - 45 * (occ == 4) - 20 * (occ == 5) + 55 * rng.standard_normal(n)
@@ -293,9 +296,9 @@ def _people(b: _Chunk) -> None:
     b.marital = _pick(rng, p_mar)
     family_age = (age >= 28) & (age <= 58)
     b.dependents = np.minimum(rng.poisson(np.where(family_age, np.where(b.marital == 1, 1.3, 0.3), 0.05)), 5)
-    b.digital = rng.random(n) < _sigmoid(2.4 - 0.07 * (age - 30) + 0.3 * z_inc)
+    b.digital = rng.random(n) < _sigmoid(2.4 + 3 * d - 0.07 * (age - 30) + 0.3 * z_inc)
     max_tenure = np.minimum(20 * 365.25, np.maximum(age - 16, 0) * 365.25)
-    b.joined = end - (max_tenure * rng.beta(0.9, 1.4, n)).astype(np.int64)
+    b.joined = end - (max_tenure * rng.beta(0.9, 1.4, n) * (1 - 0.5 * d)).astype(np.int64)
     b.tenure_y = (end - b.joined) / 365.25
     b.tenure_months = ((end - b.joined) / 30.4375).astype(np.int64)
     b.agency = rng.choice(len(ref.agency_city), n, p=ref.agency_weight)
@@ -305,7 +308,8 @@ def _people(b: _Chunk) -> None:
     nearby = ref.region_first[region] + (rng.random(n) * ref.region_count[region]).astype(np.int64)
     b.city = np.where(rng.random(n) < 0.85, home, nearby)  # most bank where they live
     b.salary_paid_in = rng.random(n) < np.array([0.85, 0.82, 0.9, 0.35, 0.5, 0.3, 0.85])[occ]
-    b.engagement = rng.lognormal(0, 0.45, n) * np.where(b.digital, 1.15, 1.0) * np.where(age > 70, 0.8, 1.0)
+    b.engagement = (rng.lognormal(0, 0.45, n) * np.where(b.digital, 1.15, 1.0) * np.where(age > 70, 0.8, 1.0)
+                    * (1 + d))
     b.s_net = b.income * 0.78 / 12  # monthly net pay
 
 
@@ -797,9 +801,11 @@ def _acquisitions(b: _Chunk, rng, accounts: pa.Table) -> pa.Table:
     return pa.concat_tables([accounts, extra]).take(pa.array(order))
 
 
-def _chunk(rng, acq_rng, first: int, n: int, cal: _Calendar, ref: _Reference, tx_offset: int) -> dict[str, pa.Table]:
+def _chunk(rng, acq_rng, first: int, n: int, cal: _Calendar, ref: _Reference, tx_offset: int,
+           drift: float = 0.0) -> dict[str, pa.Table]:
     """Customers first+1 .. first+n and everything that hangs off them (acq_rng: see _acquisitions)."""
     b = _Chunk(rng, first, n, cal, ref)
+    b.drift = drift
     _people(b)
     _holdings(b)
     _fates(b)
@@ -902,12 +908,17 @@ class _XlsxSink:
 
 # ------------------------------------------------------------------------------------------------- API
 def generate_bank(out_dir: str | Path, customers: int = 20_000, seed: int = 0, fmt: str = "csv",
-                  end_date: str = "2026-09-30", progress: Callable[[str], None] | None = None) -> dict[str, int]:
+                  end_date: str = "2026-09-30", progress: Callable[[str], None] | None = None,
+                  drift: float = 0.0) -> dict[str, int]:
     """Write a realistic synthetic bank to out_dir; return {table_name: rows_written}.
 
     fmt "csv" writes <table>.csv; "xlsx" writes <table>.xlsx and transactions_001.xlsx, _002, ... in parts
-    of at most 1,000,000 rows. Same seed and arguments give byte-identical files.
+    of at most 1,000,000 rows. Same seed and arguments give byte-identical files. `drift` in [0, 1] shifts
+    the population (0.5: customers ~20% younger at the median, incomes x1.5, more digital, newer, busier) so
+    drift monitoring can be seen at work.
     """
+    if not 0 <= drift <= 1:
+        raise ValueError("drift must be between 0 and 1")
     if fmt not in ("csv", "xlsx"):
         raise ValueError(f"fmt must be 'csv' or 'xlsx', not {fmt!r}")
     if customers < 0:
@@ -915,7 +926,9 @@ def generate_bank(out_dir: str | Path, customers: int = 20_000, seed: int = 0, f
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cal = _Calendar(end_date)
-    ref = _Reference(np.random.default_rng([seed, 1 << 40]), cal)
+    # The bank's network (agencies, managers, products) is the same for every seed, as it is from one month's
+    # export to the next: a seed draws customers. (Seed 0's files are as they always were.)
+    ref = _Reference(np.random.default_rng([0, 1 << 40]), cal)
 
     sinks = {}
     for name, columns in COLUMNS.items():
@@ -933,7 +946,7 @@ def generate_bank(out_dir: str | Path, customers: int = 20_000, seed: int = 0, f
             first = i * CHUNK
             size = min(CHUNK, customers - first)
             tables = _chunk(np.random.default_rng([seed, i]), np.random.default_rng([seed, i, 7]), first, size,
-                            cal, ref, tx_total)
+                            cal, ref, tx_total, drift)
             for name, table in tables.items():
                 sinks[name].write(table)
             tx_total += tables["transactions"].num_rows

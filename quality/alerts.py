@@ -1,0 +1,175 @@
+"""Alert messages (no dagster): what happened, how bad, which run, what to look at first.
+
+The builders take plain dicts that orchestration/alerting.py reads from a finished Dagster run:
+  check: {"asset": "scores/churn", "check": "churn_drift", "passed": False, "severity": "ERROR",
+          "metadata": {"actual": ..., "threshold": ..., "drifted": [...], ...}}
+  step failure: {"step": "raw__transactions", "message": "..."}
+Alerts carry feature names, figures and run ids only: never customer data, never a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+KINDS = ("drift", "check_failure", "run_failure", "stale_scores", "test")
+BAND_RANK = {"stable": 0, "warn": 1, "alert": 2}
+
+
+@dataclass
+class Alert:
+    kind: str                      # one of KINDS: routes pick the channels by it
+    severity: str                  # critical | error | warning | info
+    title: str
+    what: str                      # what happened, one sentence
+    details: list[str]             # how bad: the figures and their thresholds
+    look_first: str                # what to look at first
+    run_id: str | None = None
+    job: str | None = None
+    run_url: str | None = None
+    keys: list[str] = field(default_factory=list)  # the conditions it reports (deduplication)
+
+    def text(self) -> str:
+        run = f"Run: {self.run_id} (job {self.job})" if self.run_id else ""
+        if self.run_url:
+            run += f"\n  {self.run_url}"
+        body = [f"[scorehouse] {self.severity.upper()}: {self.title}", "", self.what, "",
+                *(f"  - {d}" for d in self.details)]
+        if run:
+            body += ["", run]
+        body += ["", f"Look first: {self.look_first}"]
+        return "\n".join(body)
+
+    def as_dict(self) -> dict:
+        return {"source": "scorehouse", "kind": self.kind, "severity": self.severity, "title": self.title,
+                "what": self.what, "details": self.details, "look_first": self.look_first, "run_id": self.run_id,
+                "job": self.job, "run_url": self.run_url, "dedupe_keys": self.keys, "text": self.text()}
+
+
+def run_url(base: str | None, run_id: str | None) -> str | None:
+    return f"{base.rstrip('/')}/runs/{run_id}" if base and run_id else None
+
+
+def _model(check: dict) -> str:
+    return check["asset"].split("/")[-1]
+
+
+def drifted_checks(checks: list[dict], min_band: str = "alert") -> list[dict]:
+    """The failed drift checks at `min_band` or worse."""
+    need = BAND_RANK[min_band]
+    return [c for c in checks if c["check"].endswith("_drift") and not c["passed"]
+            and BAND_RANK.get(c["metadata"].get("band", "alert"), 2) >= need]
+
+
+def drift_alert(checks: list[dict], run: dict) -> Alert:
+    """One message for every drifted model of a run."""
+    details = []
+    for c in checks:
+        md = c["metadata"]
+        cols = ", ".join(f"{d['column']}{' (score)' if d['kind'] == 'score' else ''} PSI {d['psi']:.2f}"
+                         + (f" KS {d['ks']:.2f}" if d.get("ks") is not None else "")
+                         for d in md.get("drifted", []))
+        details.append(f"{_model(c)} v{md.get('model_version', '?')} [{md.get('band', 'alert')}]: "
+                       f"{md.get('columns_drifted', '?')} of {md.get('columns_measured', '?')} columns drifted; "
+                       f"top: {cols}")
+    threshold = checks[0]["metadata"].get("threshold", "") if checks else ""
+    models = ", ".join(_model(c) for c in checks)
+    return Alert(
+        kind="drift", severity="error" if any(c["metadata"].get("band") == "alert" for c in checks) else "warning",
+        title=f"drift in {len(checks)} model{'s' if len(checks) > 1 else ''}: {models}",
+        what=f"The population scored in this run differs from the one the champion models were trained on "
+             f"({threshold}).",
+        details=details,
+        look_first="the landing files of this run against the previous ones: several features of one source moving "
+                   "together usually means a changed export (units, a new product, a migrated field). If the "
+                   "population really changed, retrain (`scorehouse run --job retrain`) and let the gates decide; "
+                   "monitoring.drift has every column's PSI and KS.",
+        run_id=run.get("run_id"), job=run.get("job"), run_url=run.get("url"),
+        keys=[f"drift:{_model(c)}" for c in checks])
+
+
+def check_alert(checks: list[dict], run: dict) -> Alert:
+    """One message for the failed quality and benchmark checks of a run (drift and freshness have their own)."""
+    details = [f"{c['asset']} {c['check']} ({c['severity']}): {c['metadata'].get('failed') or c['metadata'].get('actual')}"
+               f" (threshold {c['metadata'].get('threshold', 'n/a')})" for c in checks]
+    gates = [c for c in checks if c["check"].endswith("_gate")]
+    look = ("the gate's metadata in the UI and ml.model_registry (note of the rejected version): the champion "
+            "stays in service until a challenger passes." if gates else
+            "the check's metadata in the UI (asset page, Checks tab); quarantine.* holds rejected rows with the file, "
+            "row and reason.")
+    return Alert(
+        kind="check_failure", severity="error" if any(c["severity"] == "ERROR" for c in checks) else "warning",
+        title=f"{len(checks)} check{'s' if len(checks) > 1 else ''} failed: "
+              + ", ".join(c["check"] for c in checks[:5]) + (" ..." if len(checks) > 5 else ""),
+        what="Quality or benchmark checks failed in this run (a failed check does not fail the run by itself).",
+        details=details, look_first=look, run_id=run.get("run_id"), job=run.get("job"), run_url=run.get("url"),
+        keys=[f"check:{c['asset']}:{c['check']}" for c in checks])
+
+
+def run_failure_alert(failures: list[dict], run: dict, failed_checks: list[dict] = ()) -> Alert:
+    details = [f"step {f['step']}: {f['message']}" for f in failures] or ["the run ended in failure"]
+    blocking = [c["check"] for c in failed_checks if c["check"].endswith("_gate")]
+    if blocking:
+        details.append(f"blocking checks that failed: {', '.join(blocking)} (the check alert has their figures)")
+    return Alert(
+        kind="run_failure", severity="critical",
+        title=f"run of job {run.get('job')} failed" + (f" at {failures[0]['step']}" if failures else ""),
+        what="A pipeline run failed. Tables it did not reach keep their last good contents (scores.* included).",
+        details=details,
+        look_first="the first failed step's error in the run's logs; a file that cannot be read is named there. "
+                   "Fix the input or the config, then run again (ingest skips files already loaded).",
+        run_id=run.get("run_id"), job=run.get("job"), run_url=run.get("url"),
+        keys=[f"run_failure:{run.get('job')}"])
+
+
+def _stale_detail(check: dict) -> str:
+    md = check["metadata"]
+    last = md.get("dagster/last_updated_timestamp")
+    hours = (md.get("dagster/freshness_params") or {}).get("lower_bound_delta_seconds", 0) / 3600
+    when = datetime.fromtimestamp(last, UTC).strftime("%Y-%m-%d %H:%M UTC") if last else "never"
+    return f"{check['asset']}: last updated {when}; expected within the last {hours:g} h"
+
+
+def stale_alert(checks: list[dict], run: dict) -> Alert:
+    details = [_stale_detail(c) for c in checks]
+    return Alert(
+        kind="stale_scores", severity="warning",
+        title="stale scores: " + ", ".join(c["asset"] for c in checks),
+        what="Scored tables have not been refreshed within their freshness window: BI is reading old scores.",
+        details=details,
+        look_first="whether the daily_scoring schedule is running (Dagster UI: Automation) and the last `score` run "
+                   "succeeded; `scorehouse run --job score` refreshes them.",
+        run_id=run.get("run_id"), job=run.get("job"), run_url=run.get("url"),
+        keys=[f"stale:{c['asset']}" for c in checks])
+
+
+def test_alert(url: str | None = None) -> Alert:
+    return Alert(kind="test", severity="info", title="test message",
+                 what="`scorehouse alerts test` sent this to check the channel works. Nothing is wrong.",
+                 details=["no action needed"], look_first="nothing", run_url=url, keys=[])
+
+
+# ------------------------------------------------------------------------------------ payloads per channel
+def slack_payload(alert: Alert) -> dict:
+    lines = "\n".join(f"• {d}" for d in alert.details)
+    run = f"Run `{alert.run_id}` (job {alert.job})" + (f" <{alert.run_url}|open in Dagster>" if alert.run_url else "") \
+        if alert.run_id else ""
+    return {"text": f"[scorehouse] {alert.severity.upper()}: {alert.title}", "blocks": [
+        {"type": "header", "text": {"type": "plain_text", "text": f"{alert.severity.upper()}: {alert.title}"[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"{alert.what}\n{lines}"[:3000]}},
+        *([{"type": "context", "elements": [{"type": "mrkdwn", "text": run}]}] if run else []),
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Look first:* {alert.look_first}"[:3000]}},
+    ]}
+
+
+def teams_payload(alert: Alert) -> dict:
+    return {"text": alert.text().replace("\n", "\n\n")}  # Teams incoming webhooks render `text` as markdown
+
+
+def pagerduty_payload(alert: Alert, routing_key: str) -> dict:
+    severity = {"critical": "critical", "error": "error", "warning": "warning"}.get(alert.severity, "info")
+    return {"routing_key": routing_key, "event_action": "trigger",
+            "dedup_key": ";".join(alert.keys) or None,
+            "payload": {"summary": f"[scorehouse] {alert.title}"[:1024], "source": "scorehouse", "severity": severity,
+                        "custom_details": alert.as_dict()},
+            **({"links": [{"href": alert.run_url, "text": "Dagster run"}]} if alert.run_url else {})}

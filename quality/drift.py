@@ -1,0 +1,146 @@
+"""Drift math (no dagster): a reference profile of a population, and PSI / KS of a new population against it.
+
+A profile is plain JSON, saved with each trained model version:
+  numeric column:     bin edges at the training deciles, the share of rows per bin (+ a missing bin) and
+                      1,001 reference quantiles, from which the two-sample KS statistic is computed (error
+                      at most 0.001 against the full sample, which is never stored);
+  categorical column: the most frequent categories (the rest pooled as "(other)") and their shares.
+PSI = sum((current - reference) * ln(current / reference)) over the bins; an empty bin counts as `epsilon`
+so a category that appears or vanishes gives a large PSI, never a division error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+MISSING, OTHER = "(missing)", "(other)"
+N_QUANTILES = 1001
+
+
+@dataclass(frozen=True)
+class Bands:
+    """PSI below `warn` is stable, from `warn` a warning, from `alert` an alert (industry rule of thumb)."""
+
+    warn: float = 0.10
+    alert: float = 0.25
+    epsilon: float = 1e-4
+    max_categories: int = 30
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> Bands:
+        cfg = cfg or {}
+        return cls(warn=float(cfg.get("psi_warn", cls.warn)), alert=float(cfg.get("psi_alert", cls.alert)),
+                   epsilon=float(cfg.get("epsilon", cls.epsilon)),
+                   max_categories=int(cfg.get("max_categories", cls.max_categories)))
+
+    def band(self, psi: float) -> str:
+        return "alert" if psi >= self.alert else "warn" if psi >= self.warn else "stable"
+
+
+def is_numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _numeric(values: pd.Series) -> np.ndarray:
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _numeric_shares(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Share of rows per bin: (-inf, e0], (e0, e1], ..., (e_last, inf), then missing."""
+    missing = np.isnan(x)
+    counts = np.bincount(np.searchsorted(edges, x[~missing], side="left"), minlength=len(edges) + 1)
+    counts = np.append(counts, missing.sum()).astype("float64")
+    return counts / max(len(x), 1)
+
+
+def _labels(values: pd.Series) -> pd.Series:
+    return values.astype("object").where(values.notna(), MISSING).astype(str)
+
+
+def profile_column(values: pd.Series, bands: Bands = Bands()) -> dict:
+    """The reference profile of one column."""
+    if is_numeric(values):
+        x = _numeric(values)
+        present = x[~np.isnan(x)]
+        edges = np.unique(np.quantile(present, np.linspace(0.1, 0.9, 9))) if len(present) else np.array([0.0])
+        quantiles = np.quantile(present, np.linspace(0, 1, N_QUANTILES)) if len(present) else np.array([])
+        return {"kind": "numeric", "edges": edges.tolist(), "shares": _numeric_shares(x, edges).tolist(),
+                "quantiles": quantiles.tolist(), "mean": float(present.mean()) if len(present) else None}
+    counts = _labels(values).value_counts()
+    keep = counts.index[: bands.max_categories].tolist()
+    shares = [float(counts[c]) / max(len(values), 1) for c in keep]
+    return {"kind": "categorical", "categories": [*keep, OTHER],
+            "shares": [*shares, float(counts.iloc[bands.max_categories:].sum()) / max(len(values), 1)]}
+
+
+def build_profile(frame: pd.DataFrame, columns: list[str], bands: Bands = Bands()) -> dict[str, dict]:
+    return {c: profile_column(frame[c], bands) for c in columns if c in frame.columns}
+
+
+def current_shares(values: pd.Series, ref: dict) -> np.ndarray:
+    """The shares of a new population in the reference's bins."""
+    if ref["kind"] == "numeric":
+        return _numeric_shares(_numeric(values), np.asarray(ref["edges"]))
+    cats = ref["categories"][:-1]
+    labels = _labels(values)
+    counts = labels.value_counts()
+    shares = [float(counts.get(c, 0)) / max(len(values), 1) for c in cats]
+    return np.array([*shares, 1.0 - sum(shares)])
+
+
+def psi(reference: np.ndarray, current: np.ndarray, epsilon: float = 1e-4) -> float:
+    ref = np.maximum(np.asarray(reference, dtype="float64"), epsilon)
+    cur = np.maximum(np.asarray(current, dtype="float64"), epsilon)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def ks_statistic(ref_quantiles: list[float], values: pd.Series) -> float | None:
+    """Two-sample KS statistic: the largest gap between the reference's distribution function (from its
+    quantiles) and the new population's, evaluated at every point where either one steps."""
+    q = np.asarray(ref_quantiles, dtype="float64")
+    x = _numeric(values)
+    x = np.sort(x[~np.isnan(x)])
+    if not len(q) or not len(x):
+        return None
+    grid = np.union1d(q, np.unique(x))
+    f_ref = np.searchsorted(q, grid, side="right") / len(q)
+    f_cur = np.searchsorted(x, grid, side="right") / len(x)
+    return float(np.max(np.abs(f_ref - f_cur)))
+
+
+def compare(profile: dict[str, dict], frame: pd.DataFrame, bands: Bands = Bands()) -> pd.DataFrame:
+    """PSI, KS and band per profiled column present in `frame`, worst first. Columns: feature, psi, ks, band,
+    reference_mean, current_mean."""
+    rows = []
+    for col, ref in profile.items():
+        if col not in frame.columns:
+            continue
+        cur = current_shares(frame[col], ref)
+        value = psi(np.asarray(ref["shares"]), cur, bands.epsilon)
+        numeric = ref["kind"] == "numeric"
+        x = _numeric(frame[col]) if numeric else None
+        rows.append({
+            "feature": col, "psi": value, "ks": ks_statistic(ref["quantiles"], frame[col]) if numeric else None,
+            "band": bands.band(value), "reference_mean": ref.get("mean"),
+            "current_mean": float(np.nanmean(x)) if numeric and (~np.isnan(x)).any() else None,
+        })
+    out = pd.DataFrame(rows, columns=["feature", "psi", "ks", "band", "reference_mean", "current_mean"])
+    return out.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def bin_labels(ref: dict) -> list[str]:
+    if ref["kind"] == "categorical":
+        return list(ref["categories"])
+    e = [f"{v:.4g}" for v in ref["edges"]]
+    return [f"≤ {e[0]}", *(f"{a} – {b}" for a, b in zip(e, e[1:], strict=False)), f"> {e[-1]}", MISSING]
+
+
+def distribution_rows(ref: dict, values: pd.Series) -> list[tuple[str, str, str]]:
+    """(bin, reference share, current share) for the bins either population has: the small table the score
+    asset shows."""
+    cur = current_shares(values, ref)
+    return [(label, f"{r:.1%}", f"{c:.1%}") for label, r, c in zip(bin_labels(ref), ref["shares"], cur, strict=True)
+            if r > 0 or c > 0]

@@ -1,0 +1,114 @@
+"""Issue 4's proof through the real `scorehouse` CLI, with real receivers on 127.0.0.1: a webhook (HTTP), a
+Slack channel that is down, and email over SMTP (aiosmtpd).
+
+  run on the base population            -> no drift alert
+  run on a shifted population           -> exactly one drift alert per channel, naming the drifted features
+                                           of every model; the down channel is retried, recorded, and the run
+                                           still succeeds
+  the same run again                    -> no alert (deduplicated)
+  a retrain whose benchmark gate fails  -> a check-failure alert with the figures and a run-failure alert
+Secrets (the Slack URL's token, the SMTP password) appear nowhere: not in output, logs or alert bodies.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.receivers import HttpReceiver, SmtpReceiver, closed_url
+
+pytestmark = pytest.mark.e2e
+SCOREHOUSE = str(Path(sys.executable).parent / "scorehouse")
+MODELS = ("churn", "segments", "recommendations", "credit_risk", "clv")
+SECRET = "s3cr3t-token"
+PASSWORD = "hunter2-smtp-pass"
+
+
+def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([SCOREHOUSE, *args], capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    """Everything the proof does, once; the tests below read what each step produced."""
+    root = tmp_path_factory.mktemp("drift")
+    home = root / "H"
+    with HttpReceiver() as hook, SmtpReceiver() as smtp:
+        env = {"SCOREHOUSE_ALERT_WEBHOOK_URL": hook.url(), "SCOREHOUSE_ALERT_SLACK_URL": closed_url(),
+               "SCOREHOUSE_ALERT_SMTP_HOST": smtp.address, "SCOREHOUSE_ALERT_EMAIL_TO": "oncall@bank.test",
+               "SCOREHOUSE_ALERT_SMTP_PASSWORD": PASSWORD, "SCOREHOUSE_UI_URL": "http://dagster.bank.test:3000"}
+        for args in (("--seed", "1", "--out", str(root / "base")),
+                     ("--seed", "2", "--drift", "0.5", "--out", str(root / "drifted"))):
+            assert cli("generate", "--customers", "5000", *args, env=env).returncode == 0
+        steps = {}
+        for name, landing in (("base", "base"), ("drifted", "drifted"), ("again", "drifted")):
+            n_hook, n_mail = len(hook.received), len(smtp.messages)
+            run = cli("run", "--landing", str(root / landing), "--home", str(home), env=env)
+            steps[name] = {"run": run, "hook": hook.bodies()[n_hook:], "mail": smtp.messages[n_mail:]}
+        (home / "scorehouse.yaml").write_text("models:\n  churn:\n    gate:\n      min: {auc: 0.999}\n")
+        n_hook = len(hook.received)
+        run = cli("run", "--job", "train_churn", "--landing", str(root / "drifted"), "--home", str(home), env=env)
+        steps["gate"] = {"run": run, "hook": hook.bodies()[n_hook:]}
+        steps["log"] = cli("alerts", "log", "--home", str(home), env=env)
+    return home, steps
+
+
+def test_same_population_raises_no_drift_alert(scenario):
+    _, steps = scenario
+    base = steps["base"]
+    assert base["run"].returncode == 0, base["run"].stdout[-3000:]
+    assert [b for b in base["hook"] if b["kind"] == "drift"] == []
+    assert not any("drift" in m["Subject"].lower() for m in base["mail"])
+
+
+def test_shifted_population_raises_exactly_one_drift_alert_per_channel(scenario):
+    _, steps = scenario
+    step = steps["drifted"]
+    assert step["run"].returncode == 0, step["run"].stdout[-3000:]  # drift and a down channel never fail a run
+    drift = [b for b in step["hook"] if b["kind"] == "drift"]
+    assert len(drift) == 1
+    alert = drift[0]
+    # one message for all models, each line naming its model and top drifted columns with figures
+    assert {m for m in MODELS if any(d.startswith(f"{m} v1") for d in alert["details"])} == set(MODELS)
+    assert "income PSI" in alert["text"] and "PSI warn >= 0.1, alert >= 0.25" in alert["what"]
+    assert alert["run_url"] == f"http://dagster.bank.test:3000/runs/{alert['run_id']}"
+    assert alert["look_first"] and alert["severity"] == "error"
+    mails = [m for m in step["mail"] if "drift" in m["Subject"]]
+    assert len(mails) == 1 and "income PSI" in mails[0].get_payload() and mails[0]["To"] == "oncall@bank.test"
+    # the CLI says what was sent and that Slack is down; the failure is recorded
+    out = step["run"].stdout
+    assert "drift: drift in 5 models" in out and "webhook ok" in out and "email ok" in out
+    assert "slack FAILED (ConnectionError" in out
+    log = steps["log"].stdout
+    assert "drift         slack      FAILED 3 attempt(s)" in log and "drift         webhook    ok" in log
+
+
+def test_same_drift_again_is_not_repeated(scenario):
+    _, steps = scenario
+    step = steps["again"]
+    assert step["run"].returncode == 0
+    assert [b for b in step["hook"] if b["kind"] == "drift"] == [] and step["mail"] == []
+    assert "already alerted, not repeated" in step["run"].stdout
+
+
+def test_failed_benchmark_check_and_failed_run_alert(scenario):
+    _, steps = scenario
+    step = steps["gate"]
+    assert step["run"].returncode == 1
+    kinds = {b["kind"]: b for b in step["hook"]}
+    assert set(kinds) == {"check_failure", "run_failure"}
+    check = kinds["check_failure"]
+    assert "churn_gate" in check["title"] and "auc" in check["details"][0] and ">= 0.999" in check["details"][0]
+    assert "churn_gate" in " ".join(kinds["run_failure"]["details"]) and kinds["run_failure"]["job"] == "train_churn"
+
+
+def test_secrets_never_appear(scenario):
+    home, steps = scenario
+    runs = [s for s in steps.values() if isinstance(s, dict)]
+    seen = [s["run"].stdout + s["run"].stderr for s in runs] + [steps["log"].stdout, str([s["hook"] for s in runs])]
+    seen += [m.as_string() for s in runs for m in s.get("mail", [])]
+    seen += [p.read_bytes().decode("latin-1") for p in home.rglob("*") if p.is_file()]  # Dagster's logs too
+    assert not [t for t in seen if SECRET in t or PASSWORD in t]

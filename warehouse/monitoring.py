@@ -1,0 +1,60 @@
+"""`monitoring.drift`: PSI and KS of every scoring run against the champion's reference, kept as history."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import duckdb
+import pandas as pd
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS monitoring;
+CREATE TABLE IF NOT EXISTS monitoring.drift (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    model_version INTEGER NOT NULL,
+    feature VARCHAR NOT NULL,        -- a model input, or a score column (kind = 'score')
+    kind VARCHAR NOT NULL,           -- feature | score
+    psi DOUBLE NOT NULL,
+    ks DOUBLE,                       -- numeric columns only
+    band VARCHAR NOT NULL,           -- stable | warn | alert (monitoring.drift bands in the settings)
+    reference_mean DOUBLE,
+    current_mean DOUBLE,
+    snapshot_date DATE,
+    measured_at TIMESTAMP NOT NULL
+)"""
+
+COLUMNS = ["run_id", "model", "model_version", "feature", "kind", "psi", "ks", "band", "reference_mean",
+           "current_mean", "snapshot_date", "measured_at"]
+
+
+def write_drift(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame, *, run_id: str, model: str, version: int,
+                snapshot_date: date | None) -> None:
+    """Append one scoring run's drift rows (columns of quality.drift.compare plus `kind`). A rerun of the same
+    run (e.g. after a crash) replaces its rows instead of doubling them."""
+    con.execute(DDL)
+    frame = rows.assign(run_id=run_id, model=model, model_version=int(version), snapshot_date=snapshot_date,
+                        measured_at=datetime.now())[COLUMNS]
+    con.register("_drift", frame)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM monitoring.drift WHERE run_id = ? AND model = ?", [run_id, model])
+        con.execute("INSERT INTO monitoring.drift BY NAME SELECT * FROM _drift")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("_drift")
+
+
+def latest_drift(con: duckdb.DuckDBPyConnection, model: str, run_id: str | None = None) -> pd.DataFrame:
+    """The rows of the model's most recent scoring run (or of `run_id`), worst first."""
+    con.execute(DDL)
+    if run_id is not None:
+        return con.execute("SELECT * FROM monitoring.drift WHERE model = ? AND run_id = ? ORDER BY psi DESC",
+                           [model, run_id]).df()
+    return con.execute("""
+        SELECT * FROM monitoring.drift WHERE model = ? AND measured_at = (
+            SELECT max(measured_at) FROM monitoring.drift WHERE model = ?)
+        ORDER BY psi DESC""", [model, model]).df()
