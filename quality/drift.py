@@ -113,7 +113,7 @@ def ks_statistic(ref_quantiles: list[float], values: pd.Series) -> float | None:
 
 def compare(profile: dict[str, dict], frame: pd.DataFrame, bands: Bands = Bands()) -> pd.DataFrame:
     """PSI, KS and band per profiled column present in `frame`, worst first. Columns: feature, psi, ks, band,
-    reference_mean, current_mean."""
+    reference_mean, current_mean (NaN where they do not apply: KS and means of text columns)."""
     rows = []
     for col, ref in profile.items():
         if col not in frame.columns:
@@ -122,12 +122,14 @@ def compare(profile: dict[str, dict], frame: pd.DataFrame, bands: Bands = Bands(
         value = psi(np.asarray(ref["shares"]), cur, bands.epsilon)
         numeric = ref["kind"] == "numeric"
         x = _numeric(frame[col]) if numeric else None
+        ks = ks_statistic(ref["quantiles"], frame[col]) if numeric else None
         rows.append({
-            "feature": col, "psi": value, "ks": ks_statistic(ref["quantiles"], frame[col]) if numeric else None,
-            "band": bands.band(value), "reference_mean": ref.get("mean"),
-            "current_mean": float(np.nanmean(x)) if numeric and (~np.isnan(x)).any() else None,
+            "feature": col, "psi": value, "ks": np.nan if ks is None else ks, "band": bands.band(value),
+            "reference_mean": np.nan if ref.get("mean") is None else ref["mean"],
+            "current_mean": float(np.nanmean(x)) if numeric and (~np.isnan(x)).any() else np.nan,
         })
-    out = pd.DataFrame(rows, columns=["feature", "psi", "ks", "band", "reference_mean", "current_mean"])
+    out = pd.DataFrame(rows, columns=["feature", "psi", "ks", "band", "reference_mean", "current_mean"]).astype(
+        {"psi": "float64", "ks": "float64", "reference_mean": "float64", "current_mean": "float64"})
     return out.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
 
 

@@ -65,3 +65,22 @@ def connect(path: str | Path, read_only: bool = False, memory_limit: str | None 
         yield con
     finally:
         con.close()
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection, frames: dict | None = None):
+    """One transaction with DataFrames registered as views by name: committed if the body returns, rolled
+    back if it raises (readers see all of it or none), the views dropped either way."""
+    frames = frames or {}
+    for name, frame in frames.items():
+        con.register(name, frame)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        yield con
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for name in frames:
+            con.unregister(name)

@@ -7,6 +7,8 @@ from datetime import date, datetime
 import duckdb
 import pandas as pd
 
+from warehouse.db import transaction
+
 DDL = """
 CREATE SCHEMA IF NOT EXISTS monitoring;
 CREATE TABLE IF NOT EXISTS monitoring.drift (
@@ -35,17 +37,9 @@ def write_drift(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame, *, run_id: s
     con.execute(DDL)
     frame = rows.assign(run_id=run_id, model=model, model_version=int(version), snapshot_date=snapshot_date,
                         measured_at=datetime.now())[COLUMNS]
-    con.register("_drift", frame)
-    try:
-        con.execute("BEGIN TRANSACTION")
+    with transaction(con, {"_drift": frame}):
         con.execute("DELETE FROM monitoring.drift WHERE run_id = ? AND model = ?", [run_id, model])
         con.execute("INSERT INTO monitoring.drift BY NAME SELECT * FROM _drift")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("_drift")
 
 
 def latest_drift(con: duckdb.DuckDBPyConnection, model: str, run_id: str | None = None) -> pd.DataFrame:

@@ -8,6 +8,8 @@ from datetime import date, datetime
 import duckdb
 import pandas as pd
 
+from warehouse.db import transaction
+
 
 def write_scores(con: duckdb.DuckDBPyConnection, model: str, scored: pd.DataFrame, *, version: int,
                  snapshot_date: date, run_id: str, scored_at: datetime | None = None,
@@ -15,9 +17,7 @@ def write_scores(con: duckdb.DuckDBPyConnection, model: str, scored: pd.DataFram
     """Replace scores.<model> with `scored` (+ model, version, snapshot, scored_at, run id) and append the
     same rows to scores.<model>_history. Readers see the old table or the new one, never half of it."""
     scored_at = scored_at or datetime.now()
-    con.register("_scored", scored)
-    try:
-        con.execute("BEGIN TRANSACTION")
+    with transaction(con, {"_scored": scored}):
         con.execute(f"""
             CREATE OR REPLACE TABLE scores.{model} AS
             SELECT s.*, '{model}' AS model_name, {int(version)} AS model_version, ?::DATE AS snapshot_date,
@@ -25,10 +25,4 @@ def write_scores(con: duckdb.DuckDBPyConnection, model: str, scored: pd.DataFram
             FROM _scored s ORDER BY {order_by}""", [snapshot_date, scored_at, run_id])
         con.execute(f"CREATE TABLE IF NOT EXISTS scores.{model}_history AS SELECT * FROM scores.{model} LIMIT 0")
         con.execute(f"INSERT INTO scores.{model}_history BY NAME SELECT * FROM scores.{model}")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("_scored")
     return len(scored)
