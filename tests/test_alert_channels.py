@@ -166,3 +166,23 @@ def test_stale_scores_alert_from_the_freshness_checks(tmp_path):
     (body,) = rx.bodies()
     assert body["details"] == ["scores/churn: last updated never; expected within the last 26 h"]
     assert "daily_scoring" in body["look_first"]
+
+
+def test_alerts_test_command_reports_each_channel(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    down = closed_url()
+    with HttpReceiver() as rx:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCOREHOUSE_ALERT_")}
+        env.update(SCOREHOUSE_ALERT_WEBHOOK_URL=rx.url(), SCOREHOUSE_ALERT_SLACK_URL=down)
+        run = subprocess.run([str(Path(sys.executable).parent / "scorehouse"), "alerts", "test", "--home", str(tmp_path)],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 1  # one configured channel failed
+    out = run.stdout
+    assert "webhook    (webhook) ok" in out and "slack      (slack) FAILED: ConnectionError" in out
+    assert "email      (email) skipped: SCOREHOUSE_ALERT_SMTP_HOST, SCOREHOUSE_ALERT_EMAIL_TO not set" in out
+    assert "1 of 2 configured channel(s) worked" in out and "s3cr3t-token" not in out + run.stderr
+    assert [b["kind"] for b in rx.bodies()] == ["test"]
