@@ -33,7 +33,7 @@ from ml import registry
 from ml.errors import NotEnoughData
 from orchestration.resources import Settings, Warehouse
 from quality import drift
-from warehouse.monitoring import latest_drift, write_drift
+from warehouse.monitoring import run_drift, write_drift
 from warehouse.scores import write_scores
 
 LABELS = dg.AssetKey(["features", "labels"])
@@ -144,7 +144,7 @@ def _drift_metadata(reference: dict, scored: Scored, rows: pd.DataFrame, columns
         col = columns[0]
         dist = drift.distribution_rows(reference["scores"][col], scored.frame[col])
         md[f"{col}_vs_reference"] = frame_md(
-            [(b, f"{r} {_bar(float(r[:-1]) / 100)}", f"{c} {_bar(float(c[:-1]) / 100)}") for b, r, c in dist],
+            [(b, f"{r:.1%} {_bar(r)}", f"{c:.1%} {_bar(c)}") for b, r, c in dist],
             [col, f"reference (v{reference['version']}, {reference['snapshot_date']})", "this run"])
     return md
 
@@ -195,10 +195,10 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         with warehouse.connect() as con:
             version = registry.next_version(con, name)
             folder = spec.save(trained.model, warehouse.paths.models, version)
-            registry.register(con, name, version, snapshot_date=trained.snapshot_date, data_hash=trained.data_hash,
-                              features=trained.features, params=cfg.get("params", {}), metrics=trained.metrics,
-                              artifact_path=folder, run_id=context.run.run_id)
-            entry = registry.get(con, name, version=version)
+            entry = registry.register(con, name, version, snapshot_date=trained.snapshot_date,
+                                      data_hash=trained.data_hash, features=trained.features,
+                                      params=cfg.get("params", {}), metrics=trained.metrics, artifact_path=folder,
+                                      run_id=context.run.run_id)
         reference = _reference(context, spec, warehouse, cfg, entry,
                                drift.Bands.from_config(settings.get("monitoring", "drift")))
         (folder / REFERENCE).write_text(json.dumps(reference))
@@ -288,7 +288,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         cfg = settings.get("monitoring", "drift")
         bands = drift.Bands.from_config(cfg)
         with warehouse.connect() as con:
-            rows = latest_drift(con, name, run_id=context.run.run_id)
+            rows = run_drift(con, name, context.run.run_id)
         return drift_result(rows, bands, cfg.get("top_features", 5))
 
     return [challenger, champion, scores], [gate, drift_check]

@@ -140,9 +140,9 @@ def bin_labels(ref: dict) -> list[str]:
     return [f"≤ {e[0]}", *(f"{a} – {b}" for a, b in zip(e, e[1:], strict=False)), f"> {e[-1]}", MISSING]
 
 
-def distribution_rows(ref: dict, values: pd.Series) -> list[tuple[str, str, str]]:
+def distribution_rows(ref: dict, values: pd.Series) -> list[tuple[str, float, float]]:
     """(bin, reference share, current share) for the bins either population has: the small table the score
     asset shows."""
     cur = current_shares(values, ref)
-    return [(label, f"{r:.1%}", f"{c:.1%}") for label, r, c in zip(bin_labels(ref), ref["shares"], cur, strict=True)
+    return [(label, float(r), float(c)) for label, r, c in zip(bin_labels(ref), ref["shares"], cur, strict=True)
             if r > 0 or c > 0]

@@ -64,4 +64,4 @@ def test_categorical_new_values_pool_into_other_and_show_as_drift():
 def test_distribution_rows_show_reference_and_current_shares():
     ref = drift.profile_column(pd.Series(["Low"] * 80 + ["High"] * 20))
     rows = drift.distribution_rows(ref, pd.Series(["Low"] * 50 + ["High"] * 50))
-    assert rows == [("Low", "80.0%", "50.0%"), ("High", "20.0%", "50.0%")]
+    assert rows == [("Low", pytest.approx(0.8), pytest.approx(0.5)), ("High", pytest.approx(0.2), pytest.approx(0.5))]

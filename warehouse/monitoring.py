@@ -42,13 +42,8 @@ def write_drift(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame, *, run_id: s
         con.execute("INSERT INTO monitoring.drift BY NAME SELECT * FROM _drift")
 
 
-def latest_drift(con: duckdb.DuckDBPyConnection, model: str, run_id: str | None = None) -> pd.DataFrame:
-    """The rows of the model's most recent scoring run (or of `run_id`), worst first."""
+def run_drift(con: duckdb.DuckDBPyConnection, model: str, run_id: str) -> pd.DataFrame:
+    """The model's rows of one scoring run, worst first."""
     con.execute(DDL)
-    if run_id is not None:
-        return con.execute("SELECT * FROM monitoring.drift WHERE model = ? AND run_id = ? ORDER BY psi DESC",
-                           [model, run_id]).df()
-    return con.execute("""
-        SELECT * FROM monitoring.drift WHERE model = ? AND measured_at = (
-            SELECT max(measured_at) FROM monitoring.drift WHERE model = ?)
-        ORDER BY psi DESC""", [model, model]).df()
+    return con.execute("SELECT * FROM monitoring.drift WHERE model = ? AND run_id = ? ORDER BY psi DESC",
+                       [model, run_id]).df()
