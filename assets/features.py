@@ -5,6 +5,7 @@ import dagster as dg
 
 from assets.metadata import frame_md, table_metadata
 from orchestration.resources import Settings, Source, Warehouse
+from warehouse import failpoints
 from warehouse import features as F
 from warehouse.contract import TABLES
 
@@ -26,6 +27,7 @@ def _feature_asset(name: str, builder, deps: list[dg.AssetKey], description: str
             n = builder(con, snap)
             md = table_metadata(con, f"features.{name}")
         context.log.info(f"features.{name}: {n:,} customers as of {snap}")
+        failpoints.reached("features")
         return dg.MaterializeResult(metadata={**md, "snapshot_date": str(snap)})
 
     return _asset

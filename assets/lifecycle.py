@@ -33,6 +33,7 @@ from ml import registry
 from ml.errors import NotEnoughData
 from orchestration.resources import Settings, Warehouse
 from quality import drift
+from warehouse import failpoints
 from warehouse.monitoring import run_drift, write_drift
 from warehouse.scores import write_scores
 
@@ -192,16 +193,25 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             trained = None
         if trained is None:
             return  # logged why; nothing downstream runs, the champion and its scores stay as they are
+        # Artifacts and reference profile first, the registry row last: a run killed in between leaves no
+        # version half made (the next run reuses the number and overwrites the folder).
         with warehouse.connect() as con:
             version = registry.next_version(con, name)
-            folder = spec.save(trained.model, warehouse.paths.models, version)
-            entry = registry.register(con, name, version, snapshot_date=trained.snapshot_date,
-                                      data_hash=trained.data_hash, features=trained.features,
-                                      params=cfg.get("params", {}), metrics=trained.metrics, artifact_path=folder,
-                                      run_id=context.run.run_id)
+        folder = spec.save(trained.model, warehouse.paths.models, version)
+        entry = registry.Entry(name, version, "challenger", trained.metrics, str(folder), trained.snapshot_date,
+                               trained.features)
         reference = _reference(context, spec, warehouse, cfg, entry,
                                drift.Bands.from_config(settings.get("monitoring", "drift")))
         (folder / REFERENCE).write_text(json.dumps(reference))
+        failpoints.reached("training")
+        with warehouse.connect() as con:
+            abandoned = registry.abandon_challengers(con, name, context.run.run_id)
+            registry.register(con, name, version, snapshot_date=trained.snapshot_date, data_hash=trained.data_hash,
+                              features=trained.features, params=cfg.get("params", {}), metrics=trained.metrics,
+                              artifact_path=folder, run_id=context.run.run_id)
+        if abandoned:
+            context.log.warning(f"{name}: earlier challenger(s) {abandoned} never reached their gate (their run "
+                                "ended first); marked abandoned")
         yield dg.MaterializeResult(metadata={"version": version, **_scalars(trained.metrics), "artifact": str(folder),
                                              **trained.metadata})
 
@@ -268,6 +278,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         with warehouse.connect() as con:
             n = write_scores(con, name, scored.frame, version=entry.version, snapshot_date=scored.snapshot_date,
                              run_id=context.run.run_id, order_by=scored.order_by)
+            failpoints.reached("scoring")
             if rows is not None:
                 write_drift(con, rows, run_id=context.run.run_id, model=name, version=entry.version,
                             snapshot_date=scored.snapshot_date)

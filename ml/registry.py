@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS ml.model_registry (
     params JSON,
     metrics JSON,
     artifact_path VARCHAR,
-    alias VARCHAR NOT NULL,          -- challenger | champion | retired | rejected
+    alias VARCHAR NOT NULL,          -- challenger | champion | retired | rejected | abandoned
     note VARCHAR,                    -- why it was promoted or rejected
     run_id VARCHAR,
     PRIMARY KEY (model, version)
@@ -84,6 +84,19 @@ def register(con: duckdb.DuckDBPyConnection, model: str, version: int, *, snapsh
          json.dumps(metrics), str(artifact_path), alias, run_id],
     )
     return Entry(model, version, alias, metrics, str(artifact_path), snapshot_date, features)
+
+
+def abandon_challengers(con: duckdb.DuckDBPyConnection, model: str, run_id: str) -> list[int]:
+    """Mark `abandoned` the challengers other runs registered and never gated (killed before their gate):
+    only the newest challenger is ever gated, and a stale one must not be promoted later."""
+    ensure_registry(con)
+    stale = [v for (v,) in con.execute(
+        "SELECT version FROM ml.model_registry WHERE model = ? AND alias = 'challenger' AND run_id IS DISTINCT FROM ? "
+        "ORDER BY version", [model, run_id]).fetchall()]
+    if stale:
+        con.execute("UPDATE ml.model_registry SET alias = 'abandoned', note = 'its run ended before the gate' "
+                    f"WHERE model = ? AND version IN ({', '.join(map(str, stale))})", [model])
+    return stale
 
 
 def _entry(row) -> Entry | None:

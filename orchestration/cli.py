@@ -121,6 +121,8 @@ def _summary(home: Home, result, run_id: str) -> None:
         print(f"  ✗ step {ev.step_key}: {_failure_message(ev.event_specific_data.error)}")
     print(f"\nRun {run_id}: {'SUCCESS' if result.success else 'FAILURE'}")
     print(f"Home: {home.root}  (warehouse.duckdb, dagster/ run history)")
+    if home.serving.exists():
+        print(f"BI:   {home.serving} (open read-only: duckdb -readonly {home.serving}; docs/bi.md)")
     print(f"UI:   make ui  (or scorehouse ui --home {home.root}), then http://{UI_HOST}:3000/runs/{run_id}")
 
 
@@ -224,6 +226,31 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0 if configured and worked == configured else 1
 
 
+# ---------------------------------------------------------------- rollback
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from warehouse.serving import ServingError, current_version, read_manifest, rollback, versions
+
+    home = Home.resolve(args.home)
+    if args.list:
+        current = current_version(home)
+        for v in versions(home):
+            m = read_manifest(v)
+            print(f"{'*' if v == current else ' '} {v.name}  run {m[0][4] if m else '?'}  "
+                  f"{len(m)} tables and views")
+        return 0
+    try:
+        target = rollback(home, args.to)
+    except ServingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    rows = read_manifest(home.serving)
+    print(f"{home.serving} now serves {target.name} (published {rows[0][3]:%Y-%m-%d %H:%M:%S} by run {rows[0][4]}):")
+    for name, kind, n, *_ in rows:
+        print(f"  {name:<28}{kind:<6}{n:>12,}")
+    print("The next pipeline run publishes again over it.")
+    return 0
+
+
 # ---------------------------------------------------------------- ui
 def cmd_ui(args: argparse.Namespace) -> int:
     import psutil
@@ -297,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--home")
     a.add_argument("--limit", type=int, default=30, help="log: how many deliveries")
     a.set_defaults(func=cmd_alerts)
+
+    b = sub.add_parser("rollback", help="serve the previous serving file again (BI reads <home>/serving.duckdb)")
+    b.add_argument("--home")
+    b.add_argument("--to", help="a version name from --list instead of the previous one")
+    b.add_argument("--list", action="store_true", help="list the kept versions (* = served now)")
+    b.set_defaults(func=cmd_rollback)
 
     u = sub.add_parser("ui", help="start the Dagster webserver and daemon on 127.0.0.1 for a home")
     u.add_argument("--home")

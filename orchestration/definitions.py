@@ -8,6 +8,7 @@ from assets.features import feature_assets, feature_checks
 from assets.ingest import raw_assets
 from assets.models import SPECS, model_assets, model_checks
 from assets.quality import gx_checks
+from assets.serving import build_publish
 from orchestration.jobs import build_jobs, build_schedules, due_selection
 from orchestration.resources import resources_for_env
 from orchestration.sensors import build_alert_sensors, build_freshness, build_landing_sensor
@@ -24,11 +25,11 @@ def _due() -> list[dg.AssetKey] | None:
     return due_selection(defs.resolve_job_def("scorehouse"), home, load_settings(home), MODELS)
 
 
-freshness_checks, freshness_sensor = build_freshness(
-    [a.key for a in model_assets if a.key.path[0] == "scores"], settings["monitoring"]["freshness"]["max_age_hours"])
+SCORE_KEYS = [a.key for a in model_assets if a.key.path[0] == "scores"]
+freshness_checks, freshness_sensor = build_freshness(SCORE_KEYS, settings["monitoring"]["freshness"]["max_age_hours"])
 
 defs = dg.Definitions(
-    assets=[*raw_assets, *feature_assets, *model_assets],
+    assets=[*raw_assets, *feature_assets, *model_assets, build_publish(SCORE_KEYS)],
     asset_checks=[*gx_checks, *feature_checks, *model_checks, *freshness_checks],
     jobs=list(jobs.values()),
     schedules=build_schedules(settings, jobs),

@@ -4,9 +4,9 @@ DuckDB allows one writing process per file: steps run in this process, one after
 the `warehouse` pool slot (limit 1), and the run queue starts one writing run at a time (tag limit in the
 home's dagster.yaml), so a schedule tick and a manual run wait for each other instead of interleaving.
 
-  scorehouse      everything: ingest, validate, features, train + gate + promote, score (the CLI and the
+  scorehouse      everything: ingest, validate, features, train + gate + promote, score, publish (the CLI and the
                   landing sensor leave out models whose champion is not due: `due_selection`)
-  score           the daily run: ingest, validate, features, score with the current champions (no training)
+  score           the daily run: ingest, validate, features, score with the current champions, publish for BI
   retrain         the weekly run: ingest, validate, features, train every model behind its gate (no scoring)
   train_<model>   one model alone, on the features already built
   features        ingest, validate, features (no models)
@@ -29,6 +29,7 @@ from orchestration.home import WRITES
 
 TRAINING = dg.AssetSelection.groups("training")
 SCORING = dg.AssetSelection.groups("scoring")
+SERVING = dg.AssetSelection.groups("serving")
 
 
 def _job(name: str, selection: dg.AssetSelection, description: str,
@@ -42,9 +43,9 @@ def build_jobs(model_names: list[str]) -> list[dg.UnresolvedAssetJobDefinition]:
         _job("scorehouse", dg.AssetSelection.all(), "The whole pipeline: ingest the landing files, validate, build "
              "features, train and gate the models that are due (no champion, or one older than "
              "models.retrain_after_days, when launched by `scorehouse run` or the landing sensor), score every "
-             "customer and measure drift."),
-        _job("score", SCORING.upstream() - TRAINING, "Daily: ingest new landing files, build features and score "
-             "every customer with each model's current champion."),
+             "customer, measure drift and publish the serving file for BI."),
+        _job("score", (SCORING | SERVING).upstream() - TRAINING, "Daily: ingest new landing files, build features, "
+             "score every customer with each model's current champion and publish the serving file."),
         _job("retrain", TRAINING.upstream(), "Weekly: ingest, build features, train a challenger per model; each "
              "is promoted only if its gate passes."),
         _job("features", dg.AssetSelection.groups("ingest", "features"), "Ingest, validate and build the feature "

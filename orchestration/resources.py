@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ import dagster as dg
 import duckdb
 
 from orchestration.settings import load_settings
-from warehouse.db import Home, connect
+from warehouse.db import Home, connect, run_lock
 from warehouse.schema import ensure_schemas
 from warehouse.sources import SourceConfig, load_source
 
@@ -23,6 +24,20 @@ class Warehouse(dg.ConfigurableResource):
     memory_limit: str = "2GB"
     threads: int | None = None
     lock_wait_seconds: float = 60.0  # another process (e.g. a run from the CLI) may hold the file briefly
+    run_lock_wait_seconds: float = 7200.0  # a second run of the same home waits this long for the first
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext):
+        # One run per home from start to end, whoever launched it (CLI, schedule, sensor, UI): steps of two
+        # runs never interleave, and the second waits, or fails saying which run holds the home.
+        who = f"run {context.run_id}" if context.run_id else "a Dagster run"
+        def on_wait(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)  # the CLI shows only errors of the console log
+            if context.log:
+                context.log.warning(message)
+
+        with run_lock(self.paths.run_lock, who, self.run_lock_wait_seconds, on_wait=on_wait):
+            yield self
 
     @property
     def paths(self) -> Home:
@@ -98,7 +113,8 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
     # Landing: the environment, else the source config's own `landing:`, else <home>/landing.
     landing = os.environ.get("SCOREHOUSE_LANDING") or load_source(source).default_landing or str(home.root / "landing")
     return {
-        "warehouse": Warehouse(home=str(home.root), memory_limit=wh["memory_limit"], threads=wh["threads"]),
+        "warehouse": Warehouse(home=str(home.root), memory_limit=wh["memory_limit"], threads=wh["threads"],
+                               run_lock_wait_seconds=wh["run_lock_wait_seconds"]),
         "source": Source(source=source, landing=landing),
         "settings": Settings(home=str(home.root), source=source),
     }

@@ -20,7 +20,7 @@ def test_every_asset_has_docstring_group_kinds_and_pool():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description, f"{key} has no description"
-        assert node.group_name in {"ingest", "features", "training", "scoring"}, key
+        assert node.group_name in {"ingest", "features", "training", "scoring", "serving"}, key
         assert node.kinds, f"{key} has no kinds"
         assert node.pools == {"warehouse"}, f"{key} does not run in the warehouse pool"
 
@@ -39,7 +39,10 @@ def test_jobs_sensor_and_checks():
         assert job.run_tags.get("scorehouse/warehouse") == "write", name  # queued one writing run at a time
         # every step that opens the DuckDB file, checks included, holds the one `warehouse` slot (Dagster's
         # freshness checks read only its own storage)
-        assert {n.definition.pool for n in job.graph.nodes if "freshness" not in n.name} == {"warehouse"}, name
+        assert {op.pool for op in job.graph.iterate_op_defs() if "freshness" not in op.name} == {"warehouse"}, name
+        # BI's serving file is published by every job that scores, and only by those
+        published = dg.AssetKey(["serving", "published"]) in job.asset_layer.executable_asset_keys
+        assert published == (name in ("scorehouse", "score")), name
     for model in ("churn", "segments", "recommendations", "credit_risk", "clv"):
         assert (f"scores/{model}", f"{model}_drift") in checks and (f"scores/{model}", "freshness_check") in checks
 

@@ -37,6 +37,22 @@ class Home:
         return self.root / "models"
 
     @property
+    def serving(self) -> Path:
+        return self.root / "serving.duckdb"
+
+    @property
+    def serving_versions(self) -> Path:
+        return self.root / "serving"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def run_lock(self) -> Path:
+        return self.root / "run.lock"
+
+    @property
     def tmp(self) -> Path:
         return self.root / "tmp"
 
@@ -65,6 +81,45 @@ def connect(path: str | Path, read_only: bool = False, memory_limit: str | None 
         yield con
     finally:
         con.close()
+
+
+class RunLockTimeout(RuntimeError):
+    pass
+
+
+@contextmanager
+def run_lock(path: Path, holder: str, wait_seconds: float, on_wait=print, poll_seconds: float = 0.5):
+    """One pipeline run per home at a time: an exclusive `flock` on `path`, held for the whole run.
+
+    The kernel drops the lock when the process ends, however it ends (SIGKILL included), so a crashed run never
+    blocks the next one. A second run waits up to `wait_seconds` (saying once who holds the lock), then fails
+    with a message naming the holder.
+    """
+    import fcntl
+    import time
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline, told = time.monotonic() + wait_seconds, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                other = Path(path).read_text().strip() or "another process"
+                if time.monotonic() >= deadline:
+                    raise RunLockTimeout(f"{other} holds {path} (one run per home at a time); waited "
+                                         f"{wait_seconds:.0f}s (warehouse.run_lock_wait_seconds)") from None
+                if not told:
+                    on_wait(f"waiting for {other} to finish (one run per home at a time: {path})")
+                    told = True
+                time.sleep(poll_seconds)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{holder} (pid {os.getpid()})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from warehouse import failpoints
 from warehouse.contract import BOOL, DATE, INT, LINEAGE, NUM, TABLES, TEXT, TS, Table
 from warehouse.db import has_rows
 from warehouse.readers import (
@@ -381,6 +382,7 @@ def _write(con, contract: Table, path: Path, rel: str, st, checksum: str, finger
             [contract.name, rel, str(path.resolve()), st.st_size, st.st_mtime_ns, checksum, fingerprint,
              read, loaded, quarantined, now],
         )
+        failpoints.reached("ingest")
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

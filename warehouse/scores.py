@@ -14,8 +14,9 @@ from warehouse.db import transaction
 def write_scores(con: duckdb.DuckDBPyConnection, model: str, scored: pd.DataFrame, *, version: int,
                  snapshot_date: date, run_id: str, scored_at: datetime | None = None,
                  order_by: str = "customer_id") -> int:
-    """Replace scores.<model> with `scored` (+ model, version, snapshot, scored_at, run id) and append the
-    same rows to scores.<model>_history. Readers see the old table or the new one, never half of it."""
+    """Replace scores.<model> with `scored` (+ model, version, snapshot, scored_at, run id) and put the same
+    rows in scores.<model>_history in place of any earlier ones of the same snapshot and version. Readers see
+    the old tables or the new ones, never half of them."""
     scored_at = scored_at or datetime.now()
     with transaction(con, {"_scored": scored}):
         con.execute(f"""
@@ -24,5 +25,9 @@ def write_scores(con: duckdb.DuckDBPyConnection, model: str, scored: pd.DataFram
                    ?::TIMESTAMP AS scored_at, ? AS run_id
             FROM _scored s ORDER BY {order_by}""", [snapshot_date, scored_at, run_id])
         con.execute(f"CREATE TABLE IF NOT EXISTS scores.{model}_history AS SELECT * FROM scores.{model} LIMIT 0")
+        # One set of rows per snapshot and model version: a rerun (after a crash, or twice a day on the same
+        # data) replaces its earlier rows instead of doubling them.
+        con.execute(f"DELETE FROM scores.{model}_history WHERE snapshot_date IS NOT DISTINCT FROM ?::DATE "
+                    "AND model_version = ?", [snapshot_date, int(version)])
         con.execute(f"INSERT INTO scores.{model}_history BY NAME SELECT * FROM scores.{model}")
     return len(scored)

@@ -1,0 +1,305 @@
+"""The serving file BI opens: `<home>/serving.duckdb`, built beside the working database and swapped in by rename.
+
+DuckDB lets one process write a file and no other process read it meanwhile, so BI never opens
+`warehouse.duckdb`. Publishing copies the scored tables (only their shareable columns), a few dimensions, the
+registry and drift summaries and the views BI needs into a new file under `<home>/serving/`, checkpoints and
+fsyncs it, then makes `serving.duckdb` point at it with one `rename` (a hard link to the version file). A reader
+that opened the old file keeps reading the old file; a reader that opens after the rename sees the new one whole.
+The table `manifest` says what each published table holds. Earlier versions stay for `rollback`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from warehouse import failpoints
+from warehouse.db import Home
+
+MANIFEST = "manifest"
+# What BI reads besides scores.*: (name in the serving file, source table, columns or None for the shareable ones)
+REGISTRY_COLUMNS = ["model", "version", "alias", "trained_at", "snapshot_date", "metrics", "note"]
+DRIFT_COLUMNS = ["run_id", "model", "model_version", "feature", "kind", "psi", "ks", "band", "reference_mean",
+                 "current_mean", "snapshot_date", "measured_at"]
+DIMENSIONS = {"bi.customers": "raw.customers", "bi.agencies": "raw.agencies", "bi.products": "raw.products"}
+
+
+class ServingError(RuntimeError):
+    pass
+
+
+@dataclass
+class Published:
+    version: Path  # the version file serving.duckdb now points at
+    tables: list[tuple[str, str, int]]  # (table_name, kind, row_count), as in the manifest
+    exports: list[Path]
+    pruned: list[Path]
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _tables(con: duckdb.DuckDBPyConnection, catalog: str, schema: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? "
+        "AND table_type = 'BASE TABLE' ORDER BY table_name", [catalog, schema]).fetchall()]
+
+
+def _columns(con: duckdb.DuckDBPyConnection, catalog: str, table: str) -> list[str]:
+    schema, name = table.split(".")
+    return [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
+        "AND table_name = ? ORDER BY ordinal_position", [catalog, schema, name]).fetchall()]
+
+
+def shareable_columns(table: str, columns: list[str], shareable: dict) -> list[str]:
+    """The columns of `table` that settings `serving.shareable` allow out of the warehouse: `all`, or a list
+    (in the table's order). A table not named there is not published at all."""
+    rule = next((v for k, v in shareable.items() if fnmatch.fnmatchcase(table, k)), None)
+    if rule is None:
+        return []
+    if rule == "all":
+        return list(columns)
+    allowed = set(rule)
+    return [c for c in columns if c in allowed]
+
+
+def _customer_scores_sql(present: dict[str, list[str]]) -> str | None:
+    """One row per scored customer: dimensions, segment, churn, credit grade, CLV tier, top 3 products."""
+    parts = {  # table -> (alias, [(column, name in the view)])
+        "scores.segments": ("seg", [("segment_name", "segment_name"), ("rfm_segment", "rfm_segment")]),
+        "scores.churn": ("ch", [("churn_probability", "churn_probability"), ("risk_level", "churn_risk_level"),
+                                ("recommended_action", "retention_action")]),
+        "scores.credit_risk": ("cr", [("grade", "credit_grade"), ("pd", "probability_of_default")]),
+        "scores.clv": ("clv", [("clv", "clv"), ("clv_tier", "clv_tier"), ("p_alive", "p_alive")]),
+    }
+    scored = [t for t in (*parts, "scores.recommendations") if "customer_id" in present.get(t, [])]
+    if not scored:
+        return None
+    base = " UNION ".join(f"SELECT customer_id FROM {t}" for t in scored)
+    select, joins = ["ids.customer_id"], []
+    dims = present.get("bi.customers", [])
+    if "customer_id" in dims:
+        select += [f"cu.{_q(c)}" for c in dims if c != "customer_id"]
+        joins.append("LEFT JOIN bi.customers cu ON cu.customer_id = ids.customer_id")
+        agencies = present.get("bi.agencies", [])
+        if "agency_id" in dims and "agency_id" in agencies and "agency_name" in agencies:
+            select.append("ag.agency_name")
+            joins.append("LEFT JOIN bi.agencies ag ON ag.agency_id = cu.agency_id")
+    for table, (alias, cols) in parts.items():
+        have = [(c, n) for c, n in cols if c in present.get(table, [])]
+        if "customer_id" in present.get(table, []) and have:
+            select += [f"{alias}.{_q(c)} AS {_q(n)}" for c, n in have]
+            joins.append(f"LEFT JOIN {table} {alias} ON {alias}.customer_id = ids.customer_id")
+    recs = present.get("scores.recommendations", [])
+    if {"customer_id", "rank"} <= set(recs) and ("product_name" in recs or "product_id" in recs):
+        label = "coalesce(product_name, product_id)" if "product_name" in recs else "product_id"
+        select.append("rec.top_products")
+        joins.append(f"""LEFT JOIN (SELECT customer_id, string_agg({label}, ', ' ORDER BY rank) AS top_products
+                                    FROM scores.recommendations WHERE rank <= 3 GROUP BY customer_id) rec
+                         ON rec.customer_id = ids.customer_id""")
+    snapshots = [f"{parts[t][0]}.snapshot_date" for t in parts if "snapshot_date" in present.get(t, [])
+                 and any(j.startswith(f"LEFT JOIN {t} ") for j in joins)]
+    if snapshots:
+        select.append(f"coalesce({', '.join(snapshots)}) AS snapshot_date")
+    return (f"SELECT {', '.join(select)} FROM ({base}) ids\n" + "\n".join(joins))
+
+
+VIEWS = {
+    "bi.model_summary": """
+        SELECT model, version, alias, trained_at, snapshot_date, metrics, note
+        FROM ml.model_registry WHERE alias = 'champion'""",
+    "bi.drift_summary": """
+        SELECT d.model, d.model_version, d.feature, d.kind, d.psi, d.ks, d.band, d.snapshot_date, d.measured_at
+        FROM monitoring.drift d
+        JOIN (SELECT model, arg_max(run_id, measured_at) AS run_id FROM monitoring.drift GROUP BY model) last
+          USING (model, run_id)""",
+}
+
+
+def _build(con: duckdb.DuckDBPyConnection, src: str, shareable: dict, run_id: str, now: datetime
+           ) -> list[tuple[str, str, int]]:
+    """Fill the attached, empty catalog `srv` from the working catalog `src`; return the manifest rows."""
+    present: dict[str, list[str]] = {}
+
+    def copy(target: str, source: str, columns: list[str]) -> None:
+        if not columns:
+            return
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS srv.{target.split('.')[0]}")
+        con.execute(f"CREATE TABLE srv.{target} AS SELECT {', '.join(_q(c) for c in columns)} "
+                    f"FROM {src}.{source}")
+        present[target] = columns
+
+    for name in _tables(con, src, "scores"):
+        if name.endswith("_history"):
+            continue  # history goes to the Parquet exports, by snapshot date
+        table = f"scores.{name}"
+        copy(table, table, shareable_columns(table, _columns(con, src, table), shareable))
+    for target, source in DIMENSIONS.items():
+        if source.split(".")[1] in _tables(con, src, "raw"):
+            copy(target, source, shareable_columns(source, _columns(con, src, source), shareable))
+    if "model_registry" in _tables(con, src, "ml"):
+        copy("ml.model_registry", "ml.model_registry", REGISTRY_COLUMNS)
+    if "drift" in _tables(con, src, "monitoring"):
+        copy("monitoring.drift", "monitoring.drift", DRIFT_COLUMNS)
+
+    versions = {}
+    if "ml.model_registry" in present:
+        versions = dict(con.execute(
+            "SELECT model, max(version) FROM srv.ml.model_registry WHERE alias = 'champion' GROUP BY model").fetchall())
+    views = {}
+    customer_scores = _customer_scores_sql(present)
+    if customer_scores:
+        views["bi.customer_scores"] = customer_scores
+    if "ml.model_registry" in present:
+        views["bi.model_summary"] = VIEWS["bi.model_summary"]
+    if "monitoring.drift" in present:
+        views["bi.drift_summary"] = VIEWS["bi.drift_summary"]
+    # Views are bound inside the serving catalog, so their names resolve there when BI opens the file alone.
+    con.execute("USE srv")
+    try:
+        con.execute("CREATE SCHEMA IF NOT EXISTS bi")
+        for name, sql in views.items():
+            con.execute(f"CREATE VIEW {name} AS {sql}")
+        rows = []
+        for name, kind in [*((t, "table") for t in present), *((v, "view") for v in views)]:
+            n = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+            model = name.split(".")[1] if name.startswith("scores.") else None
+            mv = {model: versions[model]} if model in versions else (versions if kind == "view" else {})
+            rows.append((name, kind, n, now, run_id, json.dumps(mv, sort_keys=True)))
+        con.execute(f"""CREATE TABLE main.{MANIFEST} (table_name VARCHAR, kind VARCHAR, row_count BIGINT,
+                        published_at TIMESTAMP, run_id VARCHAR, model_versions JSON)""")
+        con.executemany(f"INSERT INTO main.{MANIFEST} VALUES (?, ?, ?, ?, ?, ?)", rows)
+    finally:
+        con.execute(f"USE {_q(src)}")
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _point_serving_at(home: Home, version: Path) -> None:
+    """serving.duckdb becomes `version` in one rename: readers see the old file or the new one, never a mix."""
+    tmp = home.serving.with_name(home.serving.name + ".swap")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(version, tmp)  # the same file under a second name: no copy
+    except OSError:
+        shutil.copyfile(version, tmp)  # a file system without hard links
+    os.replace(tmp, home.serving)
+    _fsync(home.root)
+
+
+def versions(home: Home) -> list[Path]:
+    """Complete serving versions, oldest first (names start with the publish time)."""
+    return sorted(home.serving_versions.glob("*.duckdb")) if home.serving_versions.is_dir() else []
+
+
+def current_version(home: Home) -> Path | None:
+    if not home.serving.exists():
+        return None
+    st = home.serving.stat()
+    return next((v for v in versions(home) if v.stat().st_ino == st.st_ino and v.stat().st_dev == st.st_dev), None)
+
+
+def publish(con: duckdb.DuckDBPyConnection, home: Home, *, run_id: str, shareable: dict, keep_previous: int = 3,
+            exports: bool = True, now: datetime | None = None) -> Published:
+    """Publish what the working database `con` holds now; see the module docstring."""
+    now = now or datetime.now()
+    folder = home.serving_versions
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.tmp*"):  # a publish killed half way
+        stale.unlink()
+    src = con.execute("SELECT current_database()").fetchone()[0]
+    name = f"{now:%Y%m%dT%H%M%S%f}-{run_id[:8] or 'manual'}.duckdb"
+    tmp = folder / (name + ".tmp")
+    con.execute(f"ATTACH {_sql_str(str(tmp))} AS srv")
+    try:
+        rows = _build(con, src, shareable, run_id, now)
+        con.execute("CHECKPOINT srv")
+    finally:
+        con.execute("DETACH srv")
+    written = _export_parquet(con, src, home, shareable) if exports else []
+    _fsync(tmp)
+    os.chmod(tmp, 0o444)  # BI opens it read-only; a tool that tries to write gets an error, not a lock
+    failpoints.reached("publish")
+    final = folder / name
+    os.replace(tmp, final)
+    _point_serving_at(home, final)
+    return Published(final, rows, written, prune(home, keep_previous))
+
+
+def prune(home: Home, keep_previous: int) -> list[Path]:
+    """Delete versions older than the newest `keep_previous` + 1, never the one being served."""
+    current = current_version(home)
+    old = [v for v in versions(home)[: -(keep_previous + 1)] if v != current]
+    for v in old:
+        v.unlink()  # a reader that still has it open keeps reading it until it closes
+    return old
+
+
+def rollback(home: Home, to: str | None = None) -> Path:
+    """Serve the version before the current one (or the one named `to`)."""
+    have = versions(home)
+    current = current_version(home)
+    if to:
+        target = next((v for v in have if v.name == to or v.stem == to), None)
+        if target is None:
+            raise ServingError(f"no serving version {to!r} in {home.serving_versions}; kept: "
+                               f"{', '.join(v.name for v in have) or 'none'}")
+    else:
+        older = [v for v in have if current is None or v.name < current.name]
+        if not older:
+            raise ServingError(f"no earlier serving version to roll back to in {home.serving_versions} (kept: "
+                               f"{', '.join(v.name for v in have) or 'none'}; serving.keep_previous sets how many)")
+        target = older[-1]
+    _point_serving_at(home, target)
+    return target
+
+
+def read_manifest(path: Path) -> list[tuple]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(f"SELECT table_name, kind, row_count, published_at, run_id, model_versions "
+                           f"FROM {MANIFEST} ORDER BY table_name").fetchall()
+
+
+def _sql_str(v: str) -> str:
+    return "'" + v.replace("'", "''") + "'"
+
+
+def _export_parquet(con: duckdb.DuckDBPyConnection, src: str, home: Home, shareable: dict) -> list[Path]:
+    """Each scored table's shareable columns as `<home>/exports/<model>/snapshot_date=<date>/scores.parquet`
+    (Hive layout: the date is in the path, not in the file); each file written aside and renamed in."""
+    written = []
+    for name in _tables(con, src, "scores"):
+        if name.endswith("_history"):
+            continue
+        table = f"scores.{name}"
+        cols = [c for c in shareable_columns(table, _columns(con, src, table), shareable) if c != "snapshot_date"]
+        if not cols or "snapshot_date" not in _columns(con, src, table):
+            continue
+        for (snapshot,) in con.execute(f"SELECT DISTINCT snapshot_date FROM {src}.{table} "
+                                       "WHERE snapshot_date IS NOT NULL").fetchall():
+            folder = home.exports / name / f"snapshot_date={snapshot}"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "scores.parquet"
+            tmp = folder / "scores.parquet.tmp"
+            con.execute(f"COPY (SELECT {', '.join(_q(c) for c in cols)} FROM {src}.{table} "
+                        f"WHERE snapshot_date = DATE '{snapshot}') TO {_sql_str(str(tmp))} (FORMAT parquet)")
+            _fsync(tmp)
+            os.replace(tmp, path)
+            written.append(path)
+    return written
