@@ -15,7 +15,7 @@ AFTER_CUSTOMERS = {name for name, t in TABLES.items() if t.references_customers}
 
 
 def _report_metadata(con, report: TableReport, provided: bool) -> dict:
-    md = table_metadata(con, f"raw.{report.table}")
+    md = table_metadata(con, f"raw.{report.table}", show=TABLES[report.table].previewable)
     md.update({
         "rows_read": report.total("rows_read"),
         "rows_loaded": report.total("rows_loaded"),

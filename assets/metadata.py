@@ -7,14 +7,15 @@ import duckdb
 
 
 def table_metadata(con: duckdb.DuckDBPyConnection, table: str, preview_rows: int = 5,
-                   hide: tuple[str, ...] = ()) -> dict[str, dg.MetadataValue]:
+                   hide: tuple[str, ...] = (), show: list[str] | None = None) -> dict[str, dg.MetadataValue]:
+    """Row count, column schema and a preview of the first rows (only the columns in `show`, when given)."""
     schema, name = table.split(".")
     cols = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
         "ORDER BY ordinal_position", [schema, name]
     ).fetchall()
     n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    shown = [c for c, _ in cols if c not in hide and not c.startswith("_")][:12]
+    shown = [c for c, _ in cols if c not in hide and not c.startswith("_") and (show is None or c in show)][:12]
     preview = con.execute(
         f"SELECT {', '.join(chr(34) + c + chr(34) for c in shown)} FROM {table} LIMIT {preview_rows}"
     ).df() if shown else None

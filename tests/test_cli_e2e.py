@@ -29,28 +29,6 @@ def query(home: Path, sql: str):
         return con.execute(sql).fetchall()
 
 
-def test_generate_then_run_synthetic(tmp_path, relax_gates):
-    landing, home = tmp_path / "landing", tmp_path / "home"
-    gen = scorehouse("generate", "--customers", "1500", "--seed", "3", "--out", str(landing), home=home)
-    assert gen.returncode == 0, gen.stderr
-    relax_gates(home)  # 1,500 customers are too few for the production gates; this test is about the CLI
-    run = scorehouse("run", "--landing", str(landing), home=home)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "Run " in run.stdout and "SUCCESS" in run.stdout and "failed" in run.stdout
-    files = {p.name: sum(1 for _ in p.open()) - 1 for p in landing.glob("*.csv")}
-    for table in ("customers", "accounts", "transactions", "loans", "labels", "agencies", "managers", "products"):
-        loaded, quarantined = query(home, f"SELECT (SELECT count(*) FROM raw.{table}), (SELECT count(*) FROM quarantine.{table})")[0]
-        assert loaded + quarantined == files[f"{table}.csv"], table
-    assert query(home, "SELECT count(*) FROM raw.customers") == [(1500,)]
-    assert query(home, "SELECT count(*), count(DISTINCT customer_id) FROM features.customer_features")[0][0] > 1000
-    # the run is recorded in the home's Dagster storage, so the UI shows it
-    assert (home / "dagster" / "dagster.yaml").exists() and "telemetry" in (home / "dagster" / "dagster.yaml").read_text()
-    # a second run loads nothing twice
-    again = scorehouse("run", "--landing", str(landing), home=home)
-    assert again.returncode == 0, again.stdout
-    assert query(home, "SELECT count(*) FROM raw.customers") == [(1500,)]
-
-
 @needs_data
 @pytest.mark.parametrize(
     ("source", "folder", "expected"),
@@ -70,10 +48,6 @@ def test_generate_then_run_synthetic(tmp_path, relax_gates):
             "SELECT count(*) FROM ml.model_registry WHERE model = 'churn' AND alias = 'champion' "
             "AND (metrics->>'auc')::DOUBLE >= 0.855": 1,
             "SELECT count(*) FROM scores.churn": 10000,
-        }),
-        ("cdnow", "cdnow", {
-            "SELECT count(DISTINCT customer_id) FROM raw.transactions": 23570,
-            "SELECT count(*) FROM raw.transactions": 69659,
         }),
         ("german_credit", "german_credit", {
             "SELECT count(*) FROM raw.customers": 1000,
@@ -106,9 +80,9 @@ def test_generate_then_run_synthetic(tmp_path, relax_gates):
 )
 def test_run_real_source(tmp_path, source, folder, expected):
     home = tmp_path / "home"
-    # Berka and the CDNOW master are checked for ingest and features only: no model bar is claimed on them
-    # (Berka has 160 labelled loans at its snapshot, too few for a credit gate to pass honestly).
-    job = "features" if source in ("berka", "cdnow") else "scorehouse"
+    # Berka is checked for ingest and features only: no model bar is claimed on it (160 labelled loans at its
+    # snapshot, too few for a credit gate to pass honestly). The CDNOW master's figures: test_real_sources.py.
+    job = "features" if source == "berka" else "scorehouse"
     run = scorehouse("run", "--source", source, "--landing", str(DATA / folder), "--job", job, home=home)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Checks:" in run.stdout and " 0 failed" in run.stdout, run.stdout

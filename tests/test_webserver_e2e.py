@@ -79,7 +79,7 @@ def test_ui_serves_graph_runs_job_and_stops_cleanly(tmp_path, relax_gates):
         nodes = wait_for(lambda: gql(url, ASSETS)["assetNodes"], "the code location to load")
         keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
         assert {"raw/customers", "raw/transactions", "features/customer_features"} <= keys
-        assert {n["groupName"] for n in nodes} == {"ingest", "features", "training", "scoring"}
+        assert {n["groupName"] for n in nodes} == {"ingest", "features", "training", "scoring", "serving"}
 
         params = {"selector": {"repositoryLocationName": "orchestration.definitions",
                                "repositoryName": "__repository__", "jobName": "scorehouse"}}

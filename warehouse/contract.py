@@ -6,6 +6,7 @@ This module is the single source of truth: ingest coerces to it, the GX suites a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # DuckDB types used by the contract.
@@ -22,6 +23,7 @@ class Column:
     max: float | None = None
     allowed: tuple[str, ...] | None = None  # allowed values (after the source's value maps)
     not_future: bool = False  # dates after the load time are rejected
+    sensitive: bool = False  # a person's name or free text: never in logs, metadata, alerts or serving
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,12 @@ class Table:
     references_customers: bool = False  # customer_id must exist in raw.customers (when customers are loaded)
     generated_key: str | None = None  # key column filled from file and row when a source has no id
     extra: dict = field(default_factory=dict)
+
+    @property
+    def previewable(self) -> list[str]:
+        """Columns whose values may be shown (UI previews): the contract's, minus sensitive ones. A bank's extra
+        columns are never shown: nothing says what they hold (names, notes, ...)."""
+        return [c.name for c in self.columns if not c.sensitive]
 
     @property
     def required(self) -> list[str]:
@@ -135,7 +143,7 @@ MANAGERS = Table(
     "Relationship managers.",
     (
         Column("manager_id", TEXT, True, "Manager key."),
-        Column("manager_name", TEXT, description="Name."),
+        Column("manager_name", TEXT, description="Name.", sensitive=True),
         Column("agency_id", TEXT, description="Agency the manager works in."),
         Column("hired_date", DATE, description="Hiring date.", not_future=True),
     ),
@@ -170,6 +178,16 @@ LABELS = Table(
 TABLES: dict[str, Table] = {
     t.name: t for t in (CUSTOMERS, AGENCIES, MANAGERS, PRODUCTS, ACCOUNTS, TRANSACTIONS, LOANS, LABELS)
 }
+
+# A bank's extra columns that hold a person's name, contact details or free text, known by their (snake_case)
+# name: kept in raw (nothing is lost) but never a feature, a preview value or a published column.
+PERSONAL = re.compile(r"(^|_)(name|names|surname|firstname|lastname|fullname|email|e_mail|mail|phone|mobile|tel|"
+                      r"address|street|note|notes|comment|comments|description|memo|remark|remarks|text|message)($|_)")
+
+
+def personal(column: str) -> bool:
+    return bool(PERSONAL.search(column.lower()))
+
 
 # Lineage columns ingest adds to every raw table.
 LINEAGE = (

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import duckdb
 
-from warehouse.contract import LINEAGE, TABLES
+from warehouse.contract import LINEAGE, TABLES, personal
 from warehouse.db import has_rows
 
 WINDOWS = (30, 90, 180, 365)
@@ -285,8 +285,17 @@ def _zero_fill(con, table: str, pattern: str) -> None:
 
 
 def customer_extra_columns(con) -> list[tuple[str, str]]:
+    """The bank's own customer attributes usable as features: not names, contacts or free text (by column
+    name), and no text column with so many distinct values that it identifies people rather than groups them."""
     contract = {c.name for c in TABLES["customers"].columns} | {c.name for c in LINEAGE}
-    return [(c, t) for c, t in _cols(con, "raw", "customers") if c not in contract]
+    extras = [(c, t) for c, t in _cols(con, "raw", "customers") if c not in contract and not personal(c)]
+    text = [c for c, t in extras if t == "VARCHAR"]
+    if not text:
+        return extras
+    counts = con.execute("SELECT count(*), " + ", ".join(f'approx_count_distinct("{c}")' for c in text)
+                         + " FROM raw.customers").fetchone()
+    rows, distinct = counts[0], dict(zip(text, counts[1:], strict=True))
+    return [(c, t) for c, t in extras if c not in distinct or distinct[c] <= max(50, 0.2 * rows)]
 
 
 def build_customer_features(con, snap: date) -> int:

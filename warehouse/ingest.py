@@ -187,10 +187,13 @@ def _ingest_file(con, contract: Table, feed: Feed, path: Path, rel: str, fingerp
         if csv is not None:
             malformed, derived, row = _type_direct(con, contract, feed, csv, path, rel, now, lines)
         else:
-            staged = stage_file(con, path, feed.read, "_stage", lines=lines)
+            staged = stage_file(con, path, feed.read, "_stage", lines=lines, sheet_hint=contract.name)
             malformed = staged.malformed
-            sel, _, derived = _mapping(con, contract, feed, staged.relation(), staged.columns, {},
-                                       f"src.{ROW}", path, rel, now)
+            try:
+                sel, _, derived = _mapping(con, contract, feed, staged.relation(), staged.columns, {},
+                                           f"src.{ROW}", path, rel, now)
+            except FileRejected as e:
+                raise FileRejected(path, f"{e.problem}; {staged.note}" if staged.note else e.problem) from e
             _create_typed(con, sel, contract, path)
             row = _stored_row
             n_mapped = con.execute(f"SELECT count(*) FROM {LOAD}").fetchone()[0]

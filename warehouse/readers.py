@@ -39,6 +39,7 @@ class Staged:
     rows: int  # data rows staged (readable rows)
     malformed: list[tuple[int, str, str]]  # (row, reason, raw line) for lines the parser rejected
     row_offset: int | None = None  # physical row = rowid + row_offset, when no line was skipped
+    note: str = ""  # what a user should know when the rows do not fit (e.g. which sheet was read)
 
     def relation(self) -> str:
         """The staged rows with their physical row number as column _source_row."""
@@ -60,20 +61,22 @@ def file_format(path: Path, spec: ReadSpec) -> str:
 
 
 def stage_file(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str,
-               lines: int | None = None) -> Staged:
+               lines: int | None = None, sheet_hint: str | None = None) -> Staged:
+    """Stage a file's rows as text. `sheet_hint`: the contract table, the sheet to prefer in a workbook of
+    several sheets when the source config names none."""
     if not path.exists():
         raise FileRejected(path, "file not found")
     if path.stat().st_size == 0:
         raise FileRejected(path, "file is empty (0 bytes)")
     con.execute(f'DROP TABLE IF EXISTS "{table}"')
     if file_format(path, spec) == "xlsx":
-        staged = _stage_xlsx(con, path, spec, table)
+        staged = _stage_xlsx(con, path, spec, table, sheet_hint)
     elif spec.sep == "whitespace":
         staged = _stage_whitespace(con, path, spec, table)
     else:
         staged = _stage_csv(con, path, spec, table, scan_file(path)[1] if lines is None else lines)
     if staged.rows == 0 and not staged.malformed:
-        raise FileRejected(path, "has a header but no data rows")
+        raise FileRejected(path, "has a header but no data rows" + (f"; {staged.note}" if staged.note else ""))
     return staged
 
 
@@ -112,7 +115,7 @@ def _csv_args(spec: ReadSpec, encoding: str, types: dict[str, str] | None = None
     args = [
         typing, f"delim='{sep}'", f"quote='{q}'", f"escape='{q}'", f"header={str(spec.header).lower()}",
         f"skip={spec.skip_rows}", f"encoding='{encoding}'", "ignore_errors=true", "store_rejects=true",
-        "null_padding=false", "max_line_size=10000000",
+        "null_padding=false", f"max_line_size={MAX_LINE}",
     ]
     if spec.columns and types is None:
         names = ", ".join("'" + c.replace("'", "''") + "'" for c in spec.columns)
@@ -157,7 +160,7 @@ def open_direct_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec) 
     except duckdb.Error as e:
         if tmp:
             tmp.unlink(missing_ok=True)
-        raise FileRejected(path, f"cannot be read as CSV with sep={spec.sep!r}: {_first_line(e)}") from e
+        raise FileRejected(path, f"cannot be read as CSV with sep={spec.sep!r}: {_csv_problem(path, e)}") from e
     names = list(spec.columns) or [c[0] for c in cols]
     if spec.columns and len(spec.columns) != len(cols):
         raise FileRejected(path, f"`columns` names {len(spec.columns)} columns, the file has {len(cols)}")
@@ -186,7 +189,7 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table
                 f'CREATE TEMP TABLE "{table}_raw" AS SELECT * FROM read_csv(\'{lit}\', {_csv_args(spec, NATIVE_ENCODINGS.get(enc, enc))})'
             )
         except duckdb.Error as e:
-            raise FileRejected(path, f"cannot be read as CSV with sep={spec.sep!r}: {_first_line(e)}") from e
+            raise FileRejected(path, f"cannot be read as CSV with sep={spec.sep!r}: {_csv_problem(path, e)}") from e
         rejects = con.execute(
             "SELECT line, error_type, error_message, csv_line FROM reject_errors ORDER BY line"
         ).fetchall()
@@ -322,14 +325,23 @@ def _cell_text(v) -> str | None:
     return str(v)
 
 
-def _stage_xlsx(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str) -> Staged:
+def _stage_xlsx(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table: str,
+                sheet_hint: str | None = None) -> Staged:
     from python_calamine import CalamineWorkbook  # calamine: streaming Rust reader, far leaner than openpyxl
 
+    with open(path, "rb") as f:
+        if f.read(8) == OLE_MAGIC and b"E\x00n\x00c\x00r\x00y\x00p\x00t\x00e\x00d\x00" in f.read(1 << 20):
+            raise FileRejected(path, "is a password-protected workbook: export it again without a password")
+    note = ""
     try:
         wb = CalamineWorkbook.from_path(str(path))
         sheets = wb.sheet_names
         if spec.sheet is None:
-            sheet = wb.get_sheet_by_index(0)
+            named = [s for s in sheets if sheet_hint and s.strip().lower() in (sheet_hint, sheet_hint.rstrip("s"))]
+            sheet = wb.get_sheet_by_name(named[0]) if named else wb.get_sheet_by_index(0)
+            if len(sheets) > 1:
+                note = (f"the workbook has sheets {sheets} and sheet {named[0] if named else sheets[0]!r} was read "
+                        "(set `sheet:` in the source config to read another)")
         elif isinstance(spec.sheet, int):
             sheet = wb.get_sheet_by_index(spec.sheet)
         elif spec.sheet in sheets:
@@ -369,7 +381,21 @@ def _stage_xlsx(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, tabl
     con.unregister("_xlsx_frame")
     for n in names:  # object columns of None arrive as INTEGER; the contract wants text
         con.execute(f'ALTER TABLE "{table}" ALTER "{n}" TYPE VARCHAR')
-    return Staged(table, names, len(row_numbers), [])
+    return Staged(table, names, len(row_numbers), [], note=note)
+
+
+OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")  # an encrypted .xlsx is an OLE file holding "EncryptedPackage"
+MAX_LINE = 10_000_000  # bytes (DuckDB max_line_size): a longer line is a field with no closing quote
+
+
+def _csv_problem(path: Path, e: Exception) -> str:
+    """DuckDB's reading error in a user's words: the first line, or which row is too long."""
+    if "Maximum line size" not in str(e) and "sniffing" not in str(e):
+        return _first_line(e)
+    with open(path, "rb") as f:
+        row = next((i for i, line in enumerate(f, start=1) if len(line) > MAX_LINE), None)
+    return (f"row {row} is longer than {MAX_LINE:,} bytes: a field with no closing quote, or not a CSV file"
+            if row else _first_line(e))
 
 
 def skipped_lines(path: Path, lines: int, offset: int, n_read: int, rejects: list[tuple]) -> list[int]:
