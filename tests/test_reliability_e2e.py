@@ -263,3 +263,15 @@ def test_docs_bi_recipes_and_ready_sql_work_on_a_published_file(uninterrupted):
     for code in python:  # the Python and the SQLAlchemy (duckdb-engine) recipes, as written
         exec(code, found)
     assert len(found["top"]) == 20 and ("scores.churn",) in {(t,) for t, _ in found["rows"]}
+
+
+def test_rollback_serves_the_previous_publish_again(uninterrupted):
+    home = uninterrupted["home"]  # last in this module: the tests above read the newest publish
+    listed = cli("rollback", "--list", home=home)
+    assert listed.returncode == 0 and listed.stdout.count(".duckdb") == 2 and listed.stdout.startswith(" ")
+    back = cli("rollback", home=home)
+    assert back.returncode == 0, back.stderr
+    assert read_once(home / "serving.duckdb")["run_id"] == uninterrupted["first_id"]
+    assert uninterrupted["first_id"] in back.stdout and "scores.churn" in back.stdout
+    again = cli("rollback", home=home)
+    assert again.returncode == 1 and "no earlier serving version" in again.stderr
