@@ -1,17 +1,21 @@
 """Churn in Dagster: XGBoost on customer features (ml/churn.py), through the shared model lifecycle."""
 
+from __future__ import annotations
+
 import dagster as dg
 
+from assets.lazy import lazy_module
 from assets.lifecycle import CUSTOMER_FEATURES, LABELS, ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import counts_md, frame_md
-from ml.churn import ChurnParams, load_churn, save_churn, train_churn
 from ml.registry import Entry
 from orchestration.resources import Warehouse
 from warehouse.features import training_frame
 
+ml_churn = lazy_module("ml.churn")  # XGBoost/scikit-learn/SciPy load on first use
 
-def _params(cfg: dict) -> ChurnParams:
-    return ChurnParams.from_config({**cfg["params"], "risk_cutoffs": cfg["risk_cutoffs"]})
+
+def _params(cfg: dict) -> ml_churn.ChurnParams:
+    return ml_churn.ChurnParams.from_config({**cfg["params"], "risk_cutoffs": cfg["risk_cutoffs"]})
 
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
@@ -20,7 +24,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     if y.nunique() < 2:
         context.log.info(f"no '{cfg['label']}' outcomes with both classes in features.labels: churn not trained")
         return None
-    model = train_churn(features, y, _params(cfg))
+    model = ml_churn.train_churn(features, y, _params(cfg))
     top = list(model.importance.items())[:10]
     return Trained(model, model.metrics, model.spec.names, features["snapshot_date"].max(), frame_hash(features), {
         "training_rows": len(features), "positive_rate": float(y.mean()),
@@ -29,7 +33,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    model = load_churn(champion.artifact_path)
+    model = ml_churn.load_churn(champion.artifact_path)
     features = read_features(warehouse, model.spec.names)
     scored = model.score(features, cfg["actions"])
     n = len(scored)
@@ -46,7 +50,7 @@ SPEC = ModelSpec(
               "Not materialized when the source has no churn outcomes: no labels, no meaningless model.",
     score_doc="scores.churn: every customer's churn probability, risk level, top 3 reasons and recommended "
               "action, from the champion; each run is appended to scores.churn_history.",
-    fit=fit, save=save_churn, score=score,
+    fit=fit, save=lambda model, models, version: ml_churn.save_churn(model, models, version), score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"xgboost", "duckdb"}),
     score_columns=("churn_probability", "risk_level"),

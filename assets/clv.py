@@ -5,19 +5,23 @@ The model is fitted on purchases up to the feature snapshot and checked on what 
 (the source's outcome window): the holdout error is the gate. Scores are as of the snapshot, like every
 other model's, so one row per customer lines up across scores.* tables."""
 
+from __future__ import annotations
+
 from datetime import date
 
 import dagster as dg
 import pandas as pd
 
 from assets.features import RAW
+from assets.lazy import lazy_module
 from assets.lifecycle import CUSTOMER_FEATURES, ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import frame_md, rounded
-from ml.churn import holdout_mask
-from ml.clv import CLVParams, compare_with_supervised, load_clv, save_clv, train_clv
 from ml.registry import Entry
 from orchestration.resources import Warehouse
 from warehouse.clv import clv_summary
+
+ml_clv = lazy_module("ml.clv")
+ml_churn = lazy_module("ml.churn")  # XGBoost/scikit-learn/SciPy load on first use
 
 NO_HISTORY = "No purchases"
 
@@ -25,7 +29,7 @@ NO_HISTORY = "No purchases"
 def _summary(warehouse: Warehouse, cfg: dict, holdout: bool) -> tuple[pd.DataFrame, pd.DataFrame, date]:
     """(purchase summary as of the snapshot, population, snapshot); with `holdout`, the purchases after the
     snapshot up to the last transaction are counted too."""
-    p = CLVParams.from_config(cfg.get("params"))
+    p = ml_clv.CLVParams.from_config(cfg.get("params"))
     with warehouse.connect() as con:
         population = con.execute("SELECT customer_id FROM features.population").df()
         snap = con.execute("SELECT max(snapshot_date) FROM features.population").fetchone()[0]
@@ -44,7 +48,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     if repeat < cfg.get("min_repeat_customers", 50):
         context.log.info(f"{repeat} customers with repeat purchases ({cfg['event_filter']}): CLV not trained")
         return None
-    model = train_clv(summary, CLVParams.from_config(cfg.get("params")))
+    model = ml_clv.train_clv(summary, ml_clv.CLVParams.from_config(cfg.get("params")))
     m = model.metrics
     if "holdout_x" not in summary.columns:
         context.log.warning("no transactions after the snapshot: the CLV holdout error cannot be measured")
@@ -76,16 +80,16 @@ def _supervised(warehouse: Warehouse, model, summary: pd.DataFrame, cfg: dict) -
     learns from the very window it is judged on). Fitted on a hash sample of at most `max_rows` customers."""
     limit = cfg.get("max_rows", 200_000)
     if len(summary) > limit:
-        summary = summary[holdout_mask(summary["customer_id"], limit / len(summary), salt="clv_sample")]
+        summary = summary[ml_churn.holdout_mask(summary["customer_id"], limit / len(summary), salt="clv_sample")]
     with warehouse.connect() as con:
         con.register("_ids", summary[["customer_id"]])
         features = con.execute("SELECT f.* FROM features.customer_features f SEMI JOIN _ids USING (customer_id)").df()
-    return compare_with_supervised(model, summary.reset_index(drop=True), features)
+    return ml_clv.compare_with_supervised(model, summary.reset_index(drop=True), features)
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
     summary, population, snap = _summary(warehouse, cfg, holdout=False)
-    model = load_clv(champion.artifact_path)
+    model = ml_clv.load_clv(champion.artifact_path)
     scored = model.score(summary) if len(summary) else pd.DataFrame(columns=["customer_id"])
     # every customer of the population gets a row: no purchase before the snapshot, no value to project
     scored = population[["customer_id"]].merge(scored, on="customer_id", how="left")
@@ -109,7 +113,7 @@ SPEC = ModelSpec(
     score_doc="scores.clv: every customer's expected purchases over the horizon, P(alive), expected value per "
               "purchase, discounted CLV and CLV tier, from the champion; each run is appended to "
               "scores.clv_history.",
-    fit=fit, save=save_clv, score=score,
+    fit=fit, save=lambda model, models, version: ml_clv.save_clv(model, models, version), score=score,
     train_deps=(CUSTOMER_FEATURES, RAW["transactions"]),
     score_deps=(dg.AssetKey(["features", "population"]), RAW["transactions"]),
     kinds=frozenset({"scipy", "duckdb"}),

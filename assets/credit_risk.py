@@ -1,20 +1,24 @@
 """Credit risk in Dagster: a WoE scorecard with a monotone XGBoost challenger (ml/credit_risk.py), through the
 shared model lifecycle. Real default outcomes when the source has them, else the RFM proxy target."""
 
+from __future__ import annotations
+
 import dagster as dg
 
+from assets.lazy import lazy_module
 from assets.lifecycle import CUSTOMER_FEATURES, LABELS, ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import frame_md
-from ml.credit_risk import CreditParams, credit_target, load_credit_risk, save_credit_risk, train_credit_risk
 from ml.registry import Entry
 from orchestration.resources import Warehouse
+
+ml_credit = lazy_module("ml.credit_risk")  # XGBoost/scikit-learn/SciPy load on first use
 
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
     features = read_features(warehouse)
     with warehouse.connect() as con:
         labels = con.execute("SELECT customer_id, value FROM features.labels WHERE label = ?", [cfg["label"]]).df()
-    p = CreditParams.from_config(cfg.get("params"))
+    p = ml_credit.CreditParams.from_config(cfg.get("params"))
     if labels["value"].nunique() < 2 and not cfg.get("proxy_when_no_labels", True):
         context.log.info(f"no '{cfg['label']}' outcomes with both classes: credit risk not trained")
         return None
@@ -24,8 +28,8 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
             context.log.info(f"no '{cfg['label']}' outcomes and no transactions for an RFM proxy: "
                              "credit risk not trained")
             return None
-    frame, y, proxy = credit_target(features, labels, p.seed)
-    model = train_credit_risk(frame, y, p, proxy=proxy)
+    frame, y, proxy = ml_credit.credit_target(features, labels, p.seed)
+    model = ml_credit.train_credit_risk(frame, y, p, proxy=proxy)
     card = model.scorecard_table()
     iv = list(model.iv.items())[:10]
     return Trained(model, {**model.metrics, "target_proxy": int(proxy)}, model.features,
@@ -39,7 +43,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    model = load_credit_risk(champion.artifact_path)
+    model = ml_credit.load_credit_risk(champion.artifact_path)
     features = read_features(warehouse, model.features)
     scored = model.score(features)
     n = max(len(scored), 1)
@@ -59,7 +63,7 @@ SPEC = ModelSpec(
               "proxy target; registered as challenger with its holdout AUC, Gini and KS.",
     score_doc="scores.credit_risk: every customer's scorecard points, PD, grade, top 3 reason codes and whether the "
               "target was observed defaults or the RFM proxy; each run is appended to scores.credit_risk_history.",
-    fit=fit, save=save_credit_risk, score=score,
+    fit=fit, save=lambda model, models, version: ml_credit.save_credit_risk(model, models, version), score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"scikitlearn", "xgboost", "duckdb"}),
     comparable_on=("target_proxy",),  # a proxy-target model is not compared with one on observed defaults

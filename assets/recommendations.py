@@ -1,31 +1,35 @@
 """Next-best product in Dagster: per-product propensities with a popularity fallback (ml/recommend.py) on
 holdings and acquisitions built in SQL (warehouse/recommend.py), through the shared model lifecycle."""
 
+from __future__ import annotations
+
 import dagster as dg
 
 from assets.features import RAW
+from assets.lazy import lazy_module
 from assets.lifecycle import CUSTOMER_FEATURES, LABELS, ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import counts_md, frame_md, rounded
-from ml.recommend import RecommendParams, load_recommender, save_recommender, train_recommender
 from ml.registry import Entry
 from orchestration.resources import Warehouse
 from warehouse.recommend import load_inputs
 
+ml_recommend = lazy_module("ml.recommend")  # XGBoost/scikit-learn/SciPy load on first use
 
-def _inputs(warehouse: Warehouse, p: RecommendParams, training: bool):
+
+def _inputs(warehouse: Warehouse, p: ml_recommend.RecommendParams, training: bool):
     with warehouse.connect() as con:
         return load_inputs(con, p.window_days, p.label_products, p.static_features, p.exclude, training=training)
 
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
-    p = RecommendParams.from_config(cfg.get("params"))
+    p = ml_recommend.RecommendParams.from_config(cfg.get("params"))
     inputs = _inputs(warehouse, p, training=True)
     for note in inputs.notes:
         context.log.info(note)
     if not len(inputs.catalogue):
         context.log.info("no products: no holdings in raw.accounts and no label products; recommendations not trained")
         return None
-    model = train_recommender(inputs, p)
+    model = ml_recommend.train_recommender(inputs, p)
     m = model.metrics
     k = p.eval_k
     per = m.get("per_product", {})
@@ -46,7 +50,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    model = load_recommender(champion.artifact_path)
+    model = ml_recommend.load_recommender(champion.artifact_path)
     inputs = _inputs(warehouse, model.params, training=False)
     recs = model.recommend(inputs)
     top = recs[recs["rank"] == 1]["product_name"].value_counts().head(10)
@@ -67,7 +71,7 @@ SPEC = ModelSpec(
     score_doc="scores.recommendations: each customer's top products not yet held (customer x rank) with the "
               "propensity score and whether it came from the model or popularity; each run is appended to "
               "scores.recommendations_history.",
-    fit=fit, save=save_recommender, score=score,
+    fit=fit, save=lambda model, models, version: ml_recommend.save_recommender(model, models, version), score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS, RAW["accounts"]),
     score_deps=(CUSTOMER_FEATURES, RAW["accounts"]),
     kinds=frozenset({"xgboost", "duckdb"}),

@@ -1,24 +1,28 @@
 """Segments in Dagster: K-Means clusters with human names plus RFM segments (ml/segments.py), through the
 shared model lifecycle."""
 
+from __future__ import annotations
+
 import dagster as dg
 
+from assets.lazy import lazy_module
 from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import counts_md, frame_md
 from ml.registry import Entry
-from ml.segments import SegmentParams, load_segments, save_segments, train_segments
 from orchestration.resources import Warehouse
+
+ml_segments = lazy_module("ml.segments")  # XGBoost/scikit-learn/SciPy load on first use
 
 RFM_COLUMNS = ["rfm_r", "rfm_f", "rfm_m", "recency_days", "frequency"]
 
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
     features = read_features(warehouse)
-    p = SegmentParams.from_config(cfg.get("params"))
+    p = ml_segments.SegmentParams.from_config(cfg.get("params"))
     if len(features) < 10 * p.k_max:
         context.log.info(f"{len(features)} customers: too few to segment; segments not trained")
         return None
-    model = train_segments(features, p)
+    model = ml_segments.train_segments(features, p)
     prof = model.profile_table()
     metrics = dict(model.metrics)
     metrics["min_share"] = float(prof["share"].min())
@@ -32,7 +36,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    model = load_segments(champion.artifact_path)
+    model = ml_segments.load_segments(champion.artifact_path)
     features = read_features(warehouse, [*model.features, *RFM_COLUMNS])
     scored = model.score(features)
     n = max(len(scored), 1)
@@ -50,7 +54,7 @@ SPEC = ModelSpec(
               "profile; registered as challenger with its holdout silhouette.",
     score_doc="scores.segments: every customer's cluster (id, human name, distance to its centre) and RFM segment, "
               "from the champion; each run is appended to scores.segments_history.",
-    fit=fit, save=save_segments, score=score,
+    fit=fit, save=lambda model, models, version: ml_segments.save_segments(model, models, version), score=score,
     kinds=frozenset({"scikitlearn", "duckdb"}),
     comparable_on=("features",),
     score_columns=("segment_name", "rfm_segment"),  # silhouettes on different feature spaces are not comparable

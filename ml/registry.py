@@ -12,10 +12,13 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import joblib
-import xgboost as xgb
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS ml;
@@ -62,6 +65,8 @@ def save_artifacts(models_dir: Path, model: str, version: int, booster: xgb.Boos
 
 
 def load_artifacts(folder: str | Path) -> tuple[xgb.Booster, object]:
+    import xgboost as xgb  # here, not at the top: the Definitions load without it (assets/lazy.py)
+
     folder = Path(folder)
     booster = xgb.Booster()
     booster.load_model(folder / "booster.json")
