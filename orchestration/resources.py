@@ -30,7 +30,8 @@ class Warehouse(dg.ConfigurableResource):
     def yield_for_execution(self, context: dg.InitResourceContext):
         # One run per home from start to end, whoever launched it (CLI, schedule, sensor, UI): steps of two
         # runs never interleave, and the second waits, or fails saying which run holds the home.
-        who = f"run {context.run_id}" if context.run_id else "a Dagster run"
+        who = f"run {context.run.run_id}" if context.run else "a Dagster run"
+
         def on_wait(message: str) -> None:
             print(message, file=sys.stderr, flush=True)  # the CLI shows only errors of the console log
             if context.log:
