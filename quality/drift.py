@@ -11,6 +11,7 @@ so a category that appears or vanishes gives a large PSI, never a division error
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,9 @@ def is_numeric(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
-def _numeric(values: pd.Series) -> np.ndarray:
+def _numeric(values: pd.Series | np.ndarray) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values  # converted once by compare() for PSI, KS and the mean
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
@@ -80,7 +83,7 @@ def build_profile(frame: pd.DataFrame, columns: list[str], bands: Bands = Bands(
     return {c: profile_column(frame[c], bands) for c in columns if c in frame.columns}
 
 
-def current_shares(values: pd.Series, ref: dict) -> np.ndarray:
+def current_shares(values: pd.Series | np.ndarray, ref: dict) -> np.ndarray:
     """The shares of a new population in the reference's bins."""
     if ref["kind"] == "numeric":
         return _numeric_shares(_numeric(values), np.asarray(ref["edges"]))
@@ -97,37 +100,44 @@ def psi(reference: np.ndarray, current: np.ndarray, epsilon: float = 1e-4) -> fl
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
-def ks_statistic(ref_quantiles: list[float], values: pd.Series) -> float | None:
+def ks_statistic(ref_quantiles: list[float], values: pd.Series | np.ndarray) -> float | None:
     """Two-sample KS statistic: the largest gap between the reference's distribution function (from its
-    quantiles) and the new population's, evaluated at every point where either one steps."""
+    quantiles) and the new population's. Between two reference quantiles the reference's function is flat and
+    the new one only rises, so the gap peaks at a quantile or just below one: counting the new values at and
+    below each of the 1,001 quantiles gives the same supremum as evaluating at every step of both functions."""
     q = np.asarray(ref_quantiles, dtype="float64")
     x = _numeric(values)
-    x = np.sort(x[~np.isnan(x)])
+    x = np.sort(x[~np.isnan(x)])  # then 2 x 1,001 binary searches; numpy's sort beats 1M searches into q
     if not len(q) or not len(x):
         return None
-    grid = np.union1d(q, np.unique(x))
-    f_ref = np.searchsorted(q, grid, side="right") / len(q)
-    f_cur = np.searchsorted(x, grid, side="right") / len(x)
-    return float(np.max(np.abs(f_ref - f_cur)))
+    n, m = len(x), len(q)
+    at_or_below, below = np.searchsorted(x, q, side="right") / n, np.searchsorted(x, q, side="left") / n
+    f_ref, f_ref_below = np.searchsorted(q, q, side="right") / m, np.searchsorted(q, q, side="left") / m
+    return float(max(np.max(np.abs(f_ref - at_or_below)), np.max(np.abs(f_ref_below - below))))
 
 
-def compare(profile: dict[str, dict], frame: pd.DataFrame, bands: Bands = Bands()) -> pd.DataFrame:
+def compare(profile: dict[str, dict], frame: pd.DataFrame, bands: Bands = Bands(), threads: int = 2
+            ) -> pd.DataFrame:
     """PSI, KS and band per profiled column present in `frame`, worst first. Columns: feature, psi, ks, band,
     reference_mean, current_mean (NaN where they do not apply: KS and means of text columns)."""
-    rows = []
-    for col, ref in profile.items():
-        if col not in frame.columns:
-            continue
-        cur = current_shares(frame[col], ref)
-        value = psi(np.asarray(ref["shares"]), cur, bands.epsilon)
+    def measure(col: str, ref: dict) -> dict:
         numeric = ref["kind"] == "numeric"
-        x = _numeric(frame[col]) if numeric else None
-        ks = ks_statistic(ref["quantiles"], frame[col]) if numeric else None
-        rows.append({
+        # sorted once (NaN last): binning and KS then search sorted keys, which is several times faster
+        x = np.sort(_numeric(frame[col])) if numeric else None
+        cur = current_shares(x if numeric else frame[col], ref)
+        value = psi(np.asarray(ref["shares"]), cur, bands.epsilon)
+        ks = ks_statistic(ref["quantiles"], x) if numeric else None
+        return {
             "feature": col, "psi": value, "ks": np.nan if ks is None else ks, "band": bands.band(value),
             "reference_mean": np.nan if ref.get("mean") is None else ref["mean"],
             "current_mean": float(np.nanmean(x)) if numeric and (~np.isnan(x)).any() else np.nan,
-        })
+        }
+
+    # numpy sorts and searches without the GIL: columns side by side use both cores (74 columns x 1M rows of
+    # churn inputs: ~5 s on one thread)
+    columns = [(c, ref) for c, ref in profile.items() if c in frame.columns]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        rows = list(pool.map(lambda item: measure(*item), columns))
     out = pd.DataFrame(rows, columns=["feature", "psi", "ks", "band", "reference_mean", "current_mean"]).astype(
         {"psi": "float64", "ks": "float64", "reference_mean": "float64", "current_mean": "float64"})
     return out.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)

@@ -50,6 +50,20 @@ def test_same_population_is_stable_and_a_shifted_one_drifts_with_the_right_ks():
     assert moved.loc["x", "current_mean"] - moved.loc["x", "reference_mean"] == pytest.approx(0.8, abs=0.02)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_ks_equals_the_largest_gap_over_every_step_of_both_functions(seed):
+    """ks_statistic counts new values per reference quantile instead of sorting them; the answer must be the
+    supremum over every point where either distribution function steps, ties and all."""
+    rng = np.random.default_rng(seed)
+    ref = rng.integers(0, 5, 300) if seed % 2 else rng.normal(size=300)
+    cur = rng.integers(0, 7, 250) if seed % 2 else np.round(rng.normal(0.3, 1, 250), 1)
+    q = np.quantile(ref.astype(float), np.linspace(0, 1, drift.N_QUANTILES))
+    grid = np.union1d(q, cur)
+    brute = np.max(np.abs(np.searchsorted(q, grid, side="right") / len(q)
+                          - np.searchsorted(np.sort(cur), grid, side="right") / len(cur)))
+    assert drift.ks_statistic(q.tolist(), pd.Series(cur)) == pytest.approx(brute, abs=1e-12) and brute > 0.05
+
+
 def test_categorical_new_values_pool_into_other_and_show_as_drift():
     ref = pd.Series(["a"] * 60 + ["b"] * 40)
     profile = {"c": drift.profile_column(ref)}

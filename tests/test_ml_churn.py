@@ -56,6 +56,14 @@ def test_scores_reasons_and_actions(churn_modelling, tmp_path):
     assert scored.loc[scored.risk_level == "High", "reason_1"].isin(model.spec.names).all()
     assert scored.loc[scored.risk_level == "Low", "recommended_action"].isna().all()
     assert scored.loc[scored.risk_level == "High", "recommended_action"].notna().all()
+    # reasons: the top 3 positive contributions by a full sort, and each row's action from its own reasons
+    contribs = model.booster.predict(model.dmatrix(frame), pred_contribs=True, approx_contribs=True)[:, :-1]
+    names = np.array(model.spec.names, dtype=object)
+    for row in range(0, len(frame), 97):
+        top = [names[j] for j in np.argsort(-contribs[row])[:3] if contribs[row, j] > 0]
+        got = scored.loc[row, ["reason_1", "reason_2", "reason_3"]].tolist()
+        assert got == top + [None] * (3 - len(top))
+        assert scored.loc[row, "recommended_action"] == recommend_action(scored.loc[row, "risk_level"], top, actions)
     # churners are scored higher than stayers, on average, by a wide margin
     assert scored.churn_probability[y.to_numpy() == 1].mean() > 2 * scored.churn_probability[y.to_numpy() == 0].mean()
     # saved and loaded, the model scores the same
