@@ -303,3 +303,27 @@ def test_file_scans_find_blank_lines_and_count_lines_across_chunk_boundaries(tmp
         expected = [i + 1 for i, ln in enumerate(data.split(b"\n")[:-1]) if ln.strip(b"\r") == b"" and i > 0]
         assert blank_lines(path, chunk_size=chunk) == expected, data
         assert scan_file(path, chunk_size=chunk) == (xxhash.xxh3_128(data).hexdigest(), data.count(b"\n")), data
+
+
+def test_balance_of_a_day_with_several_postings_is_the_last_row_of_the_file(tmp_path):
+    """Date-only exports give every posting of a day the same timestamp: the balance at a date is the
+    balance after the day's last row in the file, the same on every run (not whichever row DuckDB meets)."""
+    from datetime import date
+
+    from warehouse.features import build_balances
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "customers.csv").write_text(CUSTOMERS)
+    postings = [("T1", "2024-06-01", 500, 500), ("T2", "2024-06-30", -100, 400), ("T3", "2024-06-30", 250, 650),
+                ("T4", "2024-06-30", -600, 50), ("T5", "2024-05-31", 10, 490)]
+    (landing / "transactions.csv").write_text(
+        "transaction_id,customer_id,account_id,transaction_date,amount,balance_after\n"
+        + "".join(f"{t},C1,A1,{d},{a},{b}\n" for t, d, a, b in postings))
+    cfg = write_config(tmp_path, customers={"path": "customers.csv"}, transactions={"path": "transactions.csv"})
+    db = tmp_path / "w.duckdb"
+    run(db, load_source(cfg), landing, "customers", "transactions")
+    with connect(db) as con:
+        con.execute("CREATE TABLE features.population AS SELECT 'C1' AS customer_id, DATE '2024-06-30' AS snapshot_date")
+        build_balances(con, date(2024, 6, 30))
+    assert rows(db, "SELECT balance_now, balance_30d_ago FROM features.balances") == [(50.0, 490.0)]

@@ -37,7 +37,7 @@ FEATURE_DOCS = {
     "salary_credits_90d": "Credits categorised salary/pension in the last 90 days.",
     "channel_share_<c>": "Share of the last 365 days' transactions made through channel <c>.",
     "category_spend_share_<c>": "Share of the last 365 days' spend in category <c>.",
-    "balance_now": "Sum over the customer's accounts of the last known balance on or before the snapshot.",
+    "balance_now": "Sum over the customer's accounts of the last known balance on or before the snapshot (several postings at the same time: the later row of the file).",
     "balance_{w}d_ago": "Same, {w} days before the snapshot.",
     "balance_change_{w}d": "balance_now - balance_{w}d_ago.",
     "balance_avg_90d": "Mean balance after each transaction in the last 90 days.",
@@ -195,8 +195,13 @@ def build_rfm(con, snap: date) -> int:
 def build_balances(con, snap: date) -> int:
     """Balances now and 30/90/180 days ago, from balance-after on transactions, else the accounts file."""
     s = f"DATE '{snap}'"
+    # The latest transaction wins; on the same timestamp (date-only exports: every posting of a day) the later
+    # row of its file, so a rerun gives the same balance. One HUGEINT key: time, then file (by hash: any fixed
+    # order will do), then row; a struct key costs twice as much at 60M rows.
+    latest = ("epoch_us(transaction_date)::HUGEINT * 18446744073709551616 "
+              "+ (hash(_source_file) % 4194304)::HUGEINT * 4398046511104 + coalesce(_source_row, 0)")
     points = ", ".join(
-        f"arg_max(balance_after, transaction_date) FILTER (WHERE transaction_date < {s} - {w} + 1) AS b{w}"
+        f"arg_max(balance_after, {latest}) FILTER (WHERE transaction_date < {s} - {w} + 1) AS b{w}"
         for w in (0, 30, 90, 180)
     )
     con.execute(f"""
