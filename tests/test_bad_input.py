@@ -136,14 +136,20 @@ def _rows(db: Path, sql: str):
         return con.execute(sql).fetchall()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.file for c in CASES])
-def test_bad_file_is_rejected_or_quarantined_and_counts_reconcile(corpus, tmp_path, case):
+def _good_delivery(tmp_path: Path):
+    """A landing folder with the good files, ingested: what every bad file arrives after."""
     landing, db = tmp_path / "landing", tmp_path / "w.duckdb"
     landing.mkdir()
     for name, text in GOOD.items():
         (landing / name).write_text(text)
     source = _source(tmp_path)
     _ingest(db, source, landing)
+    return landing, db, source
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.file for c in CASES])
+def test_bad_file_is_rejected_or_quarantined_and_counts_reconcile(corpus, tmp_path, case):
+    landing, db, source = _good_delivery(tmp_path)
     table = case.file.split("_")[0]
     cols = ", ".join(f'"{c}"' for (c,) in _rows(db, f"SELECT column_name FROM (DESCRIBE raw.{table}) "
                                                    "WHERE column_name <> '_ingested_at'"))
@@ -172,12 +178,7 @@ def test_bad_file_is_rejected_or_quarantined_and_counts_reconcile(corpus, tmp_pa
 
 
 def test_a_changed_file_that_turns_unreadable_keeps_its_earlier_rows(tmp_path):
-    landing, db = tmp_path / "landing", tmp_path / "w.duckdb"
-    landing.mkdir()
-    for name, text in GOOD.items():
-        (landing / name).write_text(text)
-    source = _source(tmp_path)
-    _ingest(db, source, landing)
+    landing, db, source = _good_delivery(tmp_path)
     (landing / "customers.csv").write_text(GOOD["customers.csv"].replace(",", ";"))  # the next export is broken
     report = _ingest(db, source, landing)["customers"]
     assert "is the separator ';'" in report.errors[0]
