@@ -6,8 +6,9 @@ input waits for all its sources and is skipped only when all of them were).
 """
 
 import dagster as dg
+import duckdb
 
-from assets.metadata import frame_md
+from assets.metadata import frame_md, table_metadata
 from orchestration.resources import Settings, Warehouse
 from warehouse.serving import publish, versions
 
@@ -25,8 +26,13 @@ def publish_serving(context: dg.OpExecutionContext, warehouse: Warehouse, settin
     customers = next((n for t, _, n in out.tables if t == "bi.customer_scores"), None)
     context.log.info(f"serving.duckdb now {out.version.name}: {len(out.tables)} tables and views; "
                      f"{len(kept) - 1} earlier version(s) kept for `scorehouse rollback`")
+    joined = {}
+    if customers is not None:  # what BI sees first: the schema and first rows of the joined table
+        with duckdb.connect(str(warehouse.paths.serving), read_only=True) as srv:
+            joined = table_metadata(srv, "bi.customer_scores")
+        joined["dagster/table_name"] = dg.MetadataValue.text("serving.bi.customer_scores")
     context.add_output_metadata({
-        **({"dagster/row_count": dg.MetadataValue.int(customers)} if customers is not None else {}),
+        **joined,
         "serving_file": dg.MetadataValue.path(str(warehouse.paths.serving)),
         "version": out.version.name,
         "manifest": frame_md([(t, k, f"{n:,}") for t, k, n in out.tables], ["table_name", "kind", "rows"]),
@@ -42,8 +48,8 @@ def build_publish(score_keys: list[dg.AssetKey]) -> dg.AssetsDefinition:
     @dg.graph_asset(key=KEY, group_name="serving", kinds={"duckdb", "parquet"}, ins=ins)
     def published(**scored):
         """serving.duckdb for BI: every scored table (shareable columns only: `serving.shareable`), customer,
-        agency and product dimensions, the model registry and drift, the views `bi.customer_scores`,
-        `bi.model_summary`, `bi.drift_summary`, and a `manifest` of what each holds (docs/bi.md). Built beside
+        agency and product dimensions, the model registry and drift, one joined row per customer
+        (`bi.customer_scores`), the views `bi.model_summary`, `bi.drift_summary`, and a `manifest` of what each holds (docs/bi.md). Built beside
         the live file and swapped in by rename; the previous `serving.keep_previous` files stay for `scorehouse
         rollback`. Also Parquet under exports/<model>/snapshot_date=<date>/."""
         return publish_serving(scored=list(scored.values()))

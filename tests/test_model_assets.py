@@ -60,6 +60,11 @@ def test_first_challenger_becomes_champion_and_scores_everyone(bank):
     churn = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["scores", "churn"]))
     shown = churn.materialization.metadata["churn_probability_vs_reference"].value
     assert "reference (v1" in shown and "this run" in shown
+    # the publish shows BI's joined table: one row per scored customer, its schema and first rows
+    published = next(e for e in result.get_asset_materialization_events()
+                     if e.asset_key == dg.AssetKey(["serving", "published"])).materialization.metadata
+    assert published["dagster/row_count"].value == population
+    assert "churn_probability" in published["preview"].value and "customer_id" in published["preview"].value
 
 
 def test_every_model_is_gated_promoted_and_scores_everyone(bank):
