@@ -24,12 +24,20 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     if y.nunique() < 2:
         context.log.info(f"no '{cfg['label']}' outcomes with both classes in features.labels: churn not trained")
         return None
-    model = ml_churn.train_churn(features, y, _params(cfg))
+    params = _params(cfg)
+    model = ml_churn.train_churn(features, y, params)
     top = list(model.importance.items())[:10]
+    hold = ml_churn.holdout_mask(features["customer_id"], params.holdout_share)
+
+    def rescore(champion: Entry) -> dict:  # the champion on the customers the challenger was judged on
+        rival = ml_churn.load_churn(champion.artifact_path)
+        return ml_churn.evaluate(y.to_numpy(dtype=int)[hold], rival.probability(features[hold]),
+                                 rival.params.risk_cutoffs)
+
     return Trained(model, model.metrics, model.spec.names, features["snapshot_date"].max(), frame_hash(features), {
         "training_rows": len(features), "positive_rate": float(y.mean()),
         "feature_importance": frame_md([(k, f"{v:.3f}") for k, v in top], ["feature", "share of gain"]),
-    })
+    }, rescore=rescore)
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:

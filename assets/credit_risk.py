@@ -11,7 +11,8 @@ from assets.metadata import frame_md
 from ml.registry import Entry
 from orchestration.resources import Warehouse
 
-ml_credit = lazy_module("ml.credit_risk")  # XGBoost/scikit-learn/SciPy load on first use
+ml_credit = lazy_module("ml.credit_risk")
+ml_churn = lazy_module("ml.churn")  # its holdout_mask: the hash split every classifier shares  # XGBoost/scikit-learn/SciPy load on first use
 
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
@@ -30,6 +31,12 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
             return None
     frame, y, proxy = ml_credit.credit_target(features, labels, p.seed)
     model = ml_credit.train_credit_risk(frame, y, p, proxy=proxy)
+    hold = ml_churn.holdout_mask(frame["customer_id"], p.holdout_share, salt="holdout")
+
+    def rescore(champion: Entry) -> dict:  # the champion on the customers the challenger was judged on
+        rival = ml_credit.load_credit_risk(champion.artifact_path)
+        return ml_credit.evaluate(y.to_numpy(dtype=int)[hold], rival.score(frame[hold])["pd"].to_numpy())
+
     card = model.scorecard_table()
     iv = list(model.iv.items())[:10]
     return Trained(model, {**model.metrics, "target_proxy": int(proxy)}, model.features,
@@ -39,7 +46,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
         "training_rows": len(frame), "bad_rate": float(y.mean()),
         "information_value": frame_md([(k, f"{v:.3f}") for k, v in iv], ["feature", "IV"]),
         "scorecard": dg.MetadataValue.md(card.head(60).to_markdown(index=False, floatfmt=".4g")),
-    })
+    }, rescore=rescore)
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:

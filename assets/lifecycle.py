@@ -51,6 +51,9 @@ class Trained:
     snapshot_date: date | None
     data_hash: str
     metadata: dict = field(default_factory=dict)
+    # (champion's registry entry) -> the champion's metrics on this challenger's holdout, computed the same way:
+    # the gate compares the two on the same customers and the same outcomes
+    rescore: Callable[[registry.Entry], dict] | None = None
 
 
 @dataclass
@@ -177,6 +180,22 @@ def training_keys(name: str) -> list[dg.AssetKey]:
     return [dg.AssetKey(["ml", f"{name}_challenger"]), dg.AssetKey(["ml", f"{name}_champion"])]
 
 
+def _champion_on_holdout(context, warehouse: Warehouse, name: str, trained: Trained) -> None:
+    """Score the current champion on the challenger's holdout, into metrics["champion_on_holdout"]. A champion
+    that cannot be scored on today's data (its inputs are gone) is compared by its own training figures."""
+    with warehouse.connect() as con:
+        champion = registry.get(con, name, "champion")
+    if champion is None or trained.rescore is None:
+        return
+    try:
+        figures = trained.rescore(champion)
+    except (KeyError, ValueError, NotEnoughData) as e:
+        context.log.warning(f"{name} champion v{champion.version} could not be scored on the challenger's holdout "
+                            f"({type(e).__name__}: {e}); the gate compares with its figures from its own training")
+        return
+    trained.metrics["champion_on_holdout"] = {"version": champion.version, **figures}
+
+
 def model_assets(spec: ModelSpec) -> tuple[list, list]:
     """The challenger, champion and scores assets, and the gate check."""
     name = spec.name
@@ -193,6 +212,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             trained = None
         if trained is None:
             return  # logged why; nothing downstream runs, the champion and its scores stay as they are
+        _champion_on_holdout(context, warehouse, name, trained)
         # Artifacts and reference profile first, the registry row last: a run killed in between leaves no
         # version half made (the next run reuses the number and overwrites the folder).
         with warehouse.connect() as con:
@@ -231,15 +251,19 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             rival = champion
             if champion and any(new.metrics.get(k) != champion.metrics.get(k) for k in spec.comparable_on):
                 rival = None  # different targets or inputs: the absolute thresholds alone decide
-            passed, why = registry.compare(new.metrics, rival.metrics if rival else None, thresholds,
-                                           higher, cfg.get("tolerance", 0.0))
+            # the champion re-scored on the challenger's holdout when it could be; else its own training figures
+            same = (new.metrics.get("champion_on_holdout") or {}) if rival else {}
+            same = same if rival and same.get("version") == rival.version else {}
+            rival_metrics = same or (rival.metrics if rival else None)
+            passed, why = registry.compare(new.metrics, rival_metrics, thresholds, higher, cfg.get("tolerance", 0.0))
             if not passed:
                 registry.reject(con, name, new.version, "; ".join(why))
         shown = {k: rounded(new.metrics[k]) for k in sorted({*thresholds, *higher}) if k in new.metrics}
         return dg.AssetCheckResult(passed=passed, metadata={
             "actual": str(shown), "threshold": str({k: f"{op} {v}" for k, (op, v) in thresholds.items()}),
             "challenger_version": new.version,
-            "champion": (f"v{champion.version} {({k: rounded(champion.metrics.get(k)) for k in higher})}"
+            "champion": (f"v{champion.version} {({k: rounded(rival_metrics.get(k)) for k in higher})} "
+                         + ("on this holdout" if same else "from its own training")
                          if rival else f"v{champion.version}, not comparable (differs in {', '.join(spec.comparable_on)})")
                         if champion else "none yet",
             "failed": "; ".join(why) or "none",

@@ -31,6 +31,10 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
         return None
     model = ml_recommend.train_recommender(inputs, p)
     m = model.metrics
+
+    def rescore(champion: Entry) -> dict:  # the champion ranked on the same window and customers
+        return ml_recommend.evaluate(ml_recommend.load_recommender(champion.artifact_path), inputs)
+
     k = p.eval_k
     per = m.get("per_product", {})
     frames = [f for f in (inputs.train, inputs.current, inputs.label_features) if f is not None]
@@ -45,7 +49,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
                                i.get("eval_positives")) for pid, i in per.items()],
                              ["product", "scored by", "acquisitions (training)", "holdout AUC",
                               "acquisitions (holdout)"]),
-    })
+    }, rescore=rescore)
 
 
 

@@ -24,6 +24,10 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
         return None
     model = ml_segments.train_segments(features, p)
     prof = model.profile_table()
+
+    def rescore(champion: Entry) -> dict:  # the champion's clusters on the challenger's holdout customers
+        return ml_segments.holdout_silhouette(ml_segments.load_segments(champion.artifact_path), features, p)
+
     metrics = dict(model.metrics)
     metrics["min_share"] = float(prof["share"].min())
     return Trained(model, metrics, model.features, features["snapshot_date"].max(), frame_hash(features), {
@@ -32,7 +36,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
                                r.description) for r in prof.itertuples()],
                              ["id", "name", "customers", "share", "silhouette", "profile (median vs all)"]),
         "silhouette_by_k": str(model.metrics["silhouette_by_k"]),
-    })
+    }, rescore=rescore)
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:

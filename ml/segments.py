@@ -529,6 +529,13 @@ class SegmentModel:
                    d["metrics"], d["skipped"])
 
 
+def holdout_silhouette(model: SegmentModel, features: pd.DataFrame, params: SegmentParams) -> dict:
+    """A trained model's silhouette on the holdout customers `params` choose from `features` (as train_segments
+    measures its own): how a champion does on the customers a challenger is judged on."""
+    z = model.transform.apply(features.iloc[split(features, params).evaluate])
+    return {"silhouette": silhouette(z, assign(z, model.centers)[0])[0]}
+
+
 def _kmeans(z: np.ndarray, k: int, p: SegmentParams) -> KMeans:
     return KMeans(n_clusters=k, init="k-means++", n_init=p.n_init, max_iter=p.max_iter,
                   random_state=p.seed).fit(z)

@@ -3,6 +3,8 @@ challenger that fails its gate leaves the champion and the scores as they were."
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import duckdb
 import pytest
@@ -103,6 +105,16 @@ def test_failing_challenger_is_rejected_and_changes_nothing(bank):
     assert q(home, "SELECT version, alias FROM ml.model_registry WHERE model = 'churn' ORDER BY 1") == [(1, "champion"), (2, "rejected")]
     assert q(home, "SELECT note FROM ml.model_registry WHERE model = 'churn' AND version = 2")[0][0].startswith("auc ")
     assert q(home, "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1") == before
+    # every gate compared with the champion re-scored on the challenger's holdout; on the same data that
+    # reproduces the champion's own training figures exactly (same customers, same outcomes, same math)
+    metrics = {m: json.loads(v) for m, v in q(home, "SELECT model, metrics FROM ml.model_registry WHERE version = 1")}
+    latest = {m: json.loads(v) for m, v in q(home, "SELECT model, metrics FROM ml.model_registry WHERE version = 2")}
+    for model, key in (("churn", "auc"), ("credit_risk", "auc"), ("recommendations", "map_at_5"),
+                       ("segments", "silhouette")):
+        again = latest[model]["champion_on_holdout"]
+        assert again["version"] == 1 and again[key] == pytest.approx(metrics[model][key], abs=1e-9), model
+    gates = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert gates["churn_gate"].metadata["champion"].value.endswith("on this holdout")
 
 
 def test_daily_scoring_goes_on_with_the_champion_after_a_failed_retrain(bank):
@@ -133,3 +145,19 @@ def test_promoting_without_a_waiting_challenger_fails_clearly(bank):
     failure = result.get_step_failure_events()[0].event_specific_data.error
     assert "no churn challenger waiting" in failure.message + "".join(c.message for c in failure.cause and [failure.cause] or [])
     assert q(home, "SELECT version, alias FROM ml.model_registry WHERE model = 'churn' ORDER BY 1") == [(1, "champion"), (2, "rejected")]
+
+
+def test_a_champion_that_cannot_be_rescored_is_compared_by_its_training_figures(bank):
+    from assets.lifecycle import Trained, _champion_on_holdout
+
+    _, home = bank  # churn v1 is the champion
+
+    def gone(entry):
+        raise KeyError("attr_income")  # the champion's input is no longer in the features
+
+    lost = Trained(model=None, metrics={"auc": 0.9}, features=[], snapshot_date=None, data_hash="x", rescore=gone)
+    scored = Trained(model=None, metrics={"auc": 0.9}, features=[], snapshot_date=None, data_hash="x",
+                     rescore=lambda entry: {"auc": 0.5})
+    for trained in (lost, scored):
+        _champion_on_holdout(dg.build_asset_context(), Warehouse(home=str(home)), "churn", trained)
+    assert lost.metrics == {"auc": 0.9} and scored.metrics["champion_on_holdout"] == {"version": 1, "auc": 0.5}
