@@ -303,3 +303,19 @@ def test_generated_bank_end_to_end(tmp_path):
     counts = s.clv_tier.value_counts()
     for name, share in CLVParams().tiers:
         assert abs(counts[name] - share * len(s)) <= 1, counts
+
+
+def test_summary_is_the_same_whatever_the_row_order(tmp_path):
+    """Sums of doubles depend on their order ((0.1 + 0.2) + 0.3 != 0.3 + 0.2 + 0.1); the summary sums exactly,
+    so a reload or a parallel scan that meets the rows in another order fits the very same CLV model."""
+    amounts = [-51.19, -95.05, -14.42, -94.87, -31.19, -42.34, -82.77]  # old double sums: 180.32000000000002 / 180.32
+    days = ["2024-01-01", "2024-02-01", "2024-02-01", "2024-02-01", "2024-03-01", "2024-03-01", "2024-03-01"]
+    rows = [(f"T{i}", "C1", d, a) for i, (d, a) in enumerate(zip(days, amounts, strict=True))]
+    out = []
+    for order in (rows, rows[::-1]):
+        with duckdb.connect(str(tmp_path / f"w{len(out)}.duckdb")) as con:
+            con.execute("CREATE SCHEMA raw; CREATE TABLE raw.transactions (transaction_id VARCHAR, customer_id "
+                        "VARCHAR, transaction_date TIMESTAMP, amount DOUBLE)")
+            con.executemany("INSERT INTO raw.transactions VALUES (?, ?, ?, ?)", order)
+            out.append(clv_summary(con, date(2024, 3, 31)))
+    assert out[0]["monetary"].iloc[0] == out[1]["monetary"].iloc[0] == 180.32  # (204.34 + 156.30) / 2

@@ -65,10 +65,12 @@ def clv_summary(
             date_diff('day', {cal}, {upper}) / {u} AS holdout_t"""
     # Calibration days always precede holdout days, so a customer's first day overall is their first
     # calibration day whenever they have one (HAVING): min/arg_min need no CASE. Sums of 0/1 indicators
-    # instead of FILTER clauses: measurably faster in DuckDB (see warehouse/features.py rfm).
+    # instead of FILTER clauses: measurably faster in DuckDB (see warehouse/features.py rfm). Values summed as
+    # DECIMAL: exact, so the same purchases in another row order (a reloaded file, a parallel scan) give the
+    # same bits; double sums differ in the last bit, and the likelihood fit turns that into other parameters.
     sql = f"""
         WITH days AS (
-            SELECT customer_id, CAST(transaction_date AS DATE) AS day, sum({value_expr}) AS value
+            SELECT customer_id, CAST(transaction_date AS DATE) AS day, sum(({value_expr})::DECIMAL(38, 6)) AS value
             FROM raw.transactions
             WHERE ({event_filter}) AND transaction_date < {upper} + 1
             GROUP BY 1, 2
