@@ -11,8 +11,8 @@ from assets.metadata import frame_md
 from ml.registry import Entry
 from orchestration.resources import Warehouse
 
-ml_credit = lazy_module("ml.credit_risk")
-ml_churn = lazy_module("ml.churn")  # its holdout_mask: the hash split every classifier shares  # XGBoost/scikit-learn/SciPy load on first use
+ml_credit = lazy_module("ml.credit_risk")  # XGBoost/scikit-learn/SciPy load on first use
+ml_churn = lazy_module("ml.churn")  # its holdout_mask: the hash split every classifier shares
 
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:

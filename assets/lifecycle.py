@@ -189,7 +189,7 @@ def _champion_on_holdout(context, warehouse: Warehouse, name: str, trained: Trai
         return
     try:
         figures = trained.rescore(champion)
-    except (KeyError, ValueError, NotEnoughData) as e:
+    except (KeyError, ValueError, OSError, NotEnoughData) as e:  # inputs gone, artifact unreadable
         context.log.warning(f"{name} champion v{champion.version} could not be scored on the challenger's holdout "
                             f"({type(e).__name__}: {e}); the gate compares with its figures from its own training")
         return
