@@ -49,9 +49,10 @@ def build_publish(score_keys: list[dg.AssetKey]) -> dg.AssetsDefinition:
     def published(**scored):
         """serving.duckdb for BI: every scored table (shareable columns only: `serving.shareable`), customer,
         agency and product dimensions, the model registry and drift, one joined row per customer
-        (`bi.customer_scores`), the views `bi.model_summary`, `bi.drift_summary`, and a `manifest` of what each holds (docs/bi.md). Built beside
-        the live file and swapped in by rename; the previous `serving.keep_previous` files stay for `scorehouse
-        rollback`. Also Parquet under exports/<model>/snapshot_date=<date>/."""
+        (`bi.customer_scores`), the views `bi.model_summary`, `bi.drift_summary`, and a `manifest` of what each
+        holds (docs/bi.md). Built beside the live file and swapped in by rename; the previous
+        `serving.keep_previous` files stay for `scorehouse rollback`. Also Parquet under
+        exports/<model>/snapshot_date=<date>/."""
         return publish_serving(scored=list(scored.values()))
 
     return published
