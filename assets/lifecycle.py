@@ -252,8 +252,8 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             if champion and any(new.metrics.get(k) != champion.metrics.get(k) for k in spec.comparable_on):
                 rival = None  # different targets or inputs: the absolute thresholds alone decide
             # the champion re-scored on the challenger's holdout when it could be; else its own training figures
-            same = (new.metrics.get("champion_on_holdout") or {}) if rival else {}
-            same = same if rival and same.get("version") == rival.version else {}
+            on_holdout = new.metrics.get("champion_on_holdout") or {}
+            same = on_holdout if rival and on_holdout.get("version") == rival.version else {}
             rival_metrics = same or (rival.metrics if rival else None)
             passed, why = registry.compare(new.metrics, rival_metrics, thresholds, higher, cfg.get("tolerance", 0.0))
             if not passed:
