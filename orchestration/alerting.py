@@ -18,10 +18,20 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 
 from quality.alert_store import AlertStore
-from quality.alerts import Alert, check_alert, drift_alert, drifted_checks, run_failure_alert, run_url, stale_alert
+from quality.alerts import (
+    Alert,
+    check_alert,
+    drift_alert,
+    drifted_checks,
+    held_alert,
+    run_failure_alert,
+    run_url,
+    stale_alert,
+)
 from quality.channels import Delivery, channels_from_settings, deliver
 
 FRESHNESS_CHECK = "freshness_check"  # the name Dagster gives the checks of build_last_update_freshness_checks
+GUARD_CHECK = "delivery_guard"  # assets/ingest.py: a delivery held back by the volume guard
 
 
 @dataclass
@@ -80,7 +90,9 @@ def evaluate_run(instance: dg.DagsterInstance, run_id: str, home: str | Path, se
     checks = run_checks(instance, run_id)
     drift = [c for c in checks if c["check"].endswith("_drift")]
     fresh = [c for c in checks if c["check"] == FRESHNESS_CHECK]
-    other = [c for c in checks if c not in drift and c not in fresh]
+    guard = [c for c in checks if c["check"] == GUARD_CHECK]
+    other = [c for c in checks if c not in drift and c not in fresh and c not in guard]
+    held = [c for c in guard if not c["passed"]]
 
     drifted = drifted_checks(drift, cfg.get("drift_band", "alert"))
     stale = [c for c in fresh if not c["passed"]]
@@ -96,6 +108,8 @@ def evaluate_run(instance: dg.DagsterInstance, run_id: str, home: str | Path, se
         alerts.append(drift_alert(drifted, info))
     if failed:
         alerts.append(check_alert(failed, info))
+    if held:
+        alerts.append(held_alert(held, info))
     if stale:
         alerts.append(stale_alert(stale, info))
     if run.status == dg.DagsterRunStatus.FAILURE:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -68,6 +69,9 @@ class _Progress(threading.Thread):
     def _print(self, entry) -> None:
         ev = entry.dagster_event
         if ev is None:
+            # what a step warned about (a file not read this run, a delivery held back): on the terminal too
+            if entry.level >= logging.WARNING and entry.step_key and entry.user_message:
+                print(f"[{time.monotonic() - self.t0:6.1f}s] ! {entry.user_message}", flush=True)
             return
         t = f"[{time.monotonic() - self.t0:6.1f}s]"
         kind = ev.event_type_value
@@ -126,15 +130,46 @@ def _summary(home: Home, result, run_id: str) -> None:
     print(f"UI:   make ui  (or scorehouse ui --home {home.root}), then http://{UI_HOST}:3000/runs/{run_id}")
 
 
+def _writable(root: Path) -> None:
+    """Fail before any library does (in its own words) when the home cannot be written: main() turns the
+    OSError into one line."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(root)) from e
+
+
+def _landing_problems(cfg, landing: Path) -> list[str]:
+    """What the source config cannot be run with in this landing folder: links that lead out of it."""
+    from warehouse.landing import OUTSIDE, matches
+
+    out = []
+    specs = [(f"tables.{t}[{i}]", f.read.path) for t, feeds in cfg.feeds.items() for i, f in enumerate(feeds)]
+    specs += [(f"inputs.{n}", spec.path) for n, spec in cfg.inputs.items()]
+    for where, glob in specs:
+        for p in matches(landing, glob)[1]:
+            out.append(f"{cfg.origin}: {where}.path: {p.relative_to(landing).as_posix()} {OUTSIDE}")
+    return out
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from warehouse.sources import SourceConfigError, load_source
 
     home = Home.resolve(args.home)
     try:
-        load_source(args.source or os.environ.get("SCOREHOUSE_SOURCE") or "synthetic")
+        cfg = load_source(args.source or os.environ.get("SCOREHOUSE_SOURCE") or "synthetic")
     except SourceConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    landing = Path(args.landing or os.environ.get("SCOREHOUSE_LANDING") or cfg.default_landing or home.root / "landing")
+    problems = _landing_problems(cfg, landing.expanduser()) if landing.expanduser().is_dir() else []
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        return 2
+    _writable(home.root)
     _set_env(home, args.source, args.landing)
 
     import dagster as dg
@@ -224,6 +259,54 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         print(f"  {ch.name:<10} ({ch.type}) {'ok' if d.ok else 'FAILED: ' + d.error} ({d.attempts} attempt(s))")
     print(f"{worked} of {configured} configured channel(s) worked")
     return 0 if configured and worked == configured else 1
+
+
+# ---------------------------------------------------------------- deliveries
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    from warehouse import deliveries
+    from warehouse.db import connect
+
+    home = Home.resolve(args.home)
+    if not home.warehouse.exists():
+        print(f"no warehouse in {home.root} yet: nothing has been delivered", file=sys.stderr)
+        return 0 if args.action == "list" else 1
+
+    def waiting(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    if args.action == "accept":
+        with connect(home.warehouse, wait_seconds=args.wait, on_wait=waiting) as con:
+            try:
+                held = deliveries.accept(con, args.file, args.table)
+            except deliveries.NotHeld as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+        for d in held:
+            print(f"accepted {d.table_name} {d.source_file} ({d.rows_read:,} rows, held because: "
+                  f"{(d.note or '').split('; nothing')[0]}); the next run loads it: scorehouse run --home {home.root}")
+        return 0
+    with connect(home.warehouse, read_only=True, wait_seconds=args.wait, on_wait=waiting) as con:
+        has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
+                          "AND table_name = 'deliveries'").fetchone()[0]
+        rows = deliveries.of_table(con, args.table) if has and args.table else \
+            [d for t in sorted({r[0] for r in con.execute("SELECT DISTINCT table_name FROM raw.deliveries")
+                                .fetchall()}) for d in deliveries.of_table(con, t)] if has else []
+    if not rows:
+        print("no deliveries recorded yet")
+        return 0
+    head = ("table", "file", "state", "delivered", "read", "loaded", "already", "quarant.", "released", "note")
+    table = [head] + [(d.table_name, d.source_file, d.state + (" · archived" if d.archived_at else ""),
+                       f"{d.delivered_at:%Y-%m-%d %H:%M}" if d.delivered_at else "", f"{d.rows_read:,}",
+                       f"{d.rows_loaded:,}", f"{d.rows_skipped:,}", f"{d.rows_quarantined:,}", f"{d.rows_released:,}",
+                       (d.note or "")[:100]) for d in rows]
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(head) - 1)]
+    for r in table:
+        print("  ".join(str(v).rjust(w) if 4 <= i <= 8 else str(v).ljust(w) for i, (v, w) in
+                        enumerate(zip(r, widths, strict=False))) + "  " + r[-1])
+    held = [d for d in rows if d.state == "held" and not d.archived_at]
+    if held:
+        print(f"\n{len(held)} held back: look at the file; if it is right, `scorehouse deliveries accept FILE`")
+    return 0
 
 
 # ---------------------------------------------------------------- rollback
@@ -325,6 +408,14 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--limit", type=int, default=30, help="log: how many deliveries")
     a.set_defaults(func=cmd_alerts)
 
+    d = sub.add_parser("deliveries", help="list every delivered file and its state, or accept a held one")
+    d.add_argument("action", choices=("list", "accept"))
+    d.add_argument("file", nargs="?", help="accept: the held file, as `list` names it")
+    d.add_argument("--table", help="only this contract table")
+    d.add_argument("--home")
+    d.add_argument("--wait", type=float, default=600, help="seconds to wait while a run holds the warehouse")
+    d.set_defaults(func=cmd_deliveries)
+
     b = sub.add_parser("rollback", help="serve the previous serving file again (BI reads <home>/serving.duckdb)")
     b.add_argument("--home")
     b.add_argument("--to", help="a version name from --list instead of the previous one")
@@ -339,7 +430,44 @@ def main(argv: list[str] | None = None) -> int:
     u.set_defaults(func=cmd_ui)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    if getattr(args, "action", None) == "accept" and not args.file:
+        parser.error("deliveries accept: name the held file (see `scorehouse deliveries list`)")
+    try:
+        return args.func(args)
+    except Exception as e:
+        problem = storage_problem(e, Home.resolve(getattr(args, "home", None)).root)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+
+
+STORAGE = {  # what the disk says, in the words of the libraries that meet it first (OS, DuckDB, SQLite)
+    "no space left": ("No space left on device", "database or disk is full", "No space left"),
+    "read-only": ("Read-only file system", "attempt to write a readonly database", "readonly database"),
+}
+
+
+def storage_problem(e: BaseException, home: Path) -> str | None:
+    """One line for a full disk or a read-only home, whatever library met it first; None for other errors."""
+    import errno
+
+    seen, err = set(), e
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        path = getattr(err, "filename", None) or home
+        codes = {errno.ENOSPC: "no space left", errno.EDQUOT: "no space left", errno.EROFS: "read-only"}
+        kind = codes.get(getattr(err, "errno", None))
+        if kind is None:
+            kind = next((k for k, words in STORAGE.items() if any(w in str(err) for w in words)), None)
+        if kind == "no space left":
+            return (f"no space left on the device holding {path}: free some space, then run again (the next run "
+                    "continues from the last committed state)")
+        if kind == "read-only":
+            return (f"{path} is on a read-only file system: scorehouse writes its home there (--home or "
+                    "SCOREHOUSE_HOME); make it writable or choose another home, then run again")
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

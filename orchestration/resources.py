@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
 from orchestration.settings import load_settings
 from warehouse.db import Home, connect, run_lock
@@ -48,23 +46,11 @@ class Warehouse(dg.ConfigurableResource):
     def connect(self):
         # Our own context manager rather than dagster-duckdb's: its get_connection does not close the
         # connection when the body raises, which would keep DuckDB's single-writer lock after a failure.
-        deadline = time.monotonic() + self.lock_wait_seconds
-        delay = 0.2
-        while True:
-            try:
-                cm = connect(self.paths.warehouse, memory_limit=self.memory_limit, threads=self.threads)
-                con = cm.__enter__()
-                break
-            except duckdb.IOException as e:
-                if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        try:
+        # Another process (e.g. `scorehouse deliveries accept`) may hold the file briefly: wait for it.
+        with connect(self.paths.warehouse, memory_limit=self.memory_limit, threads=self.threads,
+                     wait_seconds=self.lock_wait_seconds) as con:
             ensure_schemas(con)
             yield con
-        finally:
-            cm.__exit__(None, None, None)
 
 
 class Source(dg.ConfigurableResource):

@@ -20,16 +20,20 @@ from orchestration.alerting import describe, evaluate_run
 from orchestration.resources import Source
 from orchestration.settings import load_settings
 from warehouse.db import Home
+from warehouse.landing import matches, readiness
 
 
 def landing_state(source: Source) -> dict[str, list[int]]:
+    """(size, mtime) of every landing file a feed or input matches that may be read now: files in flight
+    (not settled, or not yet marked ready) are left out, so the run starts once they are ready."""
     cfg = source.config()
     landing = source.landing_path()
-    globs = [f.read.path for feeds in cfg.feeds.values() for f in feeds] + [s.path for s in cfg.inputs.values()]
+    specs = [(f.read.path, f.settle_seconds, f.ready_marker) for feeds in cfg.feeds.values() for f in feeds]
+    specs += [(s.path, 0.0, None) for s in cfg.inputs.values()]
     state = {}
-    for g in globs:
-        for p in landing.glob(g):
-            if p.is_file():
+    for glob, settle, marker in specs:
+        for p in matches(landing, glob, marker)[0]:
+            if readiness(landing, p, settle, marker) is None:
                 st = p.stat()
                 state[p.relative_to(landing).as_posix()] = [st.st_size, st.st_mtime_ns]
     return state

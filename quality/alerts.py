@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-KINDS = ("drift", "check_failure", "run_failure", "stale_scores", "test")
+KINDS = ("drift", "check_failure", "delivery_held", "run_failure", "stale_scores", "test")
 BAND_RANK = {"stable": 0, "warn": 1, "alert": 2}
 
 
@@ -104,6 +104,28 @@ def check_alert(checks: list[dict], run: dict) -> Alert:
         what="Quality or benchmark checks failed in this run (a failed check does not fail the run by itself).",
         details=details, look_first=look, run_id=run.get("run_id"), job=run.get("job"), run_url=run.get("url"),
         keys=[f"check:{c['asset']}:{c['check']}" for c in checks])
+
+
+def held_alert(checks: list[dict], run: dict) -> Alert:
+    """One message for the deliveries the volume guard held back in a run; one condition per delivery, so each
+    held delivery is alerted once (until `repeat_after_hours`), however many runs see it held."""
+    held = [(c["asset"], h) for c in checks for h in (c["metadata"].get("held") or [])]
+    details = [f"{asset}: {h['file']}: {h['rows_read']:,} rows read"
+               + (f"; the table's current {h['rows_before']:,} rows would become {h['rows_after']:,}"
+                  if h.get("rows_before") is not None else "")
+               + f" — {(h.get('why') or '').split('; nothing')[0]}" for asset, h in held]
+    files = ", ".join(h["file"] for _, h in held)
+    return Alert(
+        kind="delivery_held", severity="error",
+        title=f"deliver{'ies' if len(held) > 1 else 'y'} held back: {files}",
+        what="A delivery would have shrunk a table beyond its max_shrink, or re-sent a file shorter than before. "
+             "It was held back whole: nothing was replaced, the pipeline goes on with the last good state.",
+        details=details,
+        look_first="`scorehouse deliveries list`, then the file itself: a cut-off copy or a partial export should be "
+                   "sent again by the bank; if it is right (customers really left), `scorehouse deliveries accept "
+                   "FILE` and the next run loads it.",
+        run_id=run.get("run_id"), job=run.get("job"), run_url=run.get("url"),
+        keys=[f"held:{asset}:{h['delivery_id']}" for asset, h in held])
 
 
 def run_failure_alert(failures: list[dict], run: dict, failed_checks: list[dict] = ()) -> Alert:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -94,6 +95,7 @@ def test_bad_file_fails_the_run_with_a_clear_message(tmp_path):
     landing, home = tmp_path / "landing", tmp_path / "home"
     landing.mkdir()
     (landing / "customers.csv").write_text("customer_id;income\nC1;10\n")
+    os.utime(landing / "customers.csv", (time.time() - 60, time.time() - 60))  # settled: delivered a minute ago
     (tmp_path / "bank.yaml").write_text("name: bank\ntables:\n  customers: {path: customers.csv}\n")
     run = scorehouse("run", "--source", str(tmp_path / "bank.yaml"), "--landing", str(landing), home=home)
     assert run.returncode == 1

@@ -40,7 +40,8 @@ def write_config(tmp_path: Path, **tables: dict) -> Path:
     import yaml
 
     cfg = tmp_path / "bank.yaml"
-    cfg.write_text(yaml.safe_dump({"name": "testbank", "tables": tables}))
+    # files written by the test are complete: no need to wait for them to settle
+    cfg.write_text(yaml.safe_dump({"name": "testbank", "delivery": {"settle_seconds": 0}, "tables": tables}))
     return cfg
 
 
@@ -72,12 +73,12 @@ def test_quarantine_holds_exactly_the_bad_rows_with_reasons(bank):
     assert (tx.rows_read, tx.rows_loaded, tx.rows_quarantined) == (10, 3, 7)
     assert rows(db, "SELECT transaction_id FROM raw.transactions ORDER BY _source_row") == [("T1",), ("T2",), ("T10",)]
     quarantined = dict(rows(db, "SELECT _source_row, reason FROM quarantine.transactions"))
-    assert quarantined[4] == "amount: 'abc' is not a number"
+    assert quarantined[4] == "amount: not a number"
     assert quarantined[5] == "customer_id: missing"
-    assert quarantined[6] == "customer_id: 'C9' is not in customers"
-    assert quarantined[7] == "duplicate key (transaction_id=T1): first at row 2"
+    assert quarantined[6].startswith("customer_id: not in customers")
+    assert quarantined[7] == "duplicate key (transaction_id): first at row 2"
     assert quarantined[8].startswith("transaction_date: 2999-01-01") and quarantined[8].endswith("is in the future")
-    assert quarantined[9] == "transaction_date: '2024-02-30' is not a date-time"
+    assert quarantined[9] == "transaction_date: not a date-time"
     assert quarantined[10].startswith("malformed line:")
     assert set(quarantined) == {4, 5, 6, 7, 8, 9, 10}
     # the original record is kept, and the bad columns are listed
@@ -99,7 +100,7 @@ def test_types_and_signed_amounts(bank):
     assert rows(db, "SELECT sum(amount) FROM raw.transactions") == [(-25.5 + 1200 - 9.25,)]
 
 
-def test_rerun_is_a_no_op_and_a_changed_file_replaces_its_rows(bank):
+def test_rerun_is_a_no_op_and_a_changed_file_adds_its_new_rows(bank):
     landing, source, db = bank
     run(db, source, landing, "customers", "transactions")
     again = run(db, source, landing, "customers", "transactions")
@@ -107,12 +108,14 @@ def test_rerun_is_a_no_op_and_a_changed_file_replaces_its_rows(bank):
     assert rows(db, "SELECT count(*) FROM raw.transactions") == [(3,)]
     assert rows(db, "SELECT count(*) FROM quarantine.transactions") == [(7,)]
 
-    (landing / "transactions.csv").write_text(TRANSACTIONS.split("T3,")[0].rstrip("\n") + "\nT11,C2,2024-04-01,-1,card\n")
+    # the export of the same name again, one row longer: the rows it repeats are skipped, the new one loads
+    (landing / "transactions.csv").write_text(TRANSACTIONS + "T11,C2,2024-04-01,-1,card\n")
     third = run(db, source, landing, "transactions")
     assert [f.status for f in third["transactions"].files] == ["loaded"]
-    assert rows(db, "SELECT transaction_id FROM raw.transactions ORDER BY 1") == [("T1",), ("T11",), ("T2",)]
-    assert rows(db, "SELECT count(*) FROM quarantine.transactions") == [(0,)]
-    assert rows(db, "SELECT rows_read, rows_loaded FROM raw.ingest_ledger WHERE table_name = 'transactions'") == [(3, 3)]
+    assert rows(db, "SELECT transaction_id FROM raw.transactions ORDER BY 1") == [("T1",), ("T10",), ("T11",), ("T2",)]
+    assert rows(db, "SELECT rows_read, rows_loaded, rows_skipped, rows_quarantined, state FROM raw.deliveries "
+                    "WHERE table_name = 'transactions' ORDER BY processed_at") == [
+        (10, 3, 0, 7, "superseded"), (11, 1, 3, 7, "loaded")]
 
 
 def test_the_only_file_of_a_table_and_a_second_file_give_the_same_table(tmp_path):
@@ -134,10 +137,11 @@ def test_the_only_file_of_a_table_and_a_second_file_give_the_same_table(tmp_path
     assert rows(db, "DESCRIBE raw.transactions") == contract_cols
     assert rows(db, "SELECT transaction_id, _source_file, _source_row FROM raw.transactions ORDER BY 2, 3") == [
         ("T1", "tx_1.csv", 2), ("T2", "tx_1.csv", 3), ("T10", "tx_1.csv", 10), ("T20", "tx_2.csv", 2)]
-    assert dict(rows(db, "SELECT _source_file || ':' || _source_row, reason FROM quarantine.transactions "
-                         "WHERE _source_row IN (4, 3, 7)")) == {
-        "tx_1.csv:4": "amount: 'abc' is not a number", "tx_1.csv:7": "duplicate key (transaction_id=T1): first at row 2",
-        "tx_2.csv:3": "customer_id: 'C9' is not in customers"}
+    got = dict(rows(db, "SELECT _source_file || ':' || _source_row, reason FROM quarantine.transactions "
+                        "WHERE _source_row IN (4, 3, 7)"))
+    assert got["tx_1.csv:4"] == "amount: not a number"
+    assert got["tx_1.csv:7"] == "duplicate key (transaction_id): first at row 2"
+    assert got["tx_2.csv:3"].startswith("customer_id: not in customers")
     assert rows(db, "SELECT count(*) FROM raw.transactions WHERE _ingested_at IS NULL") == [(0,)]
     assert rows(db, "SELECT count(*) FROM quarantine.transactions") == [(7,)]  # 6 in tx_1, 1 in tx_2
 
@@ -147,11 +151,11 @@ def test_extra_columns_come_after_lineage_on_either_path(tmp_path):
     landing.mkdir()
     (landing / "customers_a.csv").write_text("customer_id,nickname\nC1,ann\n")
     (landing / "customers_b.csv").write_text("customer_id,nickname,vip\nC2,bob,1\n")
-    cfg = write_config(tmp_path, customers={"path": "customers_*.csv"})
+    cfg = write_config(tmp_path, customers=[{"path": "customers_a.csv"}, {"path": "customers_b.csv"}])
     db = tmp_path / "w.duckdb"
     run(db, load_source(cfg), landing, "customers")
     names = [r[0] for r in rows(db, "DESCRIBE raw.customers")]
-    assert names[-5:] == ["_source_file", "_source_row", "_ingested_at", "nickname", "vip"]
+    assert names[-6:] == ["_source_file", "_source_row", "_ingested_at", "_delivery_id", "nickname", "vip"]
     assert rows(db, "SELECT customer_id, nickname, vip, _source_row FROM raw.customers ORDER BY 1") == [
         ("C1", "ann", None, 2), ("C2", "bob", 1.0, 2)]
 
@@ -216,7 +220,7 @@ def test_xlsx_is_read_with_row_numbers(tmp_path):
     report = run(db, load_source(cfg), landing, "customers")["customers"]
     assert (report.total("rows_loaded"), report.total("rows_quarantined")) == (1, 1)
     assert rows(db, "SELECT customer_id, income FROM raw.customers") == [("C1", 1000.0)]
-    assert rows(db, "SELECT _source_row, reason FROM quarantine.customers") == [(3, "income: 'lots' is not a number")]
+    assert rows(db, "SELECT _source_row, reason FROM quarantine.customers") == [(3, "income: not a number")]
 
 
 def test_truncated_xlsx_fails_clearly(tmp_path):
@@ -259,7 +263,7 @@ def test_blank_lines_do_not_shift_row_numbers(tmp_path):
     db = tmp_path / "w.duckdb"
     run(db, load_source(cfg), landing, "customers")
     assert rows(db, "SELECT customer_id, _source_row FROM raw.customers ORDER BY 1") == [("C1", 2), ("C3", 6)]
-    assert rows(db, "SELECT _source_row, reason FROM quarantine.customers") == [(4, "income: 'x' is not a number")]
+    assert rows(db, "SELECT _source_row, reason FROM quarantine.customers") == [(4, "income: not a number")]
 
 
 def test_derived_numbers_ignore_the_files_number_format(tmp_path):
@@ -302,7 +306,9 @@ def test_file_scans_find_blank_lines_and_count_lines_across_chunk_boundaries(tmp
         path.write_bytes(data)
         expected = [i + 1 for i, ln in enumerate(data.split(b"\n")[:-1]) if ln.strip(b"\r") == b"" and i > 0]
         assert blank_lines(path, chunk_size=chunk) == expected, data
-        assert scan_file(path, chunk_size=chunk) == (xxhash.xxh3_128(data).hexdigest(), data.count(b"\n")), data
+        scan = scan_file(path, chunk_size=chunk)
+        assert (scan.checksum, scan.lines, scan.terminated) == (
+            xxhash.xxh3_128(data).hexdigest(), data.count(b"\n"), True), data
 
 
 def test_balance_of_a_day_with_several_postings_is_the_last_row_of_the_file(tmp_path):

@@ -97,6 +97,9 @@ def test_landing_sensor_requests_a_run_only_for_new_or_changed_files(landing_sen
     assert isinstance(tick(cursor)[0], dg.SkipReason)
     stat = (landing / "customers.csv").stat()
     os.utime(landing / "customers.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    # rewritten after the ready marker: not ready yet, so no run
+    assert isinstance(tick(cursor)[0], dg.SkipReason)
+    os.utime(landing / "_SUCCESS", ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))  # the export is done
     again, _ = tick(cursor)
     assert isinstance(again, dg.RunRequest) and again.run_key != first.run_key
     assert again.tags["scorehouse/files"] == "1"
@@ -113,6 +116,7 @@ def test_landing_sensor_first_tick_skips_files_already_ingested(landing_sensor):
     ctx = dg.build_sensor_context(instance=instance, resources={"source": source})
     assert isinstance(sensor(ctx), dg.SkipReason)
     (landing / "customers.csv").write_text((landing / "customers.csv").read_text())  # rewritten after
+    (landing / "_SUCCESS").touch()  # and marked ready again
     ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, resources={"source": source})
     request = sensor(ctx)
     assert isinstance(request, dg.RunRequest) and request.tags["scorehouse/files"] == "1"

@@ -53,6 +53,7 @@ def _add_personal_columns(landing: Path) -> list[str]:
     frame["full_name"] = [f"Ana {MARKER}{i}" for i in range(len(frame))]
     frame["notes"] = [f"called about {MARKER} mortgage" for _ in range(len(frame))]
     frame.to_csv(path, index=False, quoting=csv.QUOTE_MINIMAL)
+    (landing / "_SUCCESS").touch()  # written again after the file, as the bank's export job does
     managers = pd.read_csv(landing / "managers.csv", dtype=str)
     return [MARKER, *managers["manager_name"].dropna().unique()]
 

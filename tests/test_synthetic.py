@@ -51,7 +51,9 @@ def digests(folder: Path) -> dict[str, str]:
 
 def test_one_file_per_table_with_the_returned_row_counts(bank, db):
     out, counts, messages = bank
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{t}.csv" for t in TABLES)
+    # one file per table, and the ready marker written after them (docs/deliveries.md)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{t}.csv" for t in TABLES), "_SUCCESS"])
+    assert (out / "_SUCCESS").stat().st_mtime_ns >= max((out / f"{t}.csv").stat().st_mtime_ns for t in TABLES)
     assert set(counts) == set(TABLES)
     assert counts["customers"] == N
     for name in TABLES:

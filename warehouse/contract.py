@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 # DuckDB types used by the contract.
 TEXT, INT, NUM, DATE, TS, BOOL = "VARCHAR", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "BOOLEAN"
 
+MONEY = 1e9  # |amount| above this is implausible for a retail bank's row (plausibility, overridable per source)
+MIN_DATE = "1901-01-01"  # dates before it are placeholders (1900-01-01, 0001-01-01), not facts
+MODES = ("snapshot", "events")
+
 
 @dataclass(frozen=True)
 class Column:
@@ -24,6 +28,10 @@ class Column:
     allowed: tuple[str, ...] | None = None  # allowed values (after the source's value maps)
     not_future: bool = False  # dates after the load time are rejected
     sensitive: bool = False  # a person's name or free text: never in logs, metadata, alerts or serving
+    # Plausibility (overridable per source, `plausibility:` in the source config): money beyond this is an
+    # export error (a wrong unit, a shifted column, a placeholder such as 999999999999999), not a customer.
+    max_abs: float | None = None
+    age_of: str | None = None  # an age column: must agree with this birth-date column where both are given
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,10 @@ class Table:
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()
     references_customers: bool = False  # customer_id must exist in raw.customers (when customers are loaded)
-    generated_key: str | None = None  # key column filled from file and row when a source has no id
+    generated_key: str | None = None  # key column made from the row's content when a source has no id
+    # How a bank delivers it (docs/deliveries.md): `snapshot` — every delivery is the complete current state,
+    # versions kept in raw.<table>_history; `events` — append-only facts, merged by key.
+    mode: str = "snapshot"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -56,9 +67,9 @@ CUSTOMERS = Table(
     (
         Column("customer_id", TEXT, True, "Customer key, kept as text (leading zeros matter)."),
         Column("birth_date", DATE, description="Date of birth.", not_future=True),
-        Column("age", INT, description="Age in years when the file was exported.", min=0, max=120),
+        Column("age", INT, description="Age in years when the file was exported.", min=0, max=120, age_of="birth_date"),
         Column("gender", TEXT, description="F, M or U (unknown).", allowed=("F", "M", "U")),
-        Column("income", NUM, description="Yearly income in the bank's currency.", min=0),
+        Column("income", NUM, description="Yearly income in the bank's currency.", min=0, max_abs=MONEY),
         Column("credit_score", NUM, description="Bureau or internal credit score.", min=0),
         Column("region", TEXT, description="Region or country of residence."),
         Column("city", TEXT, description="City or district of residence."),
@@ -80,8 +91,8 @@ ACCOUNTS = Table(
         Column("product_id", TEXT, True, "Product held; see products."),
         Column("opened_date", DATE, description="Date opened.", not_future=True),
         Column("closed_date", DATE, description="Date closed; empty while open."),
-        Column("balance", NUM, description="Current balance (negative for credit used)."),
-        Column("credit_limit", NUM, description="Credit limit for cards and overdrafts.", min=0),
+        Column("balance", NUM, description="Current balance (negative for credit used).", max_abs=MONEY),
+        Column("credit_limit", NUM, description="Credit limit for cards and overdrafts.", min=0, max_abs=MONEY),
         Column("status", TEXT, description="Bank's status code (active, dormant, closed, ...)."),
     ),
     key=("account_id",),
@@ -95,7 +106,7 @@ PRODUCTS = Table(
         Column("product_id", TEXT, True, "Product key."),
         Column("product_name", TEXT, description="Display name."),
         Column("category", TEXT, description="deposit, savings, card, loan, investment, insurance, other."),
-        Column("monthly_fee", NUM, description="Monthly fee.", min=0),
+        Column("monthly_fee", NUM, description="Monthly fee.", min=0, max_abs=MONEY),
     ),
     key=("product_id",),
 )
@@ -108,15 +119,16 @@ TRANSACTIONS = Table(
         Column("customer_id", TEXT, True, "Customer the movement belongs to."),
         Column("account_id", TEXT, description="Account or holding; see accounts."),
         Column("transaction_date", TS, True, "When it happened.", not_future=True),
-        Column("amount", NUM, True, "Signed amount: + credit (in), - debit (out)."),
+        Column("amount", NUM, True, "Signed amount: + credit (in), - debit (out).", max_abs=MONEY),
         Column("category", TEXT, description="salary, bill, card, transfer, cash, fee, loan, interest, purchase, ..."),
         Column("channel", TEXT, description="branch, atm, online, mobile, pos, ..."),
-        Column("balance_after", NUM, description="Account balance after the movement."),
+        Column("balance_after", NUM, description="Account balance after the movement.", max_abs=MONEY),
         Column("quantity", NUM, description="Items bought, for retail-style logs.", min=0),
     ),
     key=("transaction_id",),
     references_customers=True,
     generated_key="transaction_id",
+    mode="events",
 )
 
 LOANS = Table(
@@ -127,9 +139,9 @@ LOANS = Table(
         Column("customer_id", TEXT, True, "Borrower."),
         Column("account_id", TEXT, description="Account the loan is paid from."),
         Column("start_date", DATE, description="Date granted.", not_future=True),
-        Column("amount", NUM, True, "Principal.", min=0),
+        Column("amount", NUM, True, "Principal.", min=0, max_abs=MONEY),
         Column("duration_months", INT, description="Term in months.", min=0),
-        Column("monthly_payment", NUM, description="Instalment.", min=0),
+        Column("monthly_payment", NUM, description="Instalment.", min=0, max_abs=MONEY),
         Column("interest_rate", NUM, description="Yearly rate in percent.", min=0, max=100),
         Column("status", TEXT, description="Bank's status code."),
         Column("defaulted", BOOL, description="True when the loan ended or runs in default."),
@@ -173,6 +185,7 @@ LABELS = Table(
     ),
     key=("customer_id", "label"),
     references_customers=True,
+    mode="events",
 )
 
 TABLES: dict[str, Table] = {
@@ -194,4 +207,12 @@ LINEAGE = (
     Column("_source_file", TEXT, True, "File the row came from."),
     Column("_source_row", INT, True, "Row number in that file as an editor or Excel shows it (header is row 1)."),
     Column("_ingested_at", TS, True, "When the row was loaded."),
+    Column("_delivery_id", TEXT, True, "The delivery that loaded it (raw.deliveries)."),
+)
+# Versions of a snapshot table's rows (raw.<table>_history; raw.<table> is the open versions).
+HISTORY = (
+    Column("_feed", TEXT, True, "The feed (path glob of the source config) whose snapshots hold the row."),
+    Column("_valid_from", TS, description="From the delivery that brought this version (its file's time); "
+           "empty for the first delivery of the feed, which stands for everything before it."),
+    Column("_valid_to", TS, description="Until the delivery that changed or dropped the row; empty while current."),
 )

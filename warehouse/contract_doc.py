@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from warehouse.contract import LINEAGE, TABLES
+from warehouse.contract import HISTORY, LINEAGE, TABLES
 from warehouse.features import FEATURE_DOCS, MAX_PIVOT_VALUES, WINDOWS
 from warehouse.schema import QUARANTINE_COLUMNS
 
@@ -26,17 +26,25 @@ def render() -> str:
         "",
         "Rules applied on load, per row: required values present; values of the column's type (dates per the",
         "config's formats); numbers finite; bounds and allowed values below; dates marked *not future* not after",
-        "the load; the key unique within the file and against other files; `customer_id` present in",
-        "`raw.customers` for tables marked *references customers* (when the source has a customer file).",
+        "the load; plausibility (amounts within ±1e9 where marked, dates from 1901-01-01, an age that agrees with",
+        "the birth date; overridable per source: `plausibility:`); no summary or footer line (TOTAL, END OF",
+        "REPORT); a last line that ends with a line break; the key unique within the file; `customer_id` delivered",
+        "in `customers` for tables marked *references customers* (when the source has a customer file; such rows",
+        "wait in quarantine and are released when the customer arrives).",
+        "",
+        "Each table is delivered as a *snapshot* (every delivery is the complete current state; versions are kept",
+        "in `raw.<table>_history` and `raw.<table>` shows the current ones) or as *events* (append-only facts",
+        "merged by key); the default mode is given per table below and can be set per source",
+        "([deliveries.md](deliveries.md)).",
         "",
     ]
     for t in TABLES.values():
         out += [f"## `raw.{t.name}`", "", t.description, ""]
-        facts = [f"key: `{', '.join(t.key)}`" if t.key else "no key"]
+        facts = [f"key: `{', '.join(t.key)}`" if t.key else "no key", f"delivered as {t.mode}"]
         if t.references_customers:
             facts.append("references customers")
         if t.generated_key:
-            facts.append(f"`{t.generated_key}` is made from file and row when the bank has none")
+            facts.append(f"`{t.generated_key}` is made from the row's content when the bank has none")
         out += ["; ".join(facts).capitalize() + ".", ""]
         out += ["| column | type | required | rules | meaning |", "|---|---|---|---|---|"]
         for c in t.columns:
@@ -49,6 +57,10 @@ def render() -> str:
                 rules.append("one of " + ", ".join(c.allowed))
             if c.not_future:
                 rules.append("not future")
+            if c.max_abs is not None:
+                rules.append(f"within ±{c.max_abs:g}")
+            if c.age_of:
+                rules.append(f"agrees with {c.age_of}")
             out.append(f"| `{c.name}` | {c.type} | {'yes' if c.required else ''} | {'; '.join(rules)} | {c.description} |")
         out.append("")
     out += ["## Lineage columns on every raw table", "", "| column | type | meaning |", "|---|---|---|"]
@@ -56,9 +68,14 @@ def render() -> str:
     out += ["", "## `quarantine.<table>`", "", "One row per rejected row of any file.", "",
             "| column | type | meaning |", "|---|---|---|"]
     out += [f"| `{n}` | {t} | {d} |" for n, t, d in QUARANTINE_COLUMNS]
-    out += ["", "`raw.ingest_ledger` holds one row per ingested file and table: path, size, modification time, "
-            "an XXH3-128 checksum, the config fingerprint, rows read / loaded / quarantined. An unchanged file is skipped; a "
-            "changed one replaces its earlier rows (in raw and in quarantine) in one transaction.", ""]
+    out += ["", "## History columns of `raw.<table>_history` (snapshot tables)", "", "| column | type | meaning |",
+            "|---|---|---|"]
+    out += [f"| `{c.name}` | {c.type} | {c.description} |" for c in HISTORY]
+    out += ["", "`raw.deliveries` holds one row per delivery (a file's content read with one mapping): path, size, "
+            "modification time, an XXH3-128 checksum, the config fingerprint, its state (loaded, held, accepted, "
+            "superseded, rejected; archived once the file has left landing) and rows read / loaded / already held / "
+            "quarantined / released. `raw.corrections` audits every key that arrived again with other values. See "
+            "[deliveries.md](deliveries.md).", ""]
     return "\n".join(out)
 
 

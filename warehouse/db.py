@@ -63,8 +63,13 @@ def has_rows(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 
 
 @contextmanager
-def connect(path: str | Path, read_only: bool = False, memory_limit: str | None = None, threads: int | None = None):
-    """A short-lived connection; spills to <home>/tmp so big loads stay within the memory limit."""
+def connect(path: str | Path, read_only: bool = False, memory_limit: str | None = None, threads: int | None = None,
+            wait_seconds: float = 0.0, on_wait=None):
+    """A short-lived connection; spills to <home>/tmp so big loads stay within the memory limit. DuckDB lets
+    one process write a file and no other open it meanwhile: with `wait_seconds`, wait that long for the other
+    process (a pipeline run) to let go, saying so once through `on_wait`."""
+    import time
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     config = {"preserve_insertion_order": "true"}
@@ -76,7 +81,19 @@ def connect(path: str | Path, read_only: bool = False, memory_limit: str | None 
         tmp = path.parent / "tmp"
         tmp.mkdir(exist_ok=True)
         config["temp_directory"] = str(tmp)
-    con = duckdb.connect(str(path), read_only=read_only, config=config)
+    deadline, delay, told = time.monotonic() + wait_seconds, 0.2, False
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
+            break
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                raise
+            if on_wait and not told:
+                on_wait(f"{path} is in use by another process (a pipeline run?): waiting up to {wait_seconds:.0f} s")
+                told = True
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
     try:
         yield con
     finally:

@@ -12,8 +12,8 @@ from datetime import date, timedelta
 
 import duckdb
 
-from warehouse.contract import LINEAGE, TABLES, personal
-from warehouse.db import has_rows
+from warehouse.contract import HISTORY, LINEAGE, TABLES, personal
+from warehouse.schema import table_mode
 
 WINDOWS = (30, 90, 180, 365)
 MAX_PIVOT_VALUES = 8  # channel/category/product columns: the most frequent values, the rest as "other"
@@ -62,6 +62,22 @@ FEATURE_DOCS = {
 }
 
 
+def state(con, table: str, snap: date) -> str:
+    """raw.<table> as it stood at the end of the snapshot date: for a snapshot table, the versions valid then
+    (a version from the feed's first delivery stands for everything before it); an events table as it is
+    (facts carry their own dates, which the builders filter)."""
+    if table_mode(con, table) != "snapshot":
+        return f"raw.{table}"
+    hidden = ", ".join(c.name for c in HISTORY)
+    end = f"(DATE '{snap}' + INTERVAL 1 DAY)"
+    return (f"(SELECT * EXCLUDE ({hidden}) FROM raw.{table}_history WHERE (_valid_from IS NULL OR _valid_from < "
+            f"{end}) AND (_valid_to IS NULL OR _valid_to >= {end}))")
+
+
+def _has_rows(con, relation: str) -> bool:
+    return con.execute(f"SELECT count(*) > 0 FROM (SELECT 1 FROM {relation} t LIMIT 1)").fetchone()[0]
+
+
 def _cols(con, schema: str, table: str) -> list[tuple[str, str]]:
     return con.execute(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
@@ -89,18 +105,19 @@ def resolve_snapshot(con: duckdb.DuckDBPyConnection, configured: date | None, ho
 def build_population(con, snap: date) -> int:
     """Every customer known at the snapshot: from customers, or from the facts when a bank sends none."""
     s = f"DATE '{snap}'"
+    customers = state(con, "customers", snap)
     in_facts = f"""
         SELECT customer_id FROM raw.transactions WHERE transaction_date < {s} + 1
-        UNION SELECT customer_id FROM raw.accounts WHERE opened_date IS NULL OR opened_date <= {s}
-        UNION SELECT customer_id FROM raw.loans WHERE start_date IS NULL OR start_date <= {s}"""
-    if has_rows(con, "raw.customers"):
+        UNION SELECT customer_id FROM {state(con, "accounts", snap)} a WHERE opened_date IS NULL OR opened_date <= {s}
+        UNION SELECT customer_id FROM {state(con, "loans", snap)} l WHERE start_date IS NULL OR start_date <= {s}"""
+    if _has_rows(con, customers):
         # A customer file defines who is a customer: those who joined by the snapshot, plus those who joined
         # later on paper but already have facts before it. The facts are only probed for the latter (a
         # semi join on a small set, not a DISTINCT over every transaction).
         ids = f"""
-            SELECT customer_id FROM raw.customers WHERE joined_date IS NULL OR joined_date <= {s}
+            SELECT customer_id FROM {customers} c WHERE joined_date IS NULL OR joined_date <= {s}
             UNION SELECT customer_id FROM ({in_facts}) f
-                  SEMI JOIN (SELECT customer_id FROM raw.customers WHERE joined_date > {s}) late USING (customer_id)"""
+                  SEMI JOIN (SELECT customer_id FROM {customers} c WHERE joined_date > {s}) late USING (customer_id)"""
     else:
         ids = in_facts
     con.execute(f"""
@@ -217,10 +234,11 @@ def build_balances(con, snap: date) -> int:
                    sum(avg90) AS avg90
             FROM per_account GROUP BY customer_id),
         from_accounts AS (  -- banks that send balances with the holdings instead
-            SELECT customer_id, sum(balance) AS b FROM raw.accounts
+            SELECT customer_id, sum(balance) AS b FROM {state(con, "accounts", snap)} a
             WHERE (opened_date IS NULL OR opened_date <= {s}) AND (closed_date IS NULL OR closed_date > {s})
             GROUP BY customer_id),
-        from_customers AS (SELECT customer_id, {_customer_attr(con, "balance")} AS b FROM raw.customers)
+        from_customers AS (SELECT customer_id, {_customer_attr(con, "balance")} AS b
+                           FROM {state(con, "customers", snap)} c)
         SELECT p.customer_id, p.snapshot_date,
                coalesce(t.b0, a.b, c.b) AS balance_now,
                t.b30 AS balance_30d_ago, t.b90 AS balance_90d_ago, t.b180 AS balance_180d_ago,
@@ -241,10 +259,11 @@ def build_holdings(con, snap: date) -> int:
     snapshot: they are outcomes, not features, and are left out here."""
     s = f"DATE '{snap}'"
     open_at = f"(opened_date IS NULL OR opened_date <= {s}) AND (closed_date IS NULL OR closed_date > {s})"
-    has_products = con.execute("SELECT count(*) > 0 FROM raw.products").fetchone()[0]
+    products = state(con, "products", snap)
+    has_products = _has_rows(con, products)
     # Flags per product category when the bank sends a catalogue, else per product id.
     kind = ("coalesce(lower(pr.category), lower(a.product_id))" if has_products else "lower(a.product_id)")
-    joined = "raw.accounts a LEFT JOIN raw.products pr USING (product_id)"
+    joined = f"{state(con, 'accounts', snap)} a LEFT JOIN {products} pr USING (product_id)"
     kinds = _top_values(con, kind, joined, open_at.replace("opened_date", "a.opened_date").replace("closed_date", "a.closed_date"))
     flags = "".join(
         f",\n max(CASE WHEN {kind} = {_lit(k)} AND {open_at} THEN 1 ELSE 0 END) AS has_{_slug(k)}" for k in kinds
@@ -263,7 +282,7 @@ def build_holdings(con, snap: date) -> int:
             SELECT customer_id, count(*) AS loans_count, sum(amount) AS loan_amount_total,
                    sum(monthly_payment) FILTER (WHERE start_date IS NULL OR duration_months IS NULL OR
                        start_date + to_months(duration_months::INT) > {s}) AS loan_payment_monthly
-            FROM raw.loans WHERE start_date IS NULL OR start_date <= {s} GROUP BY customer_id)
+            FROM {state(con, "loans", snap)} l WHERE start_date IS NULL OR start_date <= {s} GROUP BY customer_id)
         SELECT p.customer_id, p.snapshot_date, acc.* EXCLUDE (customer_id),
                coalesce(ln.loans_count, 0) AS loans_count, coalesce(ln.loan_amount_total, 0) AS loan_amount_total,
                coalesce(ln.loan_payment_monthly, 0) AS loan_payment_monthly
@@ -317,7 +336,7 @@ def build_customer_features(con, snap: date) -> int:
                    coalesce(date_diff('month', c.joined_date, {s}), c.tenure_months,
                             (r.days_since_first_txn / 30.44)::BIGINT) AS tenure_months{extra_sql}
             FROM features.population p
-            LEFT JOIN raw.customers c USING (customer_id)
+            LEFT JOIN {state(con, "customers", snap)} c USING (customer_id)
             LEFT JOIN features.rfm r USING (customer_id)),
         joined AS (
             SELECT b.*, r.* EXCLUDE (customer_id, snapshot_date), bl.* EXCLUDE (customer_id, snapshot_date),
@@ -349,7 +368,7 @@ def build_customer_features(con, snap: date) -> int:
         manager AS (
             SELECT r.manager_id, count(*) AS manager_customers,
                    any_value(date_diff('day', m.hired_date, {s}) / 365.25) AS manager_tenure_years
-            FROM ratios r LEFT JOIN raw.managers m USING (manager_id)
+            FROM ratios r LEFT JOIN {state(con, "managers", snap)} m USING (manager_id)
             WHERE r.manager_id IS NOT NULL GROUP BY r.manager_id)
         SELECT pa.* EXCLUDE (p_income, p_credit, p_savings, p_spending),
                round(100 * (0.40 * coalesce(p_income, 0) + 0.25 * coalesce(p_credit, 0)

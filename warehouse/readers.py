@@ -8,15 +8,19 @@ read at all raises `FileRejected` naming the file and what is wrong.
 from __future__ import annotations
 
 import codecs
+import csv
 import datetime as dt
+import gzip
+import io
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import xxhash
 
+from warehouse.messages import first_line, looks_like_data
 from warehouse.sources import ReadSpec
 
 NATIVE_ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-16": "utf-16", "latin-1": "latin-1",
@@ -71,10 +75,13 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table
     con.execute(f'DROP TABLE IF EXISTS "{table}"')
     if file_format(path, spec) == "xlsx":
         staged = _stage_xlsx(con, path, spec, table, sheet_hint)
-    elif spec.sep == "whitespace":
-        staged = _stage_whitespace(con, path, spec, table)
+        check_header(path, staged.columns if spec.header and not spec.columns else None)
     else:
-        staged = _stage_csv(con, path, spec, table, scan_file(path)[1] if lines is None else lines)
+        spec = prepare(path, spec)
+        if spec.sep == "whitespace":
+            staged = _stage_whitespace(con, path, spec, table)
+        else:
+            staged = _stage_csv(con, path, spec, table, scan_file(path).lines if lines is None else lines)
     if staged.rows == 0 and not staged.malformed:
         raise FileRejected(path, "has a header but no data rows" + (f"; {staged.note}" if staged.note else ""))
     return staged
@@ -86,9 +93,11 @@ def _utf8_copy(path: Path, encoding: str) -> Path:
         codecs.lookup(encoding)
     except LookupError as e:
         raise FileRejected(path, f"unknown encoding {encoding!r} in the source config") from e
-    out = Path(tempfile.mkstemp(suffix=path.suffix, prefix="scorehouse-utf8-")[1])
+    out = Path(tempfile.mkstemp(suffix=".csv", prefix="scorehouse-utf8-")[1])
+    opener = gzip.open if is_gzip(path) else open
     try:
-        with open(path, encoding=encoding, newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
+        with opener(path, "rt", encoding=encoding, newline="") as src, \
+                open(out, "w", encoding="utf-8", newline="") as dst:
             while chunk := src.read(1 << 22):
                 dst.write(chunk)
     except UnicodeDecodeError as e:
@@ -116,6 +125,7 @@ def _csv_args(spec: ReadSpec, encoding: str, types: dict[str, str] | None = None
         typing, f"delim='{sep}'", f"quote='{q}'", f"escape='{q}'", f"header={str(spec.header).lower()}",
         f"skip={spec.skip_rows}", f"encoding='{encoding}'", "ignore_errors=true", "store_rejects=true",
         "null_padding=false", f"max_line_size={MAX_LINE}",
+        f"compression='{'gzip' if spec.compression == 'gzip' else 'none'}'",
     ]
     if spec.columns and types is None:
         names = ", ".join("'" + c.replace("'", "''") + "'" for c in spec.columns)
@@ -205,18 +215,17 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table
             path, f"is not valid {spec.encoding} text (line {bad_unicode[0][0]}); set `encoding:` in the source config"
         )
     if rejects and n_good == 0:
-        raise FileRejected(path, f"no line could be parsed with sep={spec.sep!r}: {rejects[0][2].splitlines()[0]}")
+        raise FileRejected(path, f"no line could be parsed with sep={spec.sep!r}: {first_line(rejects[0][2])}")
     # Physical row of the k-th good row: k + header lines + skipped lines + rejected or blank lines before it.
     offset = spec.skip_rows + (1 if spec.header else 0)
     # One reject row per error; several errors can name the same line. DuckDB skips blank lines silently.
-    skipped = skipped_lines(path, lines, offset, n_good, rejects)
-    if not skipped:  # the common case: row = rowid + header + skipped lines + 1, nothing to store or sort
+    rows = row_map(path, spec, lines, offset, n_good, rejects)
+    if not rows.pairs:  # the common case: row = rowid + header + skipped lines + 1, nothing to store or sort
         con.execute(f'ALTER TABLE "{table}_raw" RENAME TO "{table}"')
-        return Staged(table, columns, n_good, [], row_offset=offset + 1)
+        return Staged(table, columns, n_good, _malformed(rejects, rows), row_offset=offset + 1)
     con.execute('CREATE OR REPLACE TEMP TABLE "_rej" (j BIGINT, g BIGINT)')
-    if lines:
-        # g = good rows before the j-th rejected line; as-of join finds how many rejects precede row k.
-        con.executemany('INSERT INTO "_rej" VALUES (?, ?)', skip_table(skipped, offset))
+    # g = good rows before the j-th skipped line; as-of join finds how many lines were skipped before row k.
+    con.executemany('INSERT INTO "_rej" VALUES (?, ?)', rows.pairs)
     con.execute(
         f'''CREATE TEMP TABLE "{table}" AS
         WITH s AS (SELECT *, rowid + 1 AS _k FROM "{table}_raw")
@@ -224,23 +233,145 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, table
         FROM s ASOF LEFT JOIN "_rej" r ON s._k > r.g ORDER BY s._k'''
     )
     con.execute(f'DROP TABLE "{table}_raw"; DROP TABLE "_rej"')
+    return Staged(table, columns, n_good, _malformed(rejects, rows))
+
+
+def _malformed(rejects: list[tuple], rows: RowMap) -> list[tuple[int, str, str]]:
+    """(physical row, reason, raw line) per rejected line: one per line though DuckDB may report several."""
     seen: dict[int, tuple[int, str, str]] = {}
     for line, _etype, msg, raw in rejects:
-        seen.setdefault(int(line), (int(line), f"malformed line: {_first_line(msg)}", raw or ""))
-    return Staged(table, columns, n_good, list(seen.values()))
+        row = rows.physical(int(line))
+        seen.setdefault(row, (row, f"malformed line: {first_line(msg)}", raw or ""))
+    return list(seen.values())
 
 
-def scan_file(path: Path, chunk_size: int = 1 << 24) -> tuple[str, int]:
+@dataclass(frozen=True)
+class FileScan:
+    checksum: str  # XXH3-128 of the bytes as delivered
+    lines: int  # physical lines of the (decompressed) text
+    terminated: bool  # the last line ends with a line break (a cut-off copy usually does not)
+
+
+def scan_file(path: Path, chunk_size: int = 1 << 24) -> FileScan:
     """One streaming pass: the file's checksum (XXH3-128, for the ledger: it tells a changed file from a
-    touched one, no security role) and its number of lines. Comparing the lines with what DuckDB read tells
-    whether it skipped blank lines, which only then are looked for."""
+    touched one, no security role), its number of lines and whether the last one is terminated. Comparing the
+    lines with what DuckDB read tells whether it skipped blank lines, which only then are looked for."""
     digest, newlines, last = xxhash.xxh3_128(), 0, b"\n"
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
             newlines += chunk.count(b"\n")
             last = chunk[-1:]
-    return digest.hexdigest(), newlines + (0 if last == b"\n" else 1)
+    if is_gzip(path):
+        digest_hex = digest.hexdigest()
+        newlines, last = 0, b"\n"
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(chunk_size):
+                newlines += chunk.count(b"\n")
+                last = chunk[-1:]
+        return FileScan(digest_hex, newlines + (0 if last == b"\n" else 1), last == b"\n")
+    return FileScan(digest.hexdigest(), newlines + (0 if last == b"\n" else 1), last == b"\n")
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+def sniff(path: Path, spec: ReadSpec) -> str:
+    """What a delimited-text file really is, from its first bytes: 'gzip' or 'none' (the compression to read it
+    with), or FileRejected saying what the file is and what to set."""
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    if head.startswith(GZIP_MAGIC):
+        if spec.compression == "none":
+            raise FileRejected(path, "is gzip-compressed while the source config says `compression: none`")
+        if spec.compression == "auto" and not path.name.lower().endswith(".gz"):
+            raise FileRejected(path, "is gzip-compressed, not plain text: name it *.gz or set `compression: gzip` "
+                               "in the source config")
+        return "gzip"
+    if spec.compression == "gzip":
+        raise FileRejected(path, "is not gzip-compressed although the source config says `compression: gzip`")
+    if head.startswith(b"PK\x03\x04"):
+        raise FileRejected(path, "is a ZIP archive (a zipped export, or an .xlsx workbook under another name): "
+                           "unzip it into the landing folder, or set `format: xlsx` if it is a workbook")
+    if head.startswith(b"%PDF"):
+        raise FileRejected(path, "is a PDF document, not a data export: ask for the CSV or Excel export")
+    if head.startswith(OLE_MAGIC):
+        raise FileRejected(path, "is an old-style Office file (.xls or .doc): save it as .xlsx or CSV")
+    utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff"))
+    if utf16 and not spec.encoding.lower().replace("_", "-").startswith("utf-16"):
+        raise FileRejected(path, "is UTF-16 text (it starts with a UTF-16 byte-order mark): set `encoding: utf-16` "
+                           "in the source config")
+    if b"\x00" in head and not spec.encoding.lower().replace("_", "-").startswith(("utf-16", "utf-32")):
+        if head[1::2].count(0) > len(head) // 4 or head[0::2].count(0) > len(head) // 4:
+            raise FileRejected(path, "looks like UTF-16 text without a byte-order mark: set `encoding: utf-16-le` "
+                               "(or utf-16-be) in the source config")
+        raise FileRejected(path, "is a binary file, not delimited text")
+    return "none"
+
+
+def prepare(path: Path, spec: ReadSpec) -> ReadSpec:
+    """A delimited-text file checked before DuckDB reads it: what it is (FileRejected for a compressed,
+    binary, PDF or UTF-16 file the config does not expect) and a header without repeated names. Returns the
+    spec with the compression to read it with."""
+    if spec.compression not in ("gzip", "none"):
+        spec = replace(spec, compression=sniff(path, spec))
+    check_header(path, header_fields(path, spec, spec.compression))
+    return spec
+
+
+def _text_stream(path: Path, spec: ReadSpec, compression: str):
+    raw = gzip.open(path, "rb") if compression == "gzip" else open(path, "rb")  # noqa: SIM115 - wrapped below
+    return io.TextIOWrapper(raw, encoding=spec.encoding, errors="replace", newline="")
+
+
+def header_fields(path: Path, spec: ReadSpec, compression: str = "none") -> list[str] | None:
+    """The header line's fields as the file has them (before DuckDB renames duplicates), or None without one."""
+    if not spec.header or spec.sep == "whitespace":
+        return None
+    with _text_stream(path, spec, compression) as f:
+        for _ in range(spec.skip_rows):
+            f.readline()
+        reader = csv.reader(f, delimiter=spec.sep, quotechar=spec.quote or '"',
+                            quoting=csv.QUOTE_MINIMAL if spec.quote else csv.QUOTE_NONE)
+        return next(reader, [])
+
+
+def check_header(path: Path, names: list[str] | None) -> None:
+    """Two columns under one name would load one and silently rename the other (`amount_1`): refuse the file."""
+    if not names:
+        return
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names, start=1):
+        k = n.strip().lower()
+        if k in seen and k:
+            if looks_like_data(names):
+                raise FileRejected(path, "the first line looks like data, not a header, and repeats a value: set "
+                                   "`header: false` and `columns:` in the source config")
+            raise FileRejected(path, f"columns {seen[k]} and {i} are both named {n.strip()!r}: rename one in the "
+                               "export, or name the columns with `columns:` in the source config")
+        seen.setdefault(k, i)
+
+
+def logical_starts(path: Path, spec: ReadSpec, compression: str) -> list[int]:
+    """Physical line on which each logical line starts: [0] for line 1, ... A logical line is a record (a
+    quoted field may hold line breaks) or a blank line; DuckDB numbers its rejects by logical line."""
+    starts = []
+    with _text_stream(path, spec, compression) as f:
+        for _ in range(spec.skip_rows):
+            f.readline()
+            starts.append(len(starts) + 1)
+        reader = csv.reader(f, delimiter=spec.sep, quotechar=spec.quote or '"',
+                            quoting=csv.QUOTE_MINIMAL if spec.quote else csv.QUOTE_NONE)
+        prev = spec.skip_rows
+        for record in reader:
+            starts.append(prev + 1 if record else -(prev + 1))  # blank lines: negative, DuckDB reads no row there
+            prev = spec.skip_rows + reader.line_num
+    return starts
 
 
 def blank_lines(path: Path, chunk_size: int = 1 << 24) -> list[int]:
@@ -274,10 +405,11 @@ def _stage_whitespace(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec
     try:
         con.execute(
             f"""CREATE TEMP TABLE "{table}_lines" AS SELECT line FROM read_csv('{lit}', columns={{'line': 'VARCHAR'}},
-            delim='\x1f', quote='', escape='', header=false, skip={spec.skip_rows}, all_varchar=true)"""
+            delim='\x1f', quote='', escape='', header=false, skip={spec.skip_rows}, all_varchar=true,
+            compression='{'gzip' if spec.compression == 'gzip' and not tmp else 'none'}')"""
         )
     except duckdb.Error as e:
-        raise FileRejected(path, f"cannot be read as text: {_first_line(e)}") from e
+        raise FileRejected(path, f"cannot be read as text: {first_line(e)}") from e
     finally:
         if tmp:
             tmp.unlink(missing_ok=True)
@@ -352,7 +484,7 @@ def _stage_xlsx(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, tabl
     except FileRejected:
         raise
     except Exception as e:  # calamine raises its own error types for zip/xml damage
-        raise FileRejected(path, f"is not a readable spreadsheet ({type(e).__name__}: {_first_line(e)})") from e
+        raise FileRejected(path, f"is not a readable spreadsheet ({type(e).__name__}: {first_line(e)})") from e
     rows = rows[spec.skip_rows:]
     first = spec.skip_rows + 1  # physical row number of rows[0]
     if spec.header:
@@ -391,20 +523,47 @@ MAX_LINE = 10_000_000  # bytes (DuckDB max_line_size): a longer line is a field 
 def _csv_problem(path: Path, e: Exception) -> str:
     """DuckDB's reading error in a user's words: the first line, or which row is too long."""
     if "Maximum line size" not in str(e) and "sniffing" not in str(e):
-        return _first_line(e)
+        return first_line(e)
     with open(path, "rb") as f:
         row = next((i for i, line in enumerate(f, start=1) if len(line) > MAX_LINE), None)
     return (f"row {row} is longer than {MAX_LINE:,} bytes: a field with no closing quote, or not a CSV file"
-            if row else _first_line(e))
+            if row else first_line(e))
 
 
-def skipped_lines(path: Path, lines: int, offset: int, n_read: int, rejects: list[tuple]) -> list[int]:
+@dataclass(frozen=True)
+class RowMap:
+    """How DuckDB's numbering becomes the physical line an editor shows: `pairs` for the as-of join over rows
+    read (see skip_table; empty when row k is simply line k + offset) and the physical line of each logical
+    line DuckDB names in its rejects (they differ only after a quoted field that holds line breaks)."""
+
+    pairs: list[tuple[int, int]]
+    starts: list[int] | None = None  # physical start of logical line n at [n - 1], when they differ
+
+    def physical(self, logical: int) -> int:
+        return abs(self.starts[logical - 1]) if self.starts and 0 < logical <= len(self.starts) else logical
+
+
+def row_map(path: Path, spec: ReadSpec, lines: int, offset: int, n_read: int, rejects: list[tuple]) -> RowMap:
     """Lines after the header that hold no row read: rejected lines, and blank lines when the counts show
-    some (a file whose lines = header + rows read + rejected lines has none)."""
+    some (a file whose lines = header + rows read + rejected lines has none); and, when even those do not
+    account for every line, quoted fields spanning lines, found by reading the file as CSV records."""
     rejected = {int(r[0]) for r in rejects}
     if lines <= offset + n_read + len(rejected):
-        return sorted(rejected)
-    return sorted(rejected | {b for b in blank_lines(path) if b > offset})
+        return RowMap(skip_table(sorted(rejected), offset))
+    blanks = {b for b in blank_lines(path) if b > offset} if spec.compression != "gzip" else set()
+    if lines <= offset + n_read + len(rejected | blanks):
+        return RowMap(skip_table(sorted(rejected | blanks), offset))
+    starts = logical_starts(path, spec, spec.compression)
+    pairs, extra = [], 0
+    k = 0  # rows read so far
+    for n, start in enumerate(starts, start=1):
+        if n <= offset or n in rejected or start < 0:
+            continue
+        k += 1
+        if start - k - offset != extra:
+            extra = start - k - offset
+            pairs.append((extra, k - 1))
+    return RowMap(pairs, starts)
 
 
 def skip_table(skipped: list[int], offset: int) -> list[tuple[int, int]]:
@@ -416,7 +575,3 @@ def skip_table(skipped: list[int], offset: int) -> list[tuple[int, int]]:
         by_g[line - offset - j] = j
     return sorted((j, g) for g, j in by_g.items())
 
-
-def _first_line(e: object) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -1,10 +1,18 @@
-"""DDL for the warehouse schemas: raw tables from the contract, quarantine tables and the ingest ledger."""
+"""DDL for the warehouse schemas: raw tables from the contract (by delivery mode), quarantine, the ledger.
+
+An `events` table is `raw.<table>` itself. A `snapshot` table keeps every version of its rows in
+`raw.<table>_history` and `raw.<table>` is a view of the current ones, so features can read the state as it
+was at any date (warehouse/features.py) while everything else reads the current state by its usual name.
+Rows held back only because their customer was not delivered yet wait, typed, in
+`quarantine.<table>_parked` until it arrives.
+"""
 
 from __future__ import annotations
 
 import duckdb
 
-from warehouse.contract import LINEAGE, TABLES, TEXT, Table
+from warehouse import deliveries
+from warehouse.contract import HISTORY, LINEAGE, TABLES, TEXT, Table
 
 SCHEMAS = ("raw", "quarantine", "features", "ml", "scores", "monitoring")
 
@@ -16,43 +24,100 @@ QUARANTINE_COLUMNS = (
     ("record", "VARCHAR", "The original row as JSON, exactly as read."),
     ("_ingested_at", "TIMESTAMP", "When it was rejected."),
     ("run_id", "VARCHAR", "Dagster run that read it."),
+    ("kind", "VARCHAR", "invalid | summary | truncated | duplicate | orphan | correction."),
+    ("delivery_id", "VARCHAR", "The delivery it came in (raw.deliveries)."),
+    ("released_at", "TIMESTAMP", "An orphan whose customer arrived later: when it was released into raw."),
+    ("released_run_id", "VARCHAR", "The run that released it."),
 )
 
 
+class ModeChanged(RuntimeError):
+    """A table loaded in one delivery mode that a source config now declares in the other."""
+
+
 def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
+    if _old_layout(con):
+        # A home written before deliveries (one ledger row per file, no history): its raw and quarantine
+        # tables are rebuilt from the landing files by the next ingest, which reads every file as new.
+        con.execute("DROP SCHEMA IF EXISTS raw CASCADE; DROP SCHEMA IF EXISTS quarantine CASCADE")
     for s in SCHEMAS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-    con.execute(
-        """CREATE TABLE IF NOT EXISTS raw.ingest_ledger (
-            table_name VARCHAR, source_file VARCHAR, resolved_path VARCHAR, size BIGINT, mtime_ns BIGINT,
-            checksum VARCHAR, fingerprint VARCHAR, rows_read BIGINT, rows_loaded BIGINT,
-            rows_quarantined BIGINT, ingested_at TIMESTAMP, PRIMARY KEY (table_name, source_file))"""
-    )
+    deliveries.ensure(con)
 
 
-def ensure_raw_table(con: duckdb.DuckDBPyConnection, contract: Table, extras: dict[str, str] | None = None) -> None:
-    """Create raw.<table> and quarantine.<table>; add extra columns a new file brings."""
+def _old_layout(con) -> bool:
+    return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
+                       "AND table_name = 'ingest_ledger'").fetchone()[0] > 0
+
+
+def storage(contract: Table, mode: str) -> str:
+    """The table that holds the rows: raw.<table> for events, raw.<table>_history for snapshots."""
+    return f"raw.{contract.name}_history" if mode == "snapshot" else f"raw.{contract.name}"
+
+
+def _kind(con, schema: str, name: str) -> str | None:
+    row = con.execute("SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                      [schema, name]).fetchone()
+    return row[0] if row else None
+
+
+def _columns(con, table: str) -> dict[str, str]:
+    schema, name = table.split(".")
+    return dict(con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? "
+                            "AND table_name = ? ORDER BY ordinal_position", [schema, name]).fetchall())
+
+
+def table_mode(con, table: str) -> str | None:
+    """How raw.<table> is stored now: snapshot (a view of its history), events (a table), or None."""
+    kind = _kind(con, "raw", table)
+    return None if kind is None else "snapshot" if kind == "VIEW" else "events"
+
+
+def ensure_raw_table(con: duckdb.DuckDBPyConnection, contract: Table, extras: dict[str, str] | None = None,
+                     mode: str | None = None) -> str:
+    """Create the storage of raw.<table> for `mode` (the contract's by default), quarantine.<table> and its
+    parked rows; add extra columns a new file brings. Returns the storage table."""
     ensure_schemas(con)
-    cols = ", ".join(f'"{c.name}" {c.type}' for c in (*contract.columns, *LINEAGE))
-    con.execute(f"CREATE TABLE IF NOT EXISTS raw.{contract.name} ({cols})")
+    mode = mode or contract.mode
+    name = contract.name
+    have = table_mode(con, name)
+    if have and have != mode:
+        if con.execute(f"SELECT count(*) FROM {storage(contract, have)}").fetchone()[0]:
+            raise ModeChanged(f"raw.{name} holds rows delivered as {have}, and the source config now says "
+                              f"mode: {mode}; keep {have}, or start a new home to reload it as {mode}")
+        _drop(con, contract)
+    cols = [*contract.columns, *LINEAGE, *(HISTORY if mode == "snapshot" else ())]
+    table = storage(contract, mode)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{_q(c.name)} {c.type}' for c in cols)})")
+    if mode == "snapshot" and _kind(con, "raw", name) is None:
+        hidden = ", ".join(c.name for c in HISTORY)
+        con.execute(f"CREATE VIEW raw.{name} AS SELECT * EXCLUDE ({hidden}) FROM {table} WHERE _valid_to IS NULL")
     qcols = ", ".join(f"{n} {t}" for n, t, _ in QUARANTINE_COLUMNS)
-    con.execute(f"CREATE TABLE IF NOT EXISTS quarantine.{contract.name} ({qcols})")
-    if not extras:
-        return
-    existing = dict(
-        con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw' "
-            "AND table_name = ?", [contract.name]
-        ).fetchall()
-    )
-    for name, kind in extras.items():
-        if name not in existing:
-            con.execute(f'ALTER TABLE raw.{contract.name} ADD COLUMN "{name}" {kind}')
-        elif existing[name] != kind and existing[name] != TEXT:
-            # One file says number, another says text: text holds both without loss.
-            con.execute(f'ALTER TABLE raw.{contract.name} ALTER "{name}" TYPE {TEXT}')
+    con.execute(f"CREATE TABLE IF NOT EXISTS quarantine.{name} ({qcols})")
+    con.execute(f"CREATE TABLE IF NOT EXISTS quarantine.{name}_parked AS SELECT * FROM {table} LIMIT 0")
+    if extras:
+        for t in (table, f"quarantine.{name}_parked"):
+            existing = _columns(con, t)
+            for col, kind in extras.items():
+                if col not in existing:
+                    con.execute(f"ALTER TABLE {t} ADD COLUMN {_q(col)} {kind}")
+                elif existing[col] != kind and existing[col] != TEXT:
+                    # One file says number, another says text: text holds both without loss.
+                    con.execute(f"ALTER TABLE {t} ALTER {_q(col)} TYPE {TEXT}")
+    return table
 
 
-def ensure_all_raw_tables(con: duckdb.DuckDBPyConnection) -> None:
+def _drop(con, contract: Table) -> None:
+    name = contract.name
+    con.execute(f"DROP {'VIEW' if _kind(con, 'raw', name) == 'VIEW' else 'TABLE'} IF EXISTS raw.{name}")
+    con.execute(f"DROP TABLE IF EXISTS raw.{name}_history")
+    con.execute(f"DROP TABLE IF EXISTS quarantine.{name}_parked")
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def ensure_all_raw_tables(con: duckdb.DuckDBPyConnection, modes: dict[str, str] | None = None) -> None:
     for t in TABLES.values():
-        ensure_raw_table(con, t)
+        ensure_raw_table(con, t, mode=(modes or {}).get(t.name))

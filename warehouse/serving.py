@@ -48,9 +48,10 @@ def _q(name: str) -> str:
 
 
 def _tables(con: duckdb.DuckDBPyConnection, catalog: str, schema: str) -> list[str]:
+    """Tables and views (raw.<table> of a snapshot table is a view of its current rows)."""
     return [r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? "
-        "AND table_type = 'BASE TABLE' ORDER BY table_name", [catalog, schema]).fetchall()]
+        "ORDER BY table_name", [catalog, schema]).fetchall()]
 
 
 def _columns(con: duckdb.DuckDBPyConnection, catalog: str, table: str) -> list[str]:

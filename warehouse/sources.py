@@ -12,20 +12,32 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import yaml
 
-from warehouse.contract import TABLES
+from warehouse.contract import DATE, MODES, NUM, TABLES, TS
+from warehouse.sqlcheck import UnsafeSql, expression, join_clause
 
 SOURCES_DIR = Path(__file__).parent / "sources"
 
 READ_KEYS = {
     "path", "format", "sep", "header", "columns", "encoding", "decimal", "thousands", "quote",
-    "na_values", "sheet", "skip_rows",
+    "na_values", "sheet", "skip_rows", "compression",
 }
 MAP_KEYS = {"rename", "dates", "value_maps", "derive", "joins", "drop", "keep_extra", "description"}
+# How files arrive (docs/deliveries.md); settable for every table under `delivery:` and per feed.
+DELIVERY_DEFAULTS = {
+    "settle_seconds": 10.0,  # a file is read once its size and mtime have not changed for this long
+    "ready_marker": None,  # or "{name}.done" (one marker per file) or "_SUCCESS" (one per folder)
+    "max_shrink": 0.10,  # a snapshot smaller than the current state by more than this share is held back
+    "last_line": "quarantine",  # a last line without a line break: quarantine ("possibly truncated") | accept
+}
+DELIVERY_KEYS = {"mode", "on_conflict", *DELIVERY_DEFAULTS}
+ON_CONFLICT = ("keep_first", "latest_wins", "quarantine")
+DEFAULT_ON_CONFLICT = {"snapshot": "latest_wins", "events": "quarantine"}
+PLAUSIBILITY_KEYS = {"max_abs", "min_date", "min", "max"}
 
 
 class SourceConfigError(ValueError):
@@ -48,6 +60,7 @@ class ReadSpec:
     na_values: tuple[str, ...] = ("",)
     sheet: str | int | None = None
     skip_rows: int = 0
+    compression: str = "auto"  # auto (by extension: .gz) | gzip | none
 
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, (), "")}
@@ -66,9 +79,19 @@ class Feed:
     joins: tuple[str, ...] = ()  # SQL join clauses to inputs, e.g. "LEFT JOIN disp ON disp.account_id = src.x"
     drop: tuple[str, ...] = ()  # source columns not to keep (e.g. free text)
     keep_extra: bool = True  # unmapped source columns are kept as extra attributes
+    mode: str = "snapshot"  # snapshot | events (the contract table's by default)
+    on_conflict: str = "latest_wins"  # a key already loaded with other values: keep_first | latest_wins | quarantine
+    settle_seconds: float = DELIVERY_DEFAULTS["settle_seconds"]
+    ready_marker: str | None = None
+    max_shrink: float = DELIVERY_DEFAULTS["max_shrink"]
+    last_line: str = DELIVERY_DEFAULTS["last_line"]
+    plausibility: dict[str, dict[str, Any]] = field(default_factory=dict)  # column -> overrides of the contract
 
     def fingerprint(self) -> str:
-        blob = json.dumps(_plain(self), sort_keys=True, default=str)
+        """What decides how rows are mapped: a change re-reads the feed's files. Delivery keys (how a file is
+        waited for, guarded, merged) do not change what a row says, so they are not part of it."""
+        mapping = {k: v for k, v in _plain(self).items() if k not in DELIVERY_KEYS}
+        blob = json.dumps(mapping, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -125,6 +148,9 @@ def load_source(name_or_path: str | Path) -> SourceConfig:
         raise SourceConfigError(f"{path}: expected a mapping at the top level")
     where = str(path)
 
+    unknown = set(doc) - TOP_KEYS
+    if unknown:
+        raise SourceConfigError(f"{where}: unknown keys {sorted(unknown)} (allowed: {', '.join(sorted(TOP_KEYS))})")
     unknown_tables = set(doc.get("tables", {})) - set(TABLES)
     if unknown_tables:
         raise SourceConfigError(
@@ -133,10 +159,15 @@ def load_source(name_or_path: str | Path) -> SourceConfig:
     inputs = {
         name: _read_spec(spec, f"{where}: inputs.{name}") for name, spec in (doc.get("inputs") or {}).items()
     }
+    delivery = _delivery_defaults(doc.get("delivery") or {}, f"{where}: delivery")
+    plausibility = _plausibility(doc.get("plausibility") or {}, f"{where}: plausibility")
     feeds: dict[str, tuple[Feed, ...]] = {}
     for table, specs in (doc.get("tables") or {}).items():
         specs = specs if isinstance(specs, list) else [specs]
-        feeds[table] = tuple(_feed(table, s, f"{where}: tables.{table}[{i}]") for i, s in enumerate(specs))
+        feeds[table] = tuple(_feed(table, s, f"{where}: tables.{table}[{i}]", delivery, set(inputs),
+                                   plausibility.get(table, {})) for i, s in enumerate(specs))
+        if len({f.mode for f in feeds[table]}) > 1:
+            raise SourceConfigError(f"{where}: tables.{table}: every feed of a table has the same `mode`")
 
     snap = doc.get("snapshot") or {}
     snapshot_date = snap.get("date")
@@ -155,12 +186,90 @@ def load_source(name_or_path: str | Path) -> SourceConfig:
     )
 
 
-def _read_spec(spec: dict, where: str) -> ReadSpec:
+TOP_KEYS = {"name", "description", "landing", "snapshot", "inputs", "tables", "settings", "delivery", "plausibility"}
+
+
+def _confined_glob(glob: object, where: str) -> str:
+    """A glob relative to the landing folder that cannot leave it: no absolute path, no `..`."""
+    text = str(glob)
+    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or text.startswith("~"):
+        raise SourceConfigError(f"{where}.path: {text!r} is absolute; paths are globs inside the landing folder")
+    if ".." in PurePosixPath(text.replace("\\", "/")).parts:
+        raise SourceConfigError(f"{where}.path: {text!r} leaves the landing folder (`..`); paths are globs inside it")
+    return text
+
+
+def _delivery_defaults(spec: dict, where: str) -> dict:
+    if not isinstance(spec, dict):
+        raise SourceConfigError(f"{where}: expected a mapping")
+    unknown = set(spec) - set(DELIVERY_DEFAULTS)
+    if unknown:
+        raise SourceConfigError(f"{where}: unknown keys {sorted(unknown)} (allowed: {', '.join(DELIVERY_DEFAULTS)})")
+    return {**DELIVERY_DEFAULTS, **_delivery_values(spec, where)}
+
+
+def _delivery_values(spec: dict, where: str) -> dict:
+    out = {}
+    if "settle_seconds" in spec:
+        v = spec["settle_seconds"]
+        if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+            raise SourceConfigError(f"{where}.settle_seconds: a number of seconds >= 0, not {v!r}")
+        out["settle_seconds"] = float(v)
+    if "max_shrink" in spec:
+        v = spec["max_shrink"]
+        if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v <= 1:
+            raise SourceConfigError(f"{where}.max_shrink: a share between 0 and 1, not {v!r}")
+        out["max_shrink"] = float(v)
+    if "ready_marker" in spec:
+        v = spec["ready_marker"]
+        if v is not None and (not isinstance(v, str) or not v.strip() or "/" in v or ".." in v):
+            raise SourceConfigError(f"{where}.ready_marker: a file name such as '{{name}}.done' or '_SUCCESS', "
+                                    f"not {v!r}")
+        out["ready_marker"] = v
+    if "last_line" in spec:
+        if spec["last_line"] not in ("quarantine", "accept"):
+            raise SourceConfigError(f"{where}.last_line: quarantine or accept, not {spec['last_line']!r}")
+        out["last_line"] = spec["last_line"]
+    return out
+
+
+def _plausibility(spec: dict, where: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """`plausibility: {table: {column: {max_abs | min_date | min | max: value}}}`: the contract's bounds, per source."""
+    if not isinstance(spec, dict):
+        raise SourceConfigError(f"{where}: expected a mapping of tables")
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for table, cols in spec.items():
+        if table not in TABLES:
+            raise SourceConfigError(f"{where}.{table}: not a contract table ({', '.join(TABLES)})")
+        for col, rules in (cols or {}).items():
+            column = TABLES[table].column(col)
+            if column is None:
+                raise SourceConfigError(f"{where}.{table}.{col}: not a column of {table}")
+            if not isinstance(rules, dict) or set(rules) - PLAUSIBILITY_KEYS:
+                raise SourceConfigError(f"{where}.{table}.{col}: a mapping of {', '.join(sorted(PLAUSIBILITY_KEYS))}")
+            for k, v in rules.items():
+                if k == "min_date":
+                    if column.type not in (DATE, TS):
+                        raise SourceConfigError(f"{where}.{table}.{col}.min_date: {col} is not a date")
+                    try:
+                        v = date.fromisoformat(str(v)).isoformat()
+                    except ValueError as e:
+                        raise SourceConfigError(f"{where}.{table}.{col}.min_date: an ISO date, not {v!r}") from e
+                elif v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
+                    raise SourceConfigError(f"{where}.{table}.{col}.{k}: a number or null, not {v!r}")
+                elif k == "max_abs" and column.type != NUM:
+                    raise SourceConfigError(f"{where}.{table}.{col}.max_abs: {col} is not a number")
+                out.setdefault(table, {}).setdefault(col, {})[k] = v
+    return out
+
+
+def _read_spec(spec: dict, where: str, extra_keys: frozenset[str] = frozenset()) -> ReadSpec:
     if not isinstance(spec, dict) or "path" not in spec:
         raise SourceConfigError(f"{where}: needs at least `path` (a file glob in the landing folder)")
-    unknown = set(spec) - READ_KEYS - MAP_KEYS
+    unknown = set(spec) - READ_KEYS - MAP_KEYS - extra_keys
     if unknown:
         raise SourceConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    spec = {**spec, "path": _confined_glob(spec["path"], where)}
     kw = {k: spec[k] for k in READ_KEYS if k in spec}
     for k in ("columns", "na_values"):
         if k in kw:
@@ -172,11 +281,33 @@ def _read_spec(spec: dict, where: str) -> ReadSpec:
     sep = kw.get("sep", ",")
     if sep != "whitespace" and len(sep) != 1:
         raise SourceConfigError(f"{where}: sep must be one character or 'whitespace', not {sep!r}")
+    if kw.get("compression", "auto") not in ("auto", "gzip", "none"):
+        raise SourceConfigError(f"{where}: compression must be auto, gzip or none, not {kw['compression']!r}")
     return ReadSpec(**kw)
 
 
-def _feed(table: str, spec: dict, where: str) -> Feed:
-    read = _read_spec(spec, where)
+def _feed(table: str, spec: dict, where: str, delivery: dict | None = None, inputs: set[str] = frozenset(),
+          plausibility: dict | None = None) -> Feed:
+    read = _read_spec(spec, where, frozenset(DELIVERY_KEYS))
+    mode = spec.get("mode", TABLES[table].mode)
+    if mode not in MODES:
+        raise SourceConfigError(f"{where}.mode: one of {', '.join(MODES)}, not {mode!r}")
+    on_conflict = spec.get("on_conflict", DEFAULT_ON_CONFLICT[mode])
+    if on_conflict not in ON_CONFLICT:
+        raise SourceConfigError(f"{where}.on_conflict: one of {', '.join(ON_CONFLICT)}, not {on_conflict!r}")
+    timing = {**(delivery or DELIVERY_DEFAULTS), **_delivery_values(spec, where)}
+    derive = {str(k): str(v) for k, v in (spec.get("derive") or {}).items()}
+    for col, sql in derive.items():
+        try:
+            expression(sql)
+        except UnsafeSql as e:
+            raise SourceConfigError(f"{where}.derive.{col}: {e}: {sql!r}") from e
+    joins = tuple(spec.get("joins") or ())
+    for i, sql in enumerate(joins):
+        try:
+            join_clause(sql, inputs)
+        except UnsafeSql as e:
+            raise SourceConfigError(f"{where}.joins[{i}]: {e}: {sql!r}") from e
     dates = {
         col: tuple(fmt if isinstance(fmt, list) else [fmt]) for col, fmt in (spec.get("dates") or {}).items()
     }
@@ -193,8 +324,12 @@ def _feed(table: str, spec: dict, where: str) -> Feed:
         rename={str(k): str(v) for k, v in (spec.get("rename") or {}).items()},
         dates=dates,
         value_maps={str(k): dict(v) for k, v in (spec.get("value_maps") or {}).items()},
-        derive={str(k): str(v) for k, v in (spec.get("derive") or {}).items()},
-        joins=tuple(spec.get("joins") or ()),
+        derive=derive,
+        joins=joins,
         drop=tuple(spec.get("drop") or ()),
         keep_extra=bool(spec.get("keep_extra", True)),
+        mode=mode,
+        on_conflict=on_conflict,
+        plausibility=dict(plausibility or {}),
+        **timing,
     )

@@ -956,4 +956,7 @@ def generate_bank(out_dir: str | Path, customers: int = 20_000, seed: int = 0, f
     finally:
         for sink in sinks.values():
             sink.close()
+    # Written last, as a bank's export job does: the files beside it are complete (the synthetic source config
+    # reads a file once the marker is at least as new as it, without waiting for it to settle).
+    (out / "_SUCCESS").touch()
     return {name: sink.rows for name, sink in sinks.items()}
