@@ -138,6 +138,9 @@ def load_source(name_or_path: str | Path) -> SourceConfig:
         specs = specs if isinstance(specs, list) else [specs]
         feeds[table] = tuple(_feed(table, s, f"{where}: tables.{table}[{i}]") for i, s in enumerate(specs))
 
+    settings = doc.get("settings") or {}
+    if not isinstance(settings, dict):  # its keys are checked against the settings model by orchestration
+        raise SourceConfigError(f"{where}: settings: expected a mapping of pipeline settings (docs/settings.md)")
     snap = doc.get("snapshot") or {}
     snapshot_date = snap.get("date")
     if isinstance(snapshot_date, str):
@@ -151,7 +154,7 @@ def load_source(name_or_path: str | Path) -> SourceConfig:
         holdout_days=int(snap.get("holdout_days", 90)),
         default_landing=doc.get("landing"),
         origin=path,
-        settings=doc.get("settings") or {},
+        settings=settings,
     )
 
 
