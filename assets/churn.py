@@ -15,6 +15,7 @@ ml_churn = lazy_module("ml.churn")  # XGBoost/scikit-learn/SciPy load on first u
 
 
 def _params(cfg: dict) -> ml_churn.ChurnParams:
+    # the cut-offs are set beside the params (models.churn.risk_cutoffs) and saved with them
     return ml_churn.ChurnParams.from_config({**cfg["params"], "risk_cutoffs": cfg["risk_cutoffs"]})
 
 

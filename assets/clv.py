@@ -29,7 +29,7 @@ NO_HISTORY = "No purchases"
 def _summary(warehouse: Warehouse, cfg: dict, holdout: bool) -> tuple[pd.DataFrame, pd.DataFrame, date]:
     """(purchase summary as of the snapshot, population, snapshot); with `holdout`, the purchases after the
     snapshot up to the last transaction are counted too."""
-    p = ml_clv.CLVParams.from_config(cfg.get("params"))
+    p = ml_clv.CLVParams.from_config(cfg["params"])
     with warehouse.connect() as con:
         population = con.execute("SELECT customer_id FROM features.population").df()
         snap = con.execute("SELECT max(snapshot_date) FROM features.population").fetchone()[0]
@@ -45,17 +45,17 @@ def _summary(warehouse: Warehouse, cfg: dict, holdout: bool) -> tuple[pd.DataFra
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
     summary, population, snap = _summary(warehouse, cfg, holdout=True)
     repeat = int((summary["frequency"] > 0).sum()) if len(summary) else 0
-    if repeat < cfg.get("min_repeat_customers", 50):
+    if repeat < cfg["min_repeat_customers"]:
         context.log.info(f"{repeat} customers with repeat purchases ({cfg['event_filter']}): CLV not trained")
         return None
-    model = ml_clv.train_clv(summary, ml_clv.CLVParams.from_config(cfg.get("params")))
+    model = ml_clv.train_clv(summary, ml_clv.CLVParams.from_config(cfg["params"]))
     m = model.metrics
     if "holdout_x" not in summary.columns:
         context.log.warning("no transactions after the snapshot: the CLV holdout error cannot be measured")
     bg, gg = m["bgnbd_params"], m["gg_params"]
     extra = {}
-    sup = cfg.get("supervised_challenger") or {}
-    if sup.get("enabled", True) and "holdout_value" in summary.columns:
+    sup = cfg["supervised_challenger"]
+    if sup["enabled"] and "holdout_value" in summary.columns:
         m["supervised_challenger"] = vs = _supervised(warehouse, model, summary, sup)
         rows = [(name, rounded(v.get("spearman")), rounded(v.get("top_decile_capture")), rounded(v.get("value_error")))
                 for name, v in (("BG/NBD x Gamma-Gamma", vs["bgnbd_gg"]), ("XGBoost on features", vs["xgboost"]))]
@@ -78,7 +78,7 @@ def _supervised(warehouse: Warehouse, model, summary: pd.DataFrame, cfg: dict) -
     """The supervised challenger of the issue: XGBoost on customer features predicting the value bought after
     the snapshot, compared with the probabilistic model on the same customers (reported, not promoted: it
     learns from the very window it is judged on). Fitted on a hash sample of at most `max_rows` customers."""
-    limit = cfg.get("max_rows", 200_000)
+    limit = cfg["max_rows"]
     if len(summary) > limit:
         summary = summary[ml_churn.holdout_mask(summary["customer_id"], limit / len(summary), salt="clv_sample")]
     with warehouse.connect() as con:

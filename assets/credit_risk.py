@@ -19,8 +19,8 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     features = read_features(warehouse)
     with warehouse.connect() as con:
         labels = con.execute("SELECT customer_id, value FROM features.labels WHERE label = ?", [cfg["label"]]).df()
-    p = ml_credit.CreditParams.from_config(cfg.get("params"))
-    if labels["value"].nunique() < 2 and not cfg.get("proxy_when_no_labels", True):
+    p = ml_credit.CreditParams.from_config(cfg["params"])
+    if labels["value"].nunique() < 2 and not cfg["proxy_when_no_labels"]:
         context.log.info(f"no '{cfg['label']}' outcomes with both classes: credit risk not trained")
         return None
     if labels["value"].nunique() < 2:

@@ -153,7 +153,7 @@ def _drift_metadata(reference: dict, scored: Scored, rows: pd.DataFrame, columns
     return md
 
 
-def drift_result(rows: pd.DataFrame, bands: drift.Bands, top: int = 5) -> dg.AssetCheckResult:
+def drift_result(rows: pd.DataFrame, bands: drift.Bands) -> dg.AssetCheckResult:
     """The drift check's verdict on one scoring run's monitoring.drift rows."""
     threshold = f"PSI warn >= {bands.warn}, alert >= {bands.alert}"
     if not len(rows):
@@ -164,7 +164,8 @@ def drift_result(rows: pd.DataFrame, bands: drift.Bands, top: int = 5) -> dg.Ass
     drifted = rows[rows["band"] != "stable"]
     band = "alert" if (drifted["band"] == "alert").any() else "warn" if len(drifted) else "stable"
     listed = [{"column": r.feature, "kind": r.kind, "psi": round(r.psi, 4),
-               "ks": None if pd.isna(r.ks) else round(r.ks, 4), "band": r.band} for r in drifted.head(top).itertuples()]
+               "ks": None if pd.isna(r.ks) else round(r.ks, 4), "band": r.band}
+              for r in drifted.head(bands.top_features).itertuples()]
     return dg.AssetCheckResult(
         passed=band == "stable",
         severity=dg.AssetCheckSeverity.ERROR if band == "alert" else dg.AssetCheckSeverity.WARN,
@@ -227,7 +228,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         with warehouse.connect() as con:
             abandoned = registry.abandon_challengers(con, name, context.run.run_id)
             registry.register(con, name, version, snapshot_date=trained.snapshot_date, data_hash=trained.data_hash,
-                              features=trained.features, params=cfg.get("params", {}), metrics=trained.metrics,
+                              features=trained.features, params=cfg["params"], metrics=trained.metrics,
                               artifact_path=folder, run_id=context.run.run_id)
         if abandoned:
             context.log.warning(f"{name}: earlier challenger(s) {abandoned} never reached their gate (their run "
@@ -255,7 +256,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             on_holdout = new.metrics.get("champion_on_holdout") or {}
             same = on_holdout if rival and on_holdout.get("version") == rival.version else {}
             rival_metrics = same or (rival.metrics if rival else None)
-            passed, why = registry.compare(new.metrics, rival_metrics, thresholds, higher, cfg.get("tolerance", 0.0))
+            passed, why = registry.compare(new.metrics, rival_metrics, thresholds, higher, cfg["tolerance"])
             if not passed:
                 registry.reject(con, name, new.version, "; ".join(why))
         shown = {k: rounded(new.metrics[k]) for k in sorted({*thresholds, *higher}) if k in new.metrics}
@@ -296,9 +297,9 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             return
         scored = spec.score(context, warehouse, settings.get("models", name), entry)
         ref_path = Path(entry.artifact_path) / REFERENCE
-        dcfg = settings.get("monitoring", "drift")
+        bands = drift.Bands.from_config(settings.get("monitoring", "drift"))
         reference = json.loads(ref_path.read_text()) if ref_path.exists() else None
-        rows = measure_drift(reference, scored, drift.Bands.from_config(dcfg)) if reference else None
+        rows = measure_drift(reference, scored, bands) if reference else None
         with warehouse.connect() as con:
             n = write_scores(con, name, scored.frame, version=entry.version, snapshot_date=scored.snapshot_date,
                              run_id=context.run.run_id, order_by=scored.order_by)
@@ -310,7 +311,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         if rows is None:
             context.log.warning(f"{name} v{entry.version} has no reference profile ({ref_path.name}; trained before "
                                 "drift monitoring): drift not measured until it is retrained")
-        drift_md = _drift_metadata(reference, scored, rows, spec.score_columns, dcfg.get("top_features", 5)) \
+        drift_md = _drift_metadata(reference, scored, rows, spec.score_columns, bands.top_features) \
             if rows is not None else {}
         yield dg.MaterializeResult(metadata={**md, "model_version": entry.version, "rows_scored": n,
                                              **scored.metadata, **drift_md})
@@ -320,10 +321,9 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
                                 "profile: WARN from the warn band, ERROR from the alert band (monitoring.drift).")
     def drift_check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse,
                     settings: Settings) -> dg.AssetCheckResult:
-        cfg = settings.get("monitoring", "drift")
-        bands = drift.Bands.from_config(cfg)
+        bands = drift.Bands.from_config(settings.get("monitoring", "drift"))
         with warehouse.connect() as con:
             rows = run_drift(con, name, context.run.run_id)
-        return drift_result(rows, bands, cfg.get("top_features", 5))
+        return drift_result(rows, bands)
 
     return [challenger, champion, scores], [gate, drift_check]

@@ -22,7 +22,7 @@ def _inputs(warehouse: Warehouse, p: ml_recommend.RecommendParams, training: boo
 
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
-    p = ml_recommend.RecommendParams.from_config(cfg.get("params"))
+    p = ml_recommend.RecommendParams.from_config(cfg["params"])
     inputs = _inputs(warehouse, p, training=True)
     for note in inputs.notes:
         context.log.info(note)

@@ -18,7 +18,7 @@ RFM_COLUMNS = ["rfm_r", "rfm_f", "rfm_m", "recency_days", "frequency"]
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
     features = read_features(warehouse)
-    p = ml_segments.SegmentParams.from_config(cfg.get("params"))
+    p = ml_segments.SegmentParams.from_config(cfg["params"])
     if len(features) < 10 * p.k_max:
         context.log.info(f"{len(features)} customers: too few to segment; segments not trained")
         return None

@@ -10,7 +10,7 @@ docs/model-quality.md).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,33 +21,10 @@ from sklearn.metrics import brier_score_loss, precision_score, recall_score, roc
 
 from ml.errors import NotEnoughData
 from ml.frame import FeatureSpec
+from ml.params import ChurnParams
 from ml.registry import load_artifacts, save_artifacts
 
 LEVELS = ("Low", "Medium", "High")
-
-
-@dataclass
-class ChurnParams:
-    n_estimators: int = 150
-    max_depth: int = 4
-    learning_rate: float = 0.1
-    subsample: float = 0.8
-    colsample_bytree: float = 0.8
-    min_child_weight: float = 5.0
-    holdout_share: float = 0.2
-    calibration_share: float = 0.2  # of the training part: the calibration is fitted on it
-    risk_cutoffs: tuple[float, float] = (0.3, 0.6)  # probability from which Medium, High
-    seed: int = 7
-    exclude: tuple[str, ...] = ()
-
-    @classmethod
-    def from_config(cls, cfg: dict | None) -> ChurnParams:
-        cfg = dict(cfg or {})
-        if "risk_cutoffs" in cfg:
-            cfg["risk_cutoffs"] = tuple(cfg["risk_cutoffs"])
-        if "exclude" in cfg:
-            cfg["exclude"] = tuple(cfg["exclude"])
-        return cls(**cfg)
 
 
 def holdout_mask(customer_ids: pd.Series, share: float, salt: str = "holdout") -> np.ndarray:
@@ -194,7 +171,7 @@ def train_churn(features: pd.DataFrame, target: pd.Series, params: ChurnParams |
 
 def save_churn(model: ChurnModel, models_dir: Path, version: int) -> Path:
     return save_artifacts(models_dir, "churn", version, model.booster, {
-        "calibrator": model.calibrator, "spec": model.spec.to_dict(), "params": asdict(model.params),
+        "calibrator": model.calibrator, "spec": model.spec.to_dict(), "params": model.params.model_dump(),
         "metrics": model.metrics, "importance": model.importance})
 
 

@@ -27,7 +27,7 @@ mpmath). Both depend only on (x, T), computed once per distinct pair: scoring ru
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
@@ -38,31 +38,10 @@ from scipy.special import betaincinv, digamma, expit, gammaln, hyp2f1, roots_leg
 from scipy.stats import spearmanr
 
 from ml.errors import NotEnoughData
+from ml.params import CLVParams
 
 DAYS_PER_MONTH = 365.25 / 12
-DEFAULT_TIERS = (("Platinum", 0.10), ("Gold", 0.20), ("Silver", 0.30), ("Bronze", 0.40))
 _BOUND = (-12.0, 12.0)  # log-parameter bounds: e^+-12 covers any plausible scale and keeps exp() finite
-
-
-@dataclass
-class CLVParams:
-    horizon_months: int = 12
-    annual_discount_rate: float = 0.10
-    margin: float = 1.0  # share of value that is profit
-    time_unit_days: float = 7.0  # the summary's unit: 7 = weeks, as in the papers
-    tiers: tuple[tuple[str, float | None], ...] = DEFAULT_TIERS  # best first: shares of scored customers
-    fit_sample: int | None = None  # fit on at most this many customers (random, seeded); None: all
-    seed: int = 7
-
-    @classmethod
-    def from_config(cls, cfg: dict | None) -> CLVParams:
-        """`tiers` may be a mapping {name: share} (YAML keeps its order) or a list of [name, share]; the last
-        tier's share may be null (the rest)."""
-        cfg = dict(cfg or {})
-        if "tiers" in cfg:
-            items = cfg["tiers"].items() if isinstance(cfg["tiers"], dict) else cfg["tiers"]
-            cfg["tiers"] = tuple((str(n), None if s is None else float(s)) for n, s in items)
-        return cls(**cfg)
 
 
 # ---------------------------------------------------------------------------------------------- fitting
@@ -463,7 +442,7 @@ def save_clv(model: CLVModel, models_dir: str | Path, version: int) -> Path:
     """<models_dir>/clv/v<version>/model.joblib (plain dicts and the params: no pickled code). Returns the folder."""
     folder = Path(models_dir) / "clv" / f"v{version}"
     folder.mkdir(parents=True, exist_ok=True)
-    joblib.dump({"bgnbd": model.bgnbd, "gamma_gamma": model.gamma_gamma, "params": asdict(model.params),
+    joblib.dump({"bgnbd": model.bgnbd, "gamma_gamma": model.gamma_gamma, "params": model.params.model_dump(),
                  "metrics": model.metrics}, folder / "model.joblib")
     return folder
 

@@ -37,57 +37,13 @@ from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
 from ml.churn import holdout_mask
 from ml.errors import NotEnoughData
 from ml.frame import FeatureSpec
+from ml.params import CreditParams
 from ml.registry import load_artifacts, save_artifacts
 
 MODEL = "credit_risk"
 MISSING = "missing"
 OTHER = "(other)"
 TARGET_KINDS = ("defaulted", "rfm_proxy")
-XGB_DEFAULTS = {"n_estimators": 300, "max_depth": 3, "learning_rate": 0.03, "subsample": 0.8,
-                "colsample_bytree": 0.8, "min_child_weight": 3.0}
-
-
-@dataclass
-class CreditParams:
-    n_prebins: int = 20  # quantile pre-bins of a numeric feature, before merging
-    min_bin_share: float = 0.05  # smallest share of training customers in a bin (missing bin exempt)
-    woe_smoothing: float = 0.5  # pseudo-customers added to every bin, spread as the population's good:bad
-    min_iv: float = 0.02  # features below this information value are left out
-    max_features: int = 15
-    max_correlation: float = 0.8  # a feature whose WoE correlates more with a stronger kept one is left out
-    max_levels: int = 30  # text columns with more distinct values are not features (FeatureSpec.infer)
-    holdout_share: float = 0.2
-    C: float = 1.0  # inverse L2 regularisation of the logistic regression on WoE
-    base_score: float = 600.0  # points at base_odds
-    base_odds: float = 50.0  # good:bad odds at base_score
-    pdo: float = 20.0  # points to double the odds
-    grade_cutoffs: tuple[float, ...] = (0.02, 0.05, 0.10, 0.20)  # PD from which B, C, D, E
-    xgb: dict = field(default_factory=lambda: dict(XGB_DEFAULTS))
-    xgb_max_rows: int = 200_000  # the challenger trains on a random sample of at most this many customers
-    seed: int = 7
-    exclude: tuple[str, ...] = ()
-    # columns that define the RFM proxy target (or copy it): not features of a proxy model
-    proxy_exclude: tuple[str, ...] = ("recency_days", "frequency", "monetary", "rfm_r", "rfm_f", "rfm_m",
-                                      "rfm_score", "txn_count_365d", "spend_365d")
-
-    @classmethod
-    def from_config(cls, cfg: dict | None) -> CreditParams:
-        cfg = dict(cfg or {})
-        for key in ("grade_cutoffs", "exclude", "proxy_exclude"):
-            if key in cfg:
-                cfg[key] = tuple(cfg[key])
-        cfg["xgb"] = {**XGB_DEFAULTS, **(cfg.get("xgb") or {})}
-        return cls(**cfg)
-
-    @property
-    def factor(self) -> float:
-        return self.pdo / np.log(2)
-
-    @property
-    def offset(self) -> float:
-        return self.base_score - self.factor * np.log(self.base_odds)
-
-
 # ---------------------------------------------------------------- binning
 
 def woe_iv(bad: np.ndarray, total: np.ndarray, smoothing: float) -> tuple[np.ndarray, float]:
@@ -457,7 +413,7 @@ def save_credit_risk(model: CreditModel, models_dir: Path, version: int) -> Path
     """<models_dir>/credit_risk/v<version>/: booster.json (the challenger) and model.joblib (plain dicts)."""
     return save_artifacts(Path(models_dir), MODEL, version, model.booster, {
         "bins": [b.to_dict() for b in model.bins.values()], "coef": model.coef, "intercept": model.intercept,
-        "params": asdict(model.params), "target_kind": model.target_kind, "metrics": model.metrics,
+        "params": model.params.model_dump(), "target_kind": model.target_kind, "metrics": model.metrics,
         "iv": model.iv, "spec": model.spec.to_dict() if model.spec else None})
 
 

@@ -30,7 +30,7 @@ baseline (the same ranking from acquisition rates alone):
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
@@ -42,43 +42,12 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from ml.churn import holdout_mask
 from ml.errors import NotEnoughData
 from ml.frame import FeatureSpec
+from ml.params import RecommendParams
 from warehouse.recommend import RecommendInputs
 
 MODEL = "recommendations"
 HOLDINGS, LABEL = "holdings", "label"
 OUTPUT_COLUMNS = ["customer_id", "rank", "product_id", "product_name", "score", "source"]
-
-
-@dataclass
-class RecommendParams:
-    window_days: int = 90  # W: acquisitions counted in (date, date + W]
-    top_n: int = 5
-    eval_k: int = 5  # k of the ranking metrics
-    min_positives: int = 10  # acquisitions a product needs to be scored by the model (else: popularity)
-    label_products: tuple[str, ...] = ()  # features.labels labels that are the acquisition of a product
-    static_features: tuple[str, ...] = ("age", "income", "credit_score", "gender", "region", "segment", "attr_*")
-    exclude: tuple[str, ...] = ()  # feature columns never used (e.g. attr_duration: known after the call)
-    exclude_products: tuple[str, ...] = ()  # never recommended (nor counted in the catalogue)
-    holdout_share: float = 0.2  # label products: customers held out (ml.churn.holdout_mask)
-    max_train_rows: int = 2_000_000  # (customer, product) rows fitted on at most: customers sampled by id hash
-    min_new_customers: int = 100  # customers new in the training window needed for a cold-start ranking
-    n_estimators: int = 100  # scoring cost grows with it: 1M customers x ~9 products x trees
-    max_depth: int = 5
-    learning_rate: float = 0.1
-    subsample: float = 0.8
-    colsample_bytree: float = 0.8
-    min_child_weight: float = 5.0
-    reg_lambda: float = 20.0  # shrinks the leaves of rare products toward what the others show
-    seed: int = 7
-    n_jobs: int = 2  # products scored side by side, one thread each (see _parallel)
-
-    @classmethod
-    def from_config(cls, cfg: dict | None) -> RecommendParams:
-        cfg = dict(cfg or {})
-        tuples = {f.name for f in fields(cls) if str(f.type).startswith("tuple")}
-        for key in tuples & set(cfg):
-            cfg[key] = tuple(cfg[key] or ())
-        return cls(**cfg)
 
 
 PRODUCT = "_product"  # the feature that names the product a row is about
@@ -490,7 +459,7 @@ def save_recommender(model: RecommenderModel, models_dir: str | Path, version: i
     folder.mkdir(parents=True, exist_ok=True)
     for kind, prop in model.models.items():
         prop.booster.save_model(folder / f"booster_{kind}.json")
-    joblib.dump({"params": asdict(model.params), "catalogue": model.catalogue, "popularity": model.popularity,
+    joblib.dump({"params": model.params.model_dump(), "catalogue": model.catalogue, "popularity": model.popularity,
                  "popularity_new": model.popularity_new, "models": [m.to_dict() for m in model.models.values()],
                  "metrics": model.metrics}, folder / "model.joblib")
     return folder

@@ -70,44 +70,10 @@ from threadpoolctl import threadpool_limits
 
 from ml.churn import holdout_mask
 from ml.errors import NotEnoughData
+from ml.params import SegmentParams
 
-PREFERRED = (
-    "recency_days", "frequency", "monetary", "balance_now", "balance_change_90d", "products_held", "income",
-    "age", "tenure_months", "spend_to_income", "channel_share_online", "channel_share_mobile", "txn_trend_90d",
-)
 MODEL_NAME = "segments"
 NO_ACTIVITY = "No activity"
-
-
-@dataclass
-class SegmentParams:
-    features: tuple[str, ...] = PREFERRED  # preferred behaviour columns, in order of preference
-    exclude: tuple[str, ...] = ()          # never used, even as attr_* top-up
-    min_features: int = 6                  # fewer usable preferred columns: add the numeric attr_* columns
-    min_non_null: float = 0.5              # share of training customers with a value
-    max_top_share: float = 0.98            # most common value covering more: a (nearly) constant column
-    max_corr: float = 0.9                  # |correlation| above which a later column duplicates a kept one
-    skew_threshold: float = 1.0
-    clip_z: float = 5.0
-    k_min: int = 4
-    k_max: int = 6
-    silhouette_sample: int = 10_000        # silhouette is O(n^2): measured on at most this many customers
-    fit_sample: int = 200_000              # K-Means is fitted on at most this many, then predicts everyone
-    n_init: int = 4
-    max_iter: int = 300
-    seed: int = 7
-    threads: int | None = 1                # BLAS/OpenMP threads while training (None: all cores), see below
-    holdout_share: float = 0.2
-    name_min_effect: float = 0.5           # |effect size| from which a feature is a trait of a cluster
-    name_words: int = 2                    # adjectives in a name (before the noun)
-
-    @classmethod
-    def from_config(cls, cfg: dict | None) -> SegmentParams:
-        cfg = dict(cfg or {})
-        for key in ("features", "exclude"):
-            if key in cfg:
-                cfg[key] = tuple(cfg[key])
-        return cls(**cfg)
 
 
 # --- sampling --------------------------------------------------------------------------------------------
@@ -519,7 +485,7 @@ class SegmentModel:
 
     def to_dict(self) -> dict:
         return {"transform": self.transform.to_dict(), "centers": self.centers.tolist(), "names": self.names,
-                "descriptions": self.descriptions, "params": asdict(self.params),
+                "descriptions": self.descriptions, "params": self.params.model_dump(),
                 "profile": self.profile.to_dict(orient="list"), "metrics": self.metrics, "skipped": self.skipped}
 
     @classmethod

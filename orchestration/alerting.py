@@ -94,7 +94,7 @@ def evaluate_run(instance: dg.DagsterInstance, run_id: str, home: str | Path, se
     other = [c for c in checks if c not in drift and c not in fresh and c not in guard]
     held = [c for c in guard if not c["passed"]]
 
-    drifted = drifted_checks(drift, cfg.get("drift_band", "alert"))
+    drifted = drifted_checks(drift, cfg["drift_band"])
     stale = [c for c in fresh if not c["passed"]]
     failed = [c for c in other if not c["passed"]]
     # conditions measured again and found fine clear: their next occurrence alerts at once
@@ -120,7 +120,7 @@ def evaluate_run(instance: dg.DagsterInstance, run_id: str, home: str | Path, se
 def send(alert: Alert, store: AlertStore, cfg: dict, env: Mapping[str, str]) -> Outcome:
     """Deliver to the channels routed for the alert's kind, unless every condition it reports was alerted
     within `repeat_after_hours` and has not cleared since."""
-    if alert.keys and not store.due(alert.keys, timedelta(hours=float(cfg.get("repeat_after_hours", 24)))):
+    if alert.keys and not store.due(alert.keys, timedelta(hours=float(cfg["repeat_after_hours"]))):
         return Outcome(alert, suppressed=True)
     channels = {c.name: c for c in channels_from_settings(cfg)}
     routed = [channels[n] for n in (cfg.get("routes") or {}).get(alert.kind, []) if n in channels]

@@ -23,6 +23,27 @@ from warehouse.db import Home
 UI_HOST = "127.0.0.1"
 
 
+def _source(args: argparse.Namespace) -> str:
+    return getattr(args, "source", None) or os.environ.get("SCOREHOUSE_SOURCE") or "synthetic"
+
+
+def _config_error(e: Exception) -> int:
+    for line in str(e).splitlines():  # one line per problem, each naming the file and the key
+        print(f"error: {line}", file=sys.stderr)
+    return 2
+
+
+def _settings(home: Home, source: str) -> dict | None:
+    """The validated settings, or None after printing what is wrong."""
+    from orchestration.settings import CONFIG_ERRORS, load_settings
+
+    try:
+        return load_settings(home.root, source)
+    except CONFIG_ERRORS as e:
+        _config_error(e)
+        return None
+
+
 def _set_env(home: Home, source: str | None = None, landing: str | None = None) -> None:
     os.environ["SCOREHOUSE_HOME"] = str(home.root)
     os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home.dagster_home))
@@ -156,14 +177,13 @@ def _landing_problems(cfg, landing: Path) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from warehouse.sources import SourceConfigError, load_source
-
     home = Home.resolve(args.home)
-    try:
-        cfg = load_source(args.source or os.environ.get("SCOREHOUSE_SOURCE") or "synthetic")
-    except SourceConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+    settings = _settings(home, _source(args))  # a bad source config or setting stops here, before Dagster
+    if settings is None:
         return 2
+    from orchestration.settings import source_config
+
+    cfg = source_config(_source(args))
     landing = Path(args.landing or os.environ.get("SCOREHOUSE_LANDING") or cfg.default_landing or home.root / "landing")
     problems = _landing_problems(cfg, landing.expanduser()) if landing.expanduser().is_dir() else []
     if problems:
@@ -178,13 +198,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from assets.models import SPECS
     from orchestration.definitions import defs
     from orchestration.jobs import due_selection
-    from orchestration.settings import load_settings
     from orchestration.stale_runs import fail_dead_cli_runs
 
     job = defs.resolve_job_def(args.job)
     selection = None
     if args.job == "scorehouse":
-        selection = due_selection(job, home.root, load_settings(home.root), [s.name for s in SPECS])
+        selection = due_selection(job, home.root, settings, [s.name for s in SPECS])
         if selection is not None:
             kept = sorted({k.path[-1].removesuffix("_challenger") for k in job.asset_layer.executable_asset_keys
                            if k.path[0] == "ml" and k not in selection and k.path[-1].endswith("_challenger")})
@@ -208,17 +227,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.stop.set()
             progress.join()
         _summary(home, result, run_id)
-        _alerts(instance, run_id, home)
+        _alerts(instance, run_id, home, settings)
     return 0 if result.success else 1
 
 
-def _alerts(instance, run_id: str, home: Home) -> None:
+def _alerts(instance, run_id: str, home: Home, settings: dict) -> None:
     """What the daemon's alert sensors would do for this run (there is no daemon behind `scorehouse run`)."""
     from orchestration.alerting import describe, evaluate_run
-    from orchestration.settings import load_settings
 
     try:
-        outcomes = evaluate_run(instance, run_id, home.root, load_settings(home.root, os.environ.get("SCOREHOUSE_SOURCE")))
+        outcomes = evaluate_run(instance, run_id, home.root, settings)
     except Exception as e:  # alerting never changes the run's outcome
         print(f"\nAlerts: not evaluated ({type(e).__name__}: {e})")
         return
@@ -230,12 +248,14 @@ def _alerts(instance, run_id: str, home: Home) -> None:
 # ---------------------------------------------------------------- alerts
 def cmd_alerts(args: argparse.Namespace) -> int:
     from orchestration.alerting import store_for
-    from orchestration.settings import load_settings
     from quality.alerts import run_url, test_alert
     from quality.channels import channels_from_settings, deliver
 
     home = Home.resolve(args.home)
-    cfg = load_settings(home.root, os.environ.get("SCOREHOUSE_SOURCE"))["alerts"]
+    settings = _settings(home, _source(args))
+    if settings is None:
+        return 2
+    cfg = settings["alerts"]
     store = store_for(home.root)
     if args.action == "log":
         rows = store.deliveries(args.limit)
@@ -334,11 +354,27 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- settings
+def cmd_settings(args: argparse.Namespace) -> int:
+    from orchestration.settings import CONFIG_ERRORS, effective
+    from orchestration.settings_doc import header, render
+
+    home = Home.resolve(args.home)
+    try:
+        eff = effective(home.root, _source(args))
+    except CONFIG_ERRORS as e:
+        return _config_error(e)
+    print(header(eff, str(home.root / "scorehouse.yaml")) + render(eff), end="")
+    return 0
+
+
 # ---------------------------------------------------------------- ui
 def cmd_ui(args: argparse.Namespace) -> int:
     import psutil
 
     home = Home.resolve(args.home)
+    if _settings(home, _source(args)) is None:  # else the webserver would only show the error
+        return 2
     _set_env(home, args.source, args.landing)
     bindir = Path(sys.executable).parent
     target = ["-m", "orchestration.definitions"]
@@ -421,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--to", help="a version name from --list instead of the previous one")
     b.add_argument("--list", action="store_true", help="list the kept versions (* = served now)")
     b.set_defaults(func=cmd_rollback)
+
+    s = sub.add_parser("settings", help="show the effective settings and where each value comes from")
+    s.add_argument("--home")
+    s.add_argument("--source", help="shipped source name or a source-config YAML (default: $SCOREHOUSE_SOURCE "
+                                    "or synthetic)")
+    s.set_defaults(func=cmd_settings)
 
     u = sub.add_parser("ui", help="start the Dagster webserver and daemon on 127.0.0.1 for a home")
     u.add_argument("--home")

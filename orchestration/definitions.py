@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from assets.features import feature_assets, feature_checks
@@ -15,14 +17,16 @@ from orchestration.sensors import build_alert_sensors, build_freshness, build_la
 from orchestration.settings import load_settings
 from warehouse.db import Home
 
-settings = load_settings(Home.resolve().root)
+# Validated here, so bad settings stop the definitions from loading, with the file and key of each problem.
+settings = load_settings(Home.resolve().root, os.environ.get("SCOREHOUSE_SOURCE", "synthetic"))
 MODELS = [s.name for s in SPECS]
 jobs = {j.name: j for j in build_jobs(MODELS)}
 
 
 def _due() -> list[dg.AssetKey] | None:
     home = Home.resolve().root
-    return due_selection(defs.resolve_job_def("scorehouse"), home, load_settings(home), MODELS)
+    return due_selection(defs.resolve_job_def("scorehouse"), home,
+                         load_settings(home, os.environ.get("SCOREHOUSE_SOURCE", "synthetic")), MODELS)
 
 
 SCORE_KEYS = [a.key for a in model_assets if a.key.path[0] == "scores"]

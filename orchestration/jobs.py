@@ -84,10 +84,10 @@ def build_schedules(settings: dict, jobs: dict[str, dg.UnresolvedAssetJobDefinit
     for name, job in (("daily_scoring", "score"), ("weekly_retrain", "retrain")):
         s = cfg[name]
         out.append(dg.ScheduleDefinition(
-            name=name, job=jobs[job], cron_schedule=s["cron"], execution_timezone=cfg.get("timezone", "UTC"),
-            default_status=dg.DefaultScheduleStatus.RUNNING if s.get("enabled", True)
+            name=name, job=jobs[job], cron_schedule=s["cron"], execution_timezone=cfg["timezone"],
+            default_status=dg.DefaultScheduleStatus.RUNNING if s["enabled"]
             else dg.DefaultScheduleStatus.STOPPED,
-            description=f"Runs job `{job}` on cron '{s['cron']}' ({cfg.get('timezone', 'UTC')}); set in "
+            description=f"Runs job `{job}` on cron '{s['cron']}' ({cfg['timezone']}); set in "
                         f"schedules.{name} of scorehouse.yaml.",
         ))
     return out

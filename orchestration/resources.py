@@ -9,20 +9,22 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.settings import load_settings
+from orchestration.settings import WarehouseSettings, load_settings, source_config
 from warehouse.db import Home, connect, run_lock
 from warehouse.schema import ensure_schemas
-from warehouse.sources import SourceConfig, load_source
+from warehouse.sources import SourceConfig
+
+WAREHOUSE = WarehouseSettings()  # the defaults of `warehouse:` in the settings, for a resource built without them
 
 
 class Warehouse(dg.ConfigurableResource):
     """The working DuckDB file under the home. One writer at a time: assets use pool `warehouse`."""
 
     home: str
-    memory_limit: str = "2GB"
-    threads: int | None = None
+    memory_limit: str = WAREHOUSE.memory_limit
+    threads: int | None = WAREHOUSE.threads
     lock_wait_seconds: float = 60.0  # another process (e.g. a run from the CLI) may hold the file briefly
-    run_lock_wait_seconds: float = 7200.0  # a second run of the same home waits this long for the first
+    run_lock_wait_seconds: float = WAREHOUSE.run_lock_wait_seconds  # a second run of the same home waits for the first
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):
@@ -60,7 +62,7 @@ class Source(dg.ConfigurableResource):
     landing: str = ""
 
     def config(self) -> SourceConfig:
-        return load_source(self.source)
+        return source_config(self.source)  # its `settings:` block checked too
 
     def landing_path(self) -> Path:
         cfg = self.config()
@@ -72,7 +74,8 @@ class Source(dg.ConfigurableResource):
 
 
 class Settings(dg.ConfigurableResource):
-    """Thresholds and knobs: defaults.yaml, the source config's `settings:`, the user's scorehouse.yaml."""
+    """Thresholds and knobs, validated (orchestration/settings.py): the defaults, the source config's
+    `settings:`, <home>/scorehouse.yaml, $SCOREHOUSE_CONFIG. `get` returns plain data (mappings, lists)."""
 
     home: str
     source: str = ""
@@ -94,11 +97,10 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
     if env != "local":
         raise ValueError(f"unknown SCOREHOUSE_ENV {env!r}; known: local")
     home = Home.resolve()
-    settings = load_settings(home.root)
-    wh = settings["warehouse"]
     source = os.environ.get("SCOREHOUSE_SOURCE", "synthetic")
+    wh = load_settings(home.root, source)["warehouse"]
     # Landing: the environment, else the source config's own `landing:`, else <home>/landing.
-    landing = os.environ.get("SCOREHOUSE_LANDING") or load_source(source).default_landing or str(home.root / "landing")
+    landing = os.environ.get("SCOREHOUSE_LANDING") or source_config(source).default_landing or str(home.root / "landing")
     return {
         "warehouse": Warehouse(home=str(home.root), memory_limit=wh["memory_limit"], threads=wh["threads"],
                                run_lock_wait_seconds=wh["run_lock_wait_seconds"]),

@@ -81,7 +81,7 @@ def build_alert_sensors(interval: int) -> list[dg.SensorDefinition]:
         home = Home.resolve().root
         run_id = context.dagster_run.run_id
         outcomes = evaluate_run(context.instance, run_id, home,
-                                load_settings(home, os.environ.get("SCOREHOUSE_SOURCE")))
+                                load_settings(home, os.environ.get("SCOREHOUSE_SOURCE", "synthetic")))
         lines = describe(outcomes)
         for line in lines:
             context.log.info(line)

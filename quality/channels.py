@@ -15,13 +15,74 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import requests
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from quality.alerts import Alert, pagerduty_payload, slack_payload, teams_payload
 
 URL = re.compile(r"\w+://\S+")
+
+
+class DeliverySettings(BaseModel):
+    """alerts.delivery."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(3, ge=1, description=(
+        "per channel and message; then the failure is recorded and the pipeline goes on"))
+    backoff_seconds: float = Field(0.5, ge=0, description="doubled after each failed attempt")
+    timeout_seconds: float = Field(5, gt=0, description="each attempt at most")
+
+
+TYPE = "slack | webhook | email; default: the channel's name"
+
+
+class _ChannelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SlackSettings(_ChannelSettings):
+    """Slack incoming webhook."""
+
+    type: Literal["slack"] = Field("slack", description=TYPE)
+    url_env: str = Field(description="environment variable holding the webhook URL")
+
+
+class WebhookSettings(_ChannelSettings):
+    """Generic JSON POST."""
+
+    type: Literal["webhook"] = Field("webhook", description=TYPE)
+    url_env: str = Field(description="environment variable holding the URL")
+    format: Literal["json", "teams", "pagerduty"] = Field("json", description="json | teams | pagerduty (Events API v2)")
+    routing_key_env: str | None = Field(None, description="environment variable of the integration key (pagerduty)")
+
+
+class EmailSettings(_ChannelSettings):
+    """SMTP."""
+
+    type: Literal["email"] = Field("email", description=TYPE)
+    host_env: str = Field(description="environment variable: host or host:port")
+    to_env: str = Field(description="environment variable: comma-separated addresses")
+    username_env: str | None = Field(None, description="environment variable: login (only when set)")
+    password_env: str | None = Field(None, description="environment variable: password")
+    sender: str = Field("scorehouse@localhost", description="From: address")
+    starttls: Literal["auto", "always", "never"] = Field("auto", description=(
+        "auto: when the server offers it; always: never send in the clear; never: a local relay"))
+    port: int = Field(587, ge=1, le=65535, description="when the host names none")
+    cafile: str | None = Field(None, description="CA bundle to verify the server with (default: the system's)")
+
+
+CHANNEL_TYPES = {"slack": SlackSettings, "webhook": WebhookSettings, "email": EmailSettings}
+ChannelSettings = Annotated[SlackSettings | WebhookSettings | EmailSettings, Field(discriminator="type")]
+_CHANNEL = TypeAdapter(ChannelSettings)
+
+
+def with_type(name: str, cfg: Any) -> Any:
+    """A channel's settings with its `type`, which defaults to the channel's name."""
+    return {"type": name, **cfg} if isinstance(cfg, Mapping) and "type" not in cfg else cfg
 
 
 @dataclass
@@ -35,11 +96,14 @@ class Delivery:
 @dataclass(frozen=True)
 class Channel:
     name: str
-    cfg: dict
+    cfg: dict  # validated on construction: every key of its type is there, defaults filled in
+
+    def __post_init__(self):
+        object.__setattr__(self, "cfg", _CHANNEL.validate_python(with_type(self.name, self.cfg)).model_dump())
 
     @property
     def type(self) -> str:
-        return self.cfg.get("type", self.name)
+        return self.cfg["type"]
 
     def _env_names(self) -> dict[str, str]:
         return {k.removesuffix("_env"): v for k, v in self.cfg.items() if k.endswith("_env") and v}
@@ -48,7 +112,7 @@ class Channel:
         """The environment variables that must be set for this channel to be active."""
         names = self._env_names()
         need = {"slack": ["url"], "webhook": ["url"], "email": ["host", "to"]}.get(self.type, [])
-        if self.type == "webhook" and self.cfg.get("format") == "pagerduty":
+        if self.type == "webhook" and self.cfg["format"] == "pagerduty":
             need = [*need, "routing_key"]
         return [names[k] for k in need if k in names]
 
@@ -64,7 +128,7 @@ class Channel:
 
     def value(self, key: str, env: Mapping[str, str]) -> str | None:
         name = self._env_names().get(key)
-        return env.get(name) if name else self.cfg.get(key)
+        return env.get(name) if name else None
 
 
 def channels_from_settings(cfg: dict) -> list[Channel]:
@@ -95,14 +159,14 @@ def _smtp(channel: Channel, alert: Alert, env: Mapping[str, str], timeout: float
     host, _, port = host.partition(":")
     msg = EmailMessage()
     msg["Subject"] = f"[scorehouse] {alert.severity.upper()}: {alert.title}"
-    msg["From"] = channel.cfg.get("sender", "scorehouse@localhost")
+    msg["From"] = channel.cfg["sender"]
     msg["To"] = ", ".join(a.strip() for a in (channel.value("to", env) or "").split(",") if a.strip())
     msg.set_content(alert.text())
-    mode = channel.cfg.get("starttls", "auto")
-    with smtplib.SMTP(host, int(port or channel.cfg.get("port", 587)), timeout=timeout) as smtp:
+    mode = channel.cfg["starttls"]
+    with smtplib.SMTP(host, int(port or channel.cfg["port"]), timeout=timeout) as smtp:
         smtp.ehlo()
         if mode == "always" or (mode == "auto" and smtp.has_extn("starttls")):
-            context = ssl.create_default_context(cafile=channel.cfg.get("cafile"))
+            context = ssl.create_default_context(cafile=channel.cfg["cafile"])
             smtp.starttls(context=context)
             smtp.ehlo()
         user, password = channel.value("username", env), channel.value("password", env)
@@ -115,7 +179,7 @@ def _send_once(channel: Channel, alert: Alert, env: Mapping[str, str], timeout: 
     if channel.type == "slack":
         _post(channel.value("url", env), slack_payload(alert), timeout)
     elif channel.type == "webhook":
-        fmt = channel.cfg.get("format", "json")
+        fmt = channel.cfg["format"]
         payload = (teams_payload(alert) if fmt == "teams" else
                    pagerduty_payload(alert, channel.value("routing_key", env) or "") if fmt == "pagerduty" else
                    alert.as_dict())
@@ -129,9 +193,8 @@ def _send_once(channel: Channel, alert: Alert, env: Mapping[str, str], timeout: 
 def deliver(channel: Channel, alert: Alert, env: Mapping[str, str], delivery: dict | None = None,
             sleep=time.sleep) -> Delivery:
     """Send `alert` through `channel`, retrying connection errors, timeouts, 5xx and 429 with backoff."""
-    d = delivery or {}
-    attempts, backoff, timeout = int(d.get("attempts", 3)), float(d.get("backoff_seconds", 0.5)), \
-        float(d.get("timeout_seconds", 5))
+    d = DeliverySettings.model_validate(dict(delivery or {}))
+    attempts, backoff, timeout = d.attempts, d.backoff_seconds, d.timeout_seconds
     missing = channel.missing(env)
     if missing:
         return Delivery(channel.name, False, 0, f"not configured: {', '.join(missing)} not set")

@@ -11,34 +11,56 @@ so a category that appears or vanishes gives a large PSI, never a division error
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MISSING, OTHER = "(missing)", "(other)"
 N_QUANTILES = 1001
 
 
-@dataclass(frozen=True)
-class Bands:
-    """PSI below `warn` is stable, from `warn` a warning, from `alert` an alert (industry rule of thumb)."""
+class Bands(BaseModel):
+    """monitoring.drift: PSI below `psi_warn` is stable, from `psi_warn` a warning, from `psi_alert` an alert
+    (industry rule of thumb), and how profiles are built and reported. Every default here, nowhere else."""
 
-    warn: float = 0.10
-    alert: float = 0.25
-    epsilon: float = 1e-4
-    max_categories: int = 30
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    psi_warn: float = Field(0.10, gt=0, description='PSI from which a feature or score is "warn" (check severity WARN)')
+    psi_alert: float = Field(0.25, gt=0, description='PSI from which it is "alert" (check severity ERROR)')
+    epsilon: float = Field(1e-4, gt=0, lt=1, description="share given to an empty bin, so PSI stays finite")
+    max_categories: int = Field(30, ge=1, description=(
+        'a text column\'s most frequent values profiled; the rest pooled as "(other)"'))
+    top_features: int = Field(5, ge=1, description="drifted columns listed per model in checks, metadata and alerts")
+
+    @field_validator("psi_alert")
+    @classmethod
+    def _ordered(cls, alert: float, info: ValidationInfo) -> float:
+        warn = info.data.get("psi_warn")
+        if warn is not None and alert < warn:
+            raise ValueError(f"psi_alert ({alert}) is below psi_warn ({warn})")
+        return alert
 
     @classmethod
-    def from_config(cls, cfg: dict | None) -> Bands:
-        cfg = cfg or {}
-        return cls(warn=float(cfg.get("psi_warn", cls.warn)), alert=float(cfg.get("psi_alert", cls.alert)),
-                   epsilon=float(cfg.get("epsilon", cls.epsilon)),
-                   max_categories=int(cfg.get("max_categories", cls.max_categories)))
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> Bands:
+        return cls.model_validate(dict(cfg or {}))
+
+    @property
+    def warn(self) -> float:
+        return self.psi_warn
+
+    @property
+    def alert(self) -> float:
+        return self.psi_alert
 
     def band(self, psi: float) -> str:
         return "alert" if psi >= self.alert else "warn" if psi >= self.warn else "stable"
+
+
+DEFAULT_BANDS = Bands()
 
 
 def is_numeric(values: pd.Series) -> bool:
@@ -63,7 +85,7 @@ def _labels(values: pd.Series) -> pd.Series:
     return values.astype("object").where(values.notna(), MISSING).astype(str)
 
 
-def profile_column(values: pd.Series, bands: Bands = Bands()) -> dict:
+def profile_column(values: pd.Series, bands: Bands = DEFAULT_BANDS) -> dict:
     """The reference profile of one column."""
     if is_numeric(values):
         x = _numeric(values)
@@ -79,7 +101,7 @@ def profile_column(values: pd.Series, bands: Bands = Bands()) -> dict:
             "shares": [*shares, float(counts.iloc[bands.max_categories:].sum()) / max(len(values), 1)]}
 
 
-def build_profile(frame: pd.DataFrame, columns: list[str], bands: Bands = Bands()) -> dict[str, dict]:
+def build_profile(frame: pd.DataFrame, columns: list[str], bands: Bands = DEFAULT_BANDS) -> dict[str, dict]:
     return {c: profile_column(frame[c], bands) for c in columns if c in frame.columns}
 
 
@@ -119,7 +141,7 @@ def ks_statistic(ref_quantiles: list[float], values: pd.Series | np.ndarray, pre
     return float(max(np.max(np.abs(f_ref - at_or_below)), np.max(np.abs(f_ref_below - below))))
 
 
-def compare(profile: dict[str, dict], frame: pd.DataFrame, bands: Bands = Bands(), threads: int = 2
+def compare(profile: dict[str, dict], frame: pd.DataFrame, bands: Bands = DEFAULT_BANDS, threads: int = 2
             ) -> pd.DataFrame:
     """PSI, KS and band per profiled column present in `frame`, worst first. Columns: feature, psi, ks, band,
     reference_mean, current_mean (NaN where they do not apply: KS and means of text columns)."""

@@ -169,6 +169,9 @@ def load_source(name_or_path: str | Path) -> SourceConfig:
         if len({f.mode for f in feeds[table]}) > 1:
             raise SourceConfigError(f"{where}: tables.{table}: every feed of a table has the same `mode`")
 
+    settings = doc.get("settings") or {}
+    if not isinstance(settings, dict):  # its keys are checked against the settings model by orchestration
+        raise SourceConfigError(f"{where}: settings: expected a mapping of pipeline settings (docs/settings.md)")
     snap = doc.get("snapshot") or {}
     snapshot_date = snap.get("date")
     if isinstance(snapshot_date, str):
@@ -182,7 +185,7 @@ def load_source(name_or_path: str | Path) -> SourceConfig:
         holdout_days=int(snap.get("holdout_days", 90)),
         default_landing=doc.get("landing"),
         origin=path,
-        settings=doc.get("settings") or {},
+        settings=settings,
     )
 
 
