@@ -40,6 +40,7 @@ from ml.params import ChurnParams, ChurnTraining, CLVParams, CreditParams, Recom
 from quality.channels import ChannelSettings, DeliverySettings, EmailSettings, SlackSettings, WebhookSettings, with_type
 from quality.drift import Bands
 from warehouse.sources import SourceConfig, SourceConfigError, load_source
+from warehouse.sqlcheck import UnsafeSql, expression
 
 
 class Strict(BaseModel):
@@ -284,6 +285,15 @@ class ClvSettings(Strict):
         f"{GATE}. holdout_abs_error: aggregate repeat purchases predicted after the snapshot vs bought "
         "(relative). CDNOW, the model's reference data, lands at 0.121 with the paper's exact parameters; 0.15 "
         "keeps it and catches a model that does not fit"))
+
+    @field_validator("event_filter", "value_expr")
+    @classmethod
+    def _one_expression(cls, value: str) -> str:
+        """Pasted into the CLV query: one SQL expression, never a statement (warehouse/sqlcheck.py)."""
+        try:
+            return expression(value)
+        except UnsafeSql as e:
+            raise ValueError(f"{e}: {value!r}") from e
 
 
 class CreditRiskSettings(Strict):

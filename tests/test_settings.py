@@ -269,3 +269,11 @@ def test_reading_settings_loads_no_model_library_nor_dagster():
             "print(sorted({'dagster', 'xgboost', 'sklearn', 'scipy'} & set(sys.modules)))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("sql", ["amount < 0; DROP TABLE raw.transactions", "(SELECT 1)", "getenv('HOME') = ''"])
+def test_clv_sql_settings_must_be_one_expression(tmp_path, sql):
+    """models.clv.event_filter is pasted into the CLV query: anything but one expression is refused."""
+    (tmp_path / "scorehouse.yaml").write_text(yaml.safe_dump({"models": {"clv": {"event_filter": sql}}}))
+    with pytest.raises(SettingsError, match="models.clv.event_filter"):
+        load_settings(tmp_path)
