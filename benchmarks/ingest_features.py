@@ -63,7 +63,7 @@ def run_once(n: int, keep: bool) -> dict:
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         tx = con.execute("SELECT count(*) FROM raw.transactions").fetchone()[0]
         rows = con.execute(
-            "SELECT sum(rows_read) FROM raw.ingest_ledger").fetchone()[0]
+            "SELECT sum(rows_read) FROM raw.deliveries").fetchone()[0]
         feats = con.execute("SELECT count(*) FROM features.customer_features").fetchone()[0]
     steps = [ln for ln in proc.stdout.splitlines() if ln.startswith("[") and "✓ raw/transactions" in ln]
     if not keep:

@@ -106,3 +106,20 @@ def test_bad_file_fails_the_run_with_a_clear_message(tmp_path):
 def test_unknown_source_is_a_clear_error(tmp_path):
     run = scorehouse("run", "--source", "no_such_bank", home=tmp_path / "home")
     assert run.returncode == 2 and "unknown source 'no_such_bank'" in run.stderr
+
+
+@pytest.mark.parametrize("case", ["absolute", "dotdot", "symlink"])
+def test_a_path_that_leaves_landing_is_a_config_error(tmp_path, case):
+    """Exit 2 naming the key, before anything runs (an absolute glob used to crash with a traceback)."""
+    landing, home = tmp_path / "landing", tmp_path / "home"
+    landing.mkdir()
+    secret = tmp_path / "secret.csv"
+    secret.write_text("customer_id\nC1\n")
+    glob = {"absolute": str(secret), "dotdot": "../secret.csv", "symlink": "customers*.csv"}[case]
+    if case == "symlink":
+        (landing / "customers.csv").symlink_to(secret)
+    (tmp_path / "bank.yaml").write_text(f"name: bank\ntables:\n  customers: {{path: '{glob}'}}\n")
+    run = scorehouse("run", "--source", str(tmp_path / "bank.yaml"), "--landing", str(landing), home=home)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "tables.customers[0].path" in run.stderr and "Traceback" not in run.stderr
+    assert not (home / "warehouse.duckdb").exists()
