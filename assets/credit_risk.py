@@ -1,5 +1,6 @@
-"""Credit risk in Dagster: a WoE scorecard with a monotone XGBoost challenger (ml/credit_risk.py), through the
-shared model lifecycle. Real default outcomes when the source has them, else the RFM proxy target."""
+"""Credit risk in Dagster: a WoE scorecard and a monotone XGBoost judged on the same holdout, the one
+models.credit_risk.champion_policy picks served (ml/credit_risk.py), through the shared model lifecycle. Real
+default outcomes when the source has them, else the RFM proxy target."""
 
 from __future__ import annotations
 
@@ -30,12 +31,12 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
                              "credit risk not trained")
             return None
     frame, y, proxy = ml_credit.credit_target(features, labels, p.seed)
-    model = ml_credit.train_credit_risk(frame, y, p, proxy=proxy)
+    model = ml_credit.train_credit_risk(frame, y, p, proxy=proxy, policy=cfg.get("champion_policy"))
     hold = ml_churn.holdout_mask(frame["customer_id"], p.holdout_share, salt="holdout")
 
-    def rescore(champion: Entry) -> dict:  # the champion on the customers the challenger was judged on
+    def rescore(champion: Entry) -> dict:  # the champion, as it serves, on the customers the challenger was judged on
         rival = ml_credit.load_credit_risk(champion.artifact_path)
-        return ml_credit.evaluate(y.to_numpy(dtype=int)[hold], rival.score(frame[hold])["pd"].to_numpy())
+        return ml_credit.evaluate(y.to_numpy(dtype=int)[hold], rival.predict_pd(frame[hold]))
 
     card = model.scorecard_table()
     iv = list(model.iv.items())[:10]
@@ -44,6 +45,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
         "target": "RFM proxy (least engaged K-Means cluster), not observed defaults" if proxy
                   else f"observed '{cfg['label']}' outcomes of {len(frame):,} customers",
         "training_rows": len(frame), "bad_rate": float(y.mean()),
+        "model_kind": model.kind, "model_kind_why": model.metrics["model_kind_why"],
         "information_value": frame_md([(k, f"{v:.3f}") for k, v in iv], ["feature", "IV"]),
         "scorecard": dg.MetadataValue.md(card.head(60).to_markdown(index=False, floatfmt=".4g")),
     }, rescore=rescore)
@@ -56,7 +58,7 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
     n = max(len(scored), 1)
     grades = scored.groupby("grade")["pd"].agg(["size", "mean"]).sort_index()
     return Scored(scored, features["snapshot_date"].max(), {
-        "mean_pd": float(scored["pd"].mean()),
+        "model_kind": model.kind, "mean_pd": float(scored["pd"].mean()),
         "target_kind": str(scored["target_kind"].iloc[0]) if len(scored) else "",
         "grades": frame_md([(g, f"{r['size']:,}", f"{r['size'] / n:.1%}", f"{r['mean']:.2%}")
                             for g, r in grades.iterrows()], ["grade", "customers", "share", "mean PD"]),
@@ -65,11 +67,13 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
 
 SPEC = ModelSpec(
     name="credit_risk",
-    train_doc="A WoE scorecard (monotone bins, logistic regression, points from base score / odds / PDO) with a "
-              "monotone XGBoost challenger for comparison, on observed default outcomes or, without them, the RFM "
-              "proxy target; registered as challenger with its holdout AUC, Gini and KS.",
-    score_doc="scores.credit_risk: every customer's scorecard points, PD, grade, top 3 reason codes and whether the "
-              "target was observed defaults or the RFM proxy; each run is appended to scores.credit_risk_history.",
+    train_doc="A WoE scorecard (monotone bins, logistic regression, points from base score / odds / PDO) and a "
+              "monotone XGBoost, on observed default outcomes or, without them, the RFM proxy target, both judged on "
+              "the same holdout; models.credit_risk.champion_policy picks the one the version serves. Registered "
+              "as challenger with the served model's holdout AUC, Gini and KS, both models' AUC and why.",
+    score_doc="scores.credit_risk: every customer's points, PD, grade and top 3 reason codes from the served model "
+              "(model_kind: scorecard or xgboost), and whether the target was observed defaults or the RFM proxy; "
+              "each run is appended to scores.credit_risk_history.",
     fit=fit, save=lambda model, models, version: ml_credit.save_credit_risk(model, models, version), score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"scikitlearn", "xgboost", "duckdb"}),

@@ -34,7 +34,7 @@ SHOWN = {
     "segments": ["silhouette", "k"],
     "recommendations": ["auc", "auc_term_deposit", "precision_at_5", "recall_at_5", "map_at_5", "coverage",
                         "popularity_map_at_5"],
-    "credit_risk": ["auc", "gini", "ks", "xgb_auc"],
+    "credit_risk": ["auc", "gini", "ks", "model_kind", "scorecard_auc", "xgb_auc"],
     "clv": ["bgnbd_params", "holdout_error"],
 }
 

@@ -9,7 +9,7 @@ scikit-learn or SciPy.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_serializer, field_validator
@@ -155,7 +155,9 @@ class CreditParams(Params):
     grade_cutoffs: tuple[float, ...] = Field((0.02, 0.05, 0.10, 0.20), description="PD from which grade B, C, D, E")
     xgb: CreditXGB = Field(default_factory=CreditXGB, description="the monotone XGBoost challenger")
     xgb_max_rows: int = Field(200_000, ge=1, description=(
-        "the monotone XGBoost challenger trains on a seeded sample of at most this many"))
+        "the monotone XGBoost trains on a seeded sample of at most this many"))
+    xgb_reasons: Literal["approx", "exact"] = Field("approx", description=(
+        "XGBoost reason codes: approx (Saabas contributions) or exact (TreeSHAP, ~7x slower)"))
     seed: int = Field(7, description="random seed")
     exclude: tuple[str, ...] = Field(("gender",), description=(
         "never features (gender: a protected attribute, not a credit feature)"))
@@ -263,3 +265,26 @@ class CLVParams(Params):
     @field_serializer("tiers")
     def _as_mapping(self, tiers: Tiers) -> dict[str, float | None]:
         return dict(tiers)  # the shape users write, so that a user's tiers merge with these key by key
+
+
+def champion_policy(policy: str | dict | None) -> tuple[str, float]:
+    """The champion policy as (its name, by how much more holdout AUC the XGBoost must have than the scorecard to
+    serve): `best` (0: the higher AUC serves, the scorecard on a tie), `scorecard` (never the XGBoost) or
+    `{scorecard_within: delta}` (also written as the string 'scorecard_within: delta'). None means best."""
+    if policy is None or policy == "best":
+        return "best", 0.0
+    if policy == "scorecard":
+        return "scorecard", float("inf")
+    delta = None
+    if isinstance(policy, dict) and list(policy) == ["scorecard_within"]:
+        delta = policy["scorecard_within"]
+    elif isinstance(policy, str) and policy.partition(":")[0].strip() == "scorecard_within":
+        delta = policy.partition(":")[2].strip()
+    try:
+        delta = float(delta)
+    except (TypeError, ValueError):
+        delta = None
+    if delta is None or not delta >= 0:
+        raise ValueError(f"models.credit_risk.champion_policy {policy!r}: expected best, scorecard or "
+                         "{scorecard_within: <AUC delta >= 0>}")
+    return f"scorecard_within: {delta:g}", delta

@@ -36,7 +36,16 @@ from pydantic import (
     field_validator,
 )
 
-from ml.params import ChurnParams, ChurnTraining, CLVParams, CreditParams, RecommendParams, RiskCutoffs, SegmentParams
+from ml.params import (
+    ChurnParams,
+    ChurnTraining,
+    CLVParams,
+    CreditParams,
+    RecommendParams,
+    RiskCutoffs,
+    SegmentParams,
+    champion_policy,
+)
 from quality.channels import ChannelSettings, DeliverySettings, EmailSettings, SlackSettings, WebhookSettings, with_type
 from quality.drift import Bands
 from warehouse.sources import SourceConfig, SourceConfigError, load_source
@@ -301,9 +310,19 @@ class CreditRiskSettings(Strict):
         "features.labels.label of a default (value 1); without it: the RFM proxy target"))
     proxy_when_no_labels: bool = Field(True, description=(
         "false: no credit model at all for a source without default outcomes"))
+    champion_policy: str | dict[str, float] = Field("best", description=(
+        "which of the two models fitted side by side serves, judged on the same holdout: best (the higher AUC; "
+        "the scorecard on a tie), scorecard (always the explainable one), or {scorecard_within: 0.01} (the "
+        "scorecard unless the monotone XGBoost's AUC is more than 0.01 higher: a margin against holdout noise)"))
     params: CreditParams = Field(default_factory=CreditParams, description="ml/params.py CreditParams")
     gate: Gate = Field(default_factory=lambda: Gate(
         min={"auc": 0.70}, not_worse_than_champion={"auc": "higher"}, tolerance=0.01), description=GATE)
+
+    @field_validator("champion_policy")
+    @classmethod
+    def _policy(cls, value: str | dict) -> str | dict:
+        champion_policy(value)  # raises naming what is allowed
+        return value
 
 
 class RecommendationSettings(Strict):

@@ -83,6 +83,11 @@ def test_every_model_is_gated_promoted_and_scores_everyone(bank):
         assert q(home, f"SELECT count(*), count(DISTINCT customer_id) FROM scores.{model}") == [(population, population)]
     assert q(home, "SELECT count(*) FROM scores.credit_risk WHERE target_kind = 'defaulted' AND pd BETWEEN 0 AND 1"
                    ) == [(population,)]
+    # credit risk: the kind the champion policy chose scored every customer; the registry says which and why
+    (credit,) = [json.loads(v) for (v,) in q(home, "SELECT metrics FROM ml.model_registry WHERE model = 'credit_risk'")]
+    assert q(home, "SELECT DISTINCT model_kind FROM scores.credit_risk") == [(credit["model_kind"],)]
+    assert credit["auc"] == credit[{"scorecard": "scorecard_auc", "xgboost": "xgb_auc"}[credit["model_kind"]]]
+    assert credit["champion_policy"] == "best" and credit["model_kind_why"].startswith("best: the ")
     # recommendations: 1..5 ranks per customer, never a product the customer holds at the snapshot
     assert q(home, "SELECT min(rank), max(rank), count(DISTINCT customer_id) FROM scores.recommendations") == [
         (1, 5, population)]

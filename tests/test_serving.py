@@ -148,3 +148,12 @@ def test_history_keeps_one_set_of_rows_per_snapshot_and_version(home):
     _warehouse(home, version=2)
     assert _q(home.warehouse, "SELECT model_version, count(*) FROM scores.churn_history GROUP BY 1 ORDER BY 1") == [
         (1, 4), (2, 4)]
+
+
+def test_history_takes_a_column_a_new_model_version_adds(home):
+    """scores.credit_risk gained model_kind: the history made before it takes the column, NULL in older rows."""
+    credit = pd.DataFrame({"customer_id": ["C0", "C1"], "pd": 0.05, "grade": "B", "model_kind": "xgboost"})
+    with connect(home.warehouse) as con:
+        write_scores(con, "credit_risk", credit, version=2, snapshot_date=SNAP, run_id="r2")
+    assert _q(home.warehouse, "SELECT model_version, count(*), count(model_kind) FROM scores.credit_risk_history "
+                              "GROUP BY 1 ORDER BY 1") == [(1, 4, 0), (2, 2, 2)]

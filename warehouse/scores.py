@@ -25,6 +25,12 @@ def write_scores(con: duckdb.DuckDBPyConnection, model: str, scored: pd.DataFram
                    ?::TIMESTAMP AS scored_at, ? AS run_id
             FROM _scored s ORDER BY {order_by}""", [snapshot_date, scored_at, run_id])
         con.execute(f"CREATE TABLE IF NOT EXISTS scores.{model}_history AS SELECT * FROM scores.{model} LIMIT 0")
+        # a column a newer version of the model adds (credit_risk's model_kind) joins the history, NULL in the
+        # rows scored before it
+        have = {r[0] for r in con.execute(f"DESCRIBE scores.{model}_history").fetchall()}
+        for name, kind, *_ in con.execute(f"DESCRIBE scores.{model}").fetchall():
+            if name not in have:
+                con.execute(f'ALTER TABLE scores.{model}_history ADD COLUMN "{name}" {kind}')
         # One set of rows per snapshot and model version: a rerun (after a crash, or twice a day on the same
         # data) replaces its earlier rows instead of doubling them.
         con.execute(f"DELETE FROM scores.{model}_history WHERE snapshot_date IS NOT DISTINCT FROM ?::DATE "
