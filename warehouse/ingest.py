@@ -33,7 +33,6 @@ from warehouse.contract import LINEAGE, TABLES, Table
 from warehouse.landing import OUTSIDE, LandingFile, matches, readiness
 from warehouse.mapping import (
     ident,
-    key_expr,
     mapping_sql,
     read_types,
     snake,
@@ -52,7 +51,7 @@ from warehouse.readers import (
     stage_file,
     take_rejects,
 )
-from warehouse.schema import ensure_raw_table, storage
+from warehouse.schema import ensure_raw_table
 from warehouse.sources import Feed, SourceConfig
 
 # The mapped, typed rows of the file being loaded, with their reasons. A table in the warehouse file, not a
@@ -437,6 +436,3 @@ def _flag_truncated(con, row: Callable[[str], str], malformed: list[tuple[int, s
     if last is not None:
         con.execute(f"""UPDATE {LOAD} AS t SET _reason = concat_ws('; ', ?, _reason), _kind = 'truncated'
                         WHERE {row('t')} = ?""", [why, last])
-
-
-__all__ = ["FileReport", "TableReport", "ingest_table", "key_expr", "storage"]

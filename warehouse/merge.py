@@ -2,7 +2,8 @@
 
 Written once for every storage backend: the statements read and write the tables by name (`raw.<table>`,
 `raw.<table>_history`, `quarantine.*`, `raw.deliveries`, `raw.corrections`) in one DuckDB connection, inside one
-transaction per delivery; a backend that keeps the tables elsewhere gives the step those names (warehouse/db.py).
+transaction per delivery; a storage backend that keeps the tables elsewhere (issue 14) only has to give the step
+those names, in a local DuckDB, and write back what changed.
 The longer statements live in warehouse/sql/, identifiers filled in here, values bound.
 """
 
@@ -57,9 +58,6 @@ class Context:
         """The row's own values in the load table: contract and extra columns, no lineage, no bookkeeping."""
         skip = {c.name for c in (*LINEAGE, *HISTORY)} | set(WORK)
         return [c for c in self.columns(self.load) if c not in skip]
-
-    def count(self, where: str) -> int:
-        return self.con.execute(f"SELECT count(*) FROM {self.load} t WHERE {where}").fetchone()[0]
 
 
 def flag_duplicates(con, load: str, contract: Table, row: Callable[[str], str]) -> None:
