@@ -32,7 +32,8 @@ SCOREHOUSE = str(Path(sys.executable).parent / "scorehouse")
 READER = str(Path(__file__).with_name("bi_reader.py"))
 MARKER = "Zephyrine-Quillfeather"  # a surname no code path would print by chance
 # Columns that say when or by which run, not what: they differ between any two runs.
-WHEN = {"_ingested_at", "ingested_at", "scored_at", "run_id", "measured_at", "trained_at", "artifact_path"}
+WHEN = {"_ingested_at", "ingested_at", "scored_at", "run_id", "measured_at", "trained_at", "artifact_path",
+        "processed_at", "corrected_at", "released_at", "released_run_id"}
 
 
 def cli(*args: str, home: Path, env: dict | None = None) -> subprocess.CompletedProcess:
