@@ -32,6 +32,7 @@ from warehouse import merge as M
 from warehouse.contract import LINEAGE, TABLES, Table
 from warehouse.landing import OUTSIDE, LandingFile, matches, readiness
 from warehouse.mapping import (
+    flag_summary_rows,
     ident,
     mapping_sql,
     read_types,
@@ -295,6 +296,7 @@ def _parse(con, contract: Table, feed: Feed, lf: LandingFile, scan, now: datetim
                                "source rows; each join must match at most one row")
     type_extras(con, LOAD, contract, feed, derived, WORK | {c.name for c in LINEAGE})
     keyless = _needs_generated_key(contract, feed, columns)
+    flag_summary_rows(con, LOAD, contract, row, columns[0] if columns else None, keyed=not keyless)
     if keyless:
         _fill_generated_key(con, contract, row)
     mapped = set(source_of.values()) | ({contract.generated_key} if keyless else set())

@@ -161,7 +161,7 @@ def mapping_sql(con, contract: Table, feed: Feed, relation: str, src_cols: list[
                 ) -> tuple[str, dict[str, str], set[str]]:
     """The SELECT that maps a source relation onto the contract: typed columns, extra columns (as text),
     `_reason` ('column: problem; ...' or NULL), `_kind` (why, in one word) and `_record` (the source row as
-    JSON, for bad rows only). Also returns which target column each source column feeds (to word the reader's
+    JSON, for bad rows only). Summary lines are found afterwards (flag_summary_rows). Also returns which target column each source column feeds (to word the reader's
     rejects; its values are every column the file fills) and which targets are derived numbers (the file's
     number format does not apply to them).
     A generated key column is left NULL here: the caller fills it from the row's content."""
@@ -217,13 +217,8 @@ def mapping_sql(con, contract: Table, feed: Feed, relation: str, src_cols: list[
         derived = {(snake(n) if n not in contract_names else n) for n, t, *_ in types if t != "VARCHAR"}
     row = f"{row_sql} AS {ROW}, " if row_sql else ""
     m_cols = ", ".join(f"{e} AS {ident('t_' + n)}" for n, e in {**exprs, **extras}.items())
-    # The raw text a summary line shows: its key, or its first field when the key is empty.
-    first = f"src.{ident(src_cols[0])}" if src_cols else "NULL"
-    keys = [exprs[k] for k in contract.key if k in exprs]
-    probe_text = f"coalesce({', '.join(keys + [f'CAST({first} AS VARCHAR)'])}, '')"
     try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _mapped AS SELECT {row}{m_cols}, "
-                    f"regexp_matches({probe_text}, {sql_str(SUMMARY)}, 'i') AS _summary, src AS _src "
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _mapped AS SELECT {row}{m_cols}, src AS _src "
                     f"FROM {relation} AS src {joins}")
     except duckdb.Error as e:  # a derive/joins expression that does not fit this file
         raise FileRejected(path, f"the mapping of tables.{contract.name} (derive/joins) does not fit this file: "
@@ -243,16 +238,30 @@ def mapping_sql(con, contract: Table, feed: Feed, relation: str, src_cols: list[
         reasons += _rules(c, t, ident(c.name), feed, now, delivered)
     for name in extras:  # as text; type_extras makes the all-numeric ones DOUBLE afterwards
         typed.append(f"{ident('t_' + name)} AS {ident(name)}")
-    problems = f"NULLIF(concat_ws('; ', {', '.join(reasons)}), '')" if reasons else "NULL::VARCHAR"
-    reason = (f"CASE WHEN _summary THEN 'summary row: a total or footer line of the export, not data' "
-              f"ELSE {problems} END")
+    reason = f"NULLIF(concat_ws('; ', {', '.join(reasons)}), '')" if reasons else "NULL::VARCHAR"
     out_cols = ", ".join([ident(c.name) for c in contract.columns] + [ident(n) for n in extras])
     row_out = f"{ROW}, " if row_sql else ""
     sql = (f"SELECT {row_out}{out_cols}, _reason, "
-           f"CASE WHEN _summary THEN 'summary' WHEN _reason IS NOT NULL THEN 'invalid' END AS _kind, "
+           f"CASE WHEN _reason IS NOT NULL THEN 'invalid' END AS _kind, "
            f"CASE WHEN _reason IS NOT NULL THEN to_json(_src)::VARCHAR END AS _record "
            f"FROM (SELECT *, {reason} AS _reason FROM (SELECT *, {', '.join(typed)} FROM _mapped))")
     return sql, used, derived
+
+
+def flag_summary_rows(con, load: str, contract: Table, row, first_column: str | None, keyed: bool = True) -> None:
+    """A report's total or footer line exported with the data (`TOTAL`, `*** END OF REPORT - 5 records ***`):
+    quarantined as a summary row whatever else it breaks. Looked for where exports put them, in the first 3 and
+    the last 50 rows of the file, and in rows without a key (`keyed`: the file maps one): a pattern match on
+    every row of a 60M-row file costs seconds for lines that are not there."""
+    key = key_expr(contract)
+    first = f"json_extract_string(t._record, {sql_str('$.' + first_column)})" if first_column else "NULL"
+    lo, hi = con.execute(f"SELECT min({row('t')}), max({row('t')}) FROM {load} t").fetchone()
+    if lo is None:
+        return
+    con.execute(f"""
+        UPDATE {load} AS t SET _reason = 'summary row: a total or footer line of the export, not data', _kind = 'summary'
+        WHERE ({row('t')} <= ? OR {row('t')} >= ? OR ({key} IS NULL AND {str(keyed).lower()}))
+          AND regexp_matches(coalesce({key}, {first}, ''), ?, 'i')""", [lo + 2, hi - 49, SUMMARY])
 
 
 def _data_header_hint() -> str:
