@@ -6,15 +6,21 @@ HOME_DIR ?= .scorehouse
 CUSTOMERS ?= 20000
 STAMP    := $(VENV)/.installed
 
-.PHONY: demo test ui lint bench clean
+.PHONY: demo test ui lint bench clean lock
 
-# (Re)install when pyproject.toml changes. uv installs in ~15 s where pip takes ~60 s.
-$(STAMP): pyproject.toml
+# (Re)install when the dependencies change: the exact versions of requirements.lock (what CI tested), then
+# scorehouse itself. uv installs in ~15 s where pip takes ~60 s.
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/pip install -q uv
-	@echo "installing scorehouse and its dependencies into $(VENV) ..."
-	@$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	@echo "installing scorehouse and its dependencies (requirements.lock) into $(VENV) ..."
+	@$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	@$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
+
+# After changing the dependencies in pyproject.toml: pin them (and everything they pull in) again.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -q -o requirements.lock
 
 demo: $(STAMP)
 	@test -f $(HOME_DIR)/landing/customers.csv || \

@@ -5,9 +5,19 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.lazy import lazy_module
-from assets.lifecycle import CUSTOMER_FEATURES, LABELS, ModelSpec, Scored, Trained, frame_hash, read_features
+from assets.lifecycle import (
+    CUSTOMER_FEATURES,
+    LABELS,
+    ModelSpec,
+    Scored,
+    Trained,
+    frame_hash,
+    read_features,
+    require_label,
+)
 from assets.metadata import counts_md, frame_md
 from ml.registry import Entry
+from ml.split import check_classes, holdout_mask
 from orchestration.resources import Warehouse
 from warehouse.features import training_frame
 
@@ -19,16 +29,16 @@ def _params(cfg: dict) -> ml_churn.ChurnParams:
     return ml_churn.ChurnParams.from_config({**cfg["params"], "risk_cutoffs": cfg["risk_cutoffs"]})
 
 
-def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
+def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained:
     with warehouse.connect() as con:
+        require_label(con, cfg["label"], "models.churn.label")
         features, y = training_frame(con, cfg["label"])
-    if y.nunique() < 2:
-        context.log.info(f"no '{cfg['label']}' outcomes with both classes in features.labels: churn not trained")
-        return None
     params = _params(cfg)
+    check_classes(y.to_numpy(), holdout_mask(features["customer_id"], params.holdout_share),
+                  cfg["min_holdout_per_class"], ("churned", "staying"))
     model = ml_churn.train_churn(features, y, params)
     top = list(model.importance.items())[:10]
-    hold = ml_churn.holdout_mask(features["customer_id"], params.holdout_share)
+    hold = holdout_mask(features["customer_id"], params.holdout_share)
 
     def rescore(champion: Entry) -> dict:  # the champion on the customers the challenger was judged on
         rival = ml_churn.load_churn(champion.artifact_path)

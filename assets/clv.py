@@ -16,12 +16,13 @@ from assets.features import RAW
 from assets.lazy import lazy_module
 from assets.lifecycle import CUSTOMER_FEATURES, ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import frame_md, rounded
+from ml.errors import NotEnoughData
 from ml.registry import Entry
+from ml.split import holdout_mask
 from orchestration.resources import Warehouse
 from warehouse.clv import clv_summary
 
 ml_clv = lazy_module("ml.clv")
-ml_churn = lazy_module("ml.churn")  # XGBoost/scikit-learn/SciPy load on first use
 
 NO_HISTORY = "No purchases"
 
@@ -42,16 +43,17 @@ def _summary(warehouse: Warehouse, cfg: dict, holdout: bool) -> tuple[pd.DataFra
     return summary, population, snap
 
 
-def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
+def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained:
     summary, population, snap = _summary(warehouse, cfg, holdout=True)
     repeat = int((summary["frequency"] > 0).sum()) if len(summary) else 0
     if repeat < cfg["min_repeat_customers"]:
-        context.log.info(f"{repeat} customers with repeat purchases ({cfg['event_filter']}): CLV not trained")
-        return None
+        raise NotEnoughData(f"{repeat:,} customers with repeat purchases ({cfg['event_filter']}); at least "
+                            f"{cfg['min_repeat_customers']} (models.clv.min_repeat_customers)")
+    if "holdout_x" not in summary.columns:
+        raise NotEnoughData(f"no purchases after the snapshot {snap}: no window to judge the CLV model on "
+                            "(snapshot.holdout_days)")
     model = ml_clv.train_clv(summary, ml_clv.CLVParams.from_config(cfg["params"]))
     m = model.metrics
-    if "holdout_x" not in summary.columns:
-        context.log.warning("no transactions after the snapshot: the CLV holdout error cannot be measured")
     bg, gg = m["bgnbd_params"], m["gg_params"]
     extra = {}
     sup = cfg["supervised_challenger"]
@@ -80,7 +82,7 @@ def _supervised(warehouse: Warehouse, model, summary: pd.DataFrame, cfg: dict) -
     learns from the very window it is judged on). Fitted on a hash sample of at most `max_rows` customers."""
     limit = cfg["max_rows"]
     if len(summary) > limit:
-        summary = summary[ml_churn.holdout_mask(summary["customer_id"], limit / len(summary), salt="clv_sample")]
+        summary = summary[holdout_mask(summary["customer_id"], limit / len(summary), salt="clv_sample")]
     with warehouse.connect() as con:
         con.register("_ids", summary[["customer_id"]])
         features = con.execute("SELECT f.* FROM features.customer_features f SEMI JOIN _ids USING (customer_id)").df()

@@ -7,32 +7,44 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.lazy import lazy_module
-from assets.lifecycle import CUSTOMER_FEATURES, LABELS, ModelSpec, Scored, Trained, frame_hash, read_features
+from assets.lifecycle import (
+    CUSTOMER_FEATURES,
+    LABELS,
+    ModelSpec,
+    Scored,
+    Trained,
+    frame_hash,
+    read_features,
+    require_label,
+)
 from assets.metadata import frame_md
+from ml.errors import NotEnoughData
 from ml.registry import Entry
+from ml.split import check_classes, holdout_mask
 from orchestration.resources import Warehouse
 
 ml_credit = lazy_module("ml.credit_risk")  # XGBoost/scikit-learn/SciPy load on first use
-ml_churn = lazy_module("ml.churn")  # its holdout_mask: the hash split every classifier shares
 
 
-def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
+def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained:
     features = read_features(warehouse)
     with warehouse.connect() as con:
         labels = con.execute("SELECT customer_id, value FROM features.labels WHERE label = ?", [cfg["label"]]).df()
+        if labels["value"].nunique() < 2 and not cfg["proxy_when_no_labels"]:
+            require_label(con, cfg["label"], "models.credit_risk.label")
     p = ml_credit.CreditParams.from_config(cfg["params"])
-    if labels["value"].nunique() < 2 and not cfg["proxy_when_no_labels"]:
-        context.log.info(f"no '{cfg['label']}' outcomes with both classes: credit risk not trained")
-        return None
     if labels["value"].nunique() < 2:
+        if not cfg["proxy_when_no_labels"]:
+            raise NotEnoughData(f"the '{cfg['label']}' outcomes hold one class only (defaults, or none)")
         labels = None  # the RFM proxy target (needs transactions)
         if features["frequency"].fillna(0).eq(0).all():
-            context.log.info(f"no '{cfg['label']}' outcomes and no transactions for an RFM proxy: "
-                             "credit risk not trained")
-            return None
+            raise NotEnoughData(f"no '{cfg['label']}' outcomes (models.credit_risk.label) and no transactions for "
+                                "the RFM proxy target")
     frame, y, proxy = ml_credit.credit_target(features, labels, p.seed)
+    check_classes(y.to_numpy(), holdout_mask(frame["customer_id"], p.holdout_share, salt="holdout"),
+                  cfg["min_holdout_per_class"], ("defaulted" if not proxy else "proxy-bad", "good"))
     model = ml_credit.train_credit_risk(frame, y, p, proxy=proxy, policy=cfg.get("champion_policy"))
-    hold = ml_churn.holdout_mask(frame["customer_id"], p.holdout_share, salt="holdout")
+    hold = holdout_mask(frame["customer_id"], p.holdout_share, salt="holdout")
 
     def rescore(champion: Entry) -> dict:  # the champion, as it serves, on the customers the challenger was judged on
         rival = ml_credit.load_credit_risk(champion.artifact_path)

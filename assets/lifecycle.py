@@ -30,7 +30,7 @@ import pandas as pd
 from assets.features import CF as CUSTOMER_FEATURES
 from assets.metadata import frame_md, rounded, table_metadata
 from ml import registry
-from ml.errors import NotEnoughData
+from ml.errors import MissingInputs, NotEnoughData
 from orchestration.resources import Settings, Warehouse
 from quality import drift
 from warehouse import failpoints
@@ -85,18 +85,31 @@ class ModelSpec:
 
 
 def read_features(warehouse: Warehouse, columns: list[str] | None = None) -> pd.DataFrame:
-    """features.customer_features, or only customer_id, snapshot_date and those of `columns` it has: a scoring
-    asset reads what its model uses (at 1M customers the whole 85-column table costs ~4 s to load)."""
+    """features.customer_features, or only customer_id, snapshot_date and `columns`: a scoring asset reads what
+    its model uses (the whole 85-column table costs seconds to load at 1M customers). A column the model was
+    trained on that today's features lack is MissingInputs, never a column of NaN."""
     with warehouse.connect() as con:
         if columns is None:
             return con.execute("SELECT * FROM features.customer_features").df()
         have = {r[0] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' "
             "AND table_name = 'customer_features'").fetchall()}
-        cols = ["customer_id", "snapshot_date", *(c for c in dict.fromkeys(columns) if c in have
-                                                  and c not in ("customer_id", "snapshot_date"))]
+        missing = [c for c in dict.fromkeys(columns) if c not in have]
+        if missing:
+            raise MissingInputs(missing)
+        cols = ["customer_id", "snapshot_date", *(c for c in dict.fromkeys(columns)
+                                                  if c not in ("customer_id", "snapshot_date"))]
         return con.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in cols)} "
                            "FROM features.customer_features").df()
+
+
+def require_label(con, label: str, key: str) -> None:
+    """NotEnoughData naming the outcome labels the source does have, when the one a model reads is not there:
+    a mistyped label must say so, not leave a model silently untrained."""
+    have = [r[0] for r in con.execute("SELECT DISTINCT label FROM raw.labels ORDER BY 1").fetchall()]
+    if label not in have:
+        raise NotEnoughData(f"no '{label}' outcomes ({key}): the source's outcome labels are "
+                            + (", ".join(f"'{h}'" for h in have) if have else "none (it maps no labels table)"))
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
@@ -197,22 +210,33 @@ def _champion_on_holdout(context, warehouse: Warehouse, name: str, trained: Trai
     trained.metrics["champion_on_holdout"] = {"version": champion.version, **figures}
 
 
+def _record(warehouse: Warehouse, run_id: str, name: str, **fields) -> dict:
+    with warehouse.connect() as con:
+        return registry.record_run(con, run_id, name, **fields)
+
+
 def model_assets(spec: ModelSpec) -> tuple[list, list]:
     """The challenger, champion and scores assets, and the gate check."""
     name = spec.name
     challenger_key, champion_key = training_keys(name)
 
     @dg.asset(key=challenger_key, group_name="training", kinds=set(spec.kinds), pool="warehouse",
-              deps=list(spec.train_deps), output_required=False, description=spec.train_doc)
+              deps=list(spec.train_deps), description=spec.train_doc)
     def challenger(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings):
-        cfg = settings.get("models", name)
+        cfg = {**settings.get("models", name), "min_holdout_per_class": settings.get("models", "min_holdout_per_class")}
+        run_id = context.run.run_id
+        with warehouse.connect() as con:
+            abandoned = registry.abandon_challengers(con, name, run_id)
+        if abandoned:
+            context.log.warning(f"{name}: earlier version(s) {abandoned} were never promoted (their run ended "
+                                "first); marked abandoned")
         try:
             trained = spec.fit(context, warehouse, cfg)
-        except NotEnoughData as e:
-            context.log.warning(f"{name} not trained: {e}")
-            trained = None
-        if trained is None:
-            return  # logged why; nothing downstream runs, the champion and its scores stay as they are
+        except NotEnoughData as e:  # an expected outcome, not a failure: said once, in the outcome
+            row = _record(warehouse, run_id, name, training="not_trained", training_note=str(e))
+            context.log.info(f"{name}: {row['outcome']}")
+            yield dg.MaterializeResult(metadata={"outcome": row["outcome"], "trained": False})
+            return
         _champion_on_holdout(context, warehouse, name, trained)
         # Artifacts and reference profile first, the registry row last: a run killed in between leaves no
         # version half made (the next run reuses the number and overwrites the folder).
@@ -226,29 +250,34 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         (folder / REFERENCE).write_text(json.dumps(reference))
         failpoints.reached("training")
         with warehouse.connect() as con:
-            abandoned = registry.abandon_challengers(con, name, context.run.run_id)
             registry.register(con, name, version, snapshot_date=trained.snapshot_date, data_hash=trained.data_hash,
                               features=trained.features, params=cfg["params"], metrics=trained.metrics,
-                              artifact_path=folder, run_id=context.run.run_id)
-        if abandoned:
-            context.log.warning(f"{name}: earlier challenger(s) {abandoned} never reached their gate (their run "
-                                "ended first); marked abandoned")
-        yield dg.MaterializeResult(metadata={"version": version, **_scalars(trained.metrics), "artifact": str(folder),
-                                             **trained.metadata})
+                              artifact_path=folder, run_id=run_id)
+            registry.record_run(con, run_id, name, challenger_version=version)
+        failpoints.reached("registered")
+        yield dg.MaterializeResult(metadata={"version": version, "trained": True, **_scalars(trained.metrics),
+                                             "artifact": str(folder), **trained.metadata})
 
+    # Blocking, so that the champion waits for the verdict; a rejection is a WARN (the champion stays in service
+    # and scoring goes on); only an error in the gate itself stops what follows.
     @dg.asset_check(asset=challenger_key, name=f"{name}_gate", blocking=True, pool="warehouse",
-                    description=f"The challenger meets the thresholds in models.{name}.gate and is not worse than "
-                                "the champion on the same holdout; a failing challenger is marked rejected.")
-    def gate(warehouse: Warehouse, settings: Settings) -> dg.AssetCheckResult:
+                    description=f"The challenger trained in this run meets the thresholds in models.{name}.gate and "
+                                "is not worse than the champion on the same holdout: approved, else rejected (WARN: "
+                                "the champion stays).")
+    def gate(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, settings: Settings) -> dg.AssetCheckResult:
         cfg = settings.get("models", name)["gate"]
         thresholds = _thresholds(cfg)
         higher = {k: v == "higher" for k, v in (cfg.get("not_worse_than_champion") or {}).items()}
+        run_id = context.run.run_id
+        threshold_md = str({k: f"{op} {v}" for k, (op, v) in thresholds.items()})
         with warehouse.connect() as con:
-            new = registry.get(con, name, "challenger")
+            new = registry.get(con, name, "challenger", run_id=run_id)
             champion = registry.get(con, name, "champion")
-            if new is None:
-                return dg.AssetCheckResult(passed=False, metadata={
-                    "actual": "no challenger waiting (already promoted or rejected)", "threshold": str(thresholds)})
+            if new is None:  # nothing trained in this run (its outcome says why): nothing to judge
+                row = registry.model_run(con, run_id, name) or {}
+                return dg.AssetCheckResult(passed=True, metadata={
+                    "actual": f"not judged: {row.get('training_note') or 'no challenger trained in this run'}",
+                    "threshold": threshold_md})
             rival = champion
             if champion and any(new.metrics.get(k) != champion.metrics.get(k) for k in spec.comparable_on):
                 rival = None  # different targets or inputs: the absolute thresholds alone decide
@@ -257,11 +286,17 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             same = on_holdout if rival and on_holdout.get("version") == rival.version else {}
             rival_metrics = same or (rival.metrics if rival else None)
             passed, why = registry.compare(new.metrics, rival_metrics, thresholds, higher, cfg["tolerance"])
-            if not passed:
+            if passed:
+                registry.approve(con, name, new.version, "passed its gate")
+            else:
                 registry.reject(con, name, new.version, "; ".join(why))
+                registry.record_run(con, run_id, name, training="rejected", training_note="; ".join(why),
+                                    champion_version=champion.version if champion else None)
+        if passed:
+            failpoints.reached("approved")
         shown = {k: rounded(new.metrics[k]) for k in sorted({*thresholds, *higher}) if k in new.metrics}
-        return dg.AssetCheckResult(passed=passed, metadata={
-            "actual": str(shown), "threshold": str({k: f"{op} {v}" for k, (op, v) in thresholds.items()}),
+        return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata={
+            "actual": str(shown), "threshold": threshold_md,
             "challenger_version": new.version,
             "champion": (f"v{champion.version} {({k: rounded(rival_metrics.get(k)) for k in higher})} "
                          + ("on this holdout" if same else "from its own training")
@@ -271,31 +306,46 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         })
 
     @dg.asset(key=champion_key, group_name="training", kinds={"duckdb"}, pool="warehouse", deps=[challenger_key],
-              description=f"The {name} challenger that passed its gate, promoted to champion (the previous one "
-                          "is retired).")
+              description=f"The {name} champion: the version its gate approved in this run is promoted (the previous "
+                          "one retired); otherwise the champion stays. Only an approved version is ever promoted.")
     def champion(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        run_id = context.run.run_id
         with warehouse.connect() as con:
-            new = registry.get(con, name, "challenger")
+            approved = registry.get(con, name, "approved", run_id=run_id)
             previous = registry.get(con, name, "champion")
-            if new is None:
-                raise dg.Failure(f"no {name} challenger waiting in ml.model_registry: materialize "
-                                 f"ml/{name}_challenger first (a rejected one is not promoted)")
-            registry.promote(con, name, new.version,
-                             f"passed the gate; replaces v{previous.version}" if previous else "passed the gate; first")
-        context.log.info(f"{name} v{new.version} is the champion")
-        return dg.MaterializeResult(metadata={"version": new.version, **_scalars(new.metrics),
-                                              "replaced": f"v{previous.version}" if previous else "none"})
+            if approved is not None:
+                note = f"replaces v{previous.version}" if previous else "the first"
+                registry.promote(con, name, approved.version, f"passed its gate; {note}")
+                row = registry.record_run(con, run_id, name, training="promoted", training_note=note,
+                                          challenger_version=approved.version, champion_version=approved.version)
+                context.log.info(f"{name} v{approved.version} is the champion")
+            else:
+                row = registry.model_run(con, run_id, name) or {}
+                fields = {"champion_version": previous.version if previous else None}
+                if row.get("training") not in ("rejected", "not_trained"):
+                    fields.update(training="kept", training_note="no challenger approved in this run")
+                row = registry.record_run(con, run_id, name, **fields)
+        current = approved or previous
+        return dg.MaterializeResult(metadata={
+            "outcome": row["outcome"], "version": current.version if current else 0,
+            **(_scalars(current.metrics) if current else {}),
+            "replaced": f"v{previous.version}" if approved and previous else "none"})
 
     @dg.asset(key=["scores", name], group_name="scoring", kinds=set(spec.kinds), pool="warehouse",
               deps=[champion_key, *spec.score_deps], output_required=False, description=spec.score_doc)
     def scores(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings):
+        run_id = context.run.run_id
         with warehouse.connect() as con:
             entry = registry.get(con, name, "champion")
         if entry is None:
-            context.log.warning(f"no {name} champion in ml.model_registry (train one: job train_{name}); "
-                                f"scores.{name} not written")
+            row = _record(warehouse, run_id, name, scoring="no_champion", champion_version=None)
+            context.log.info(f"{name}: {row['outcome']} (train one: job train_{name}); scores.{name} not written")
             return
-        scored = spec.score(context, warehouse, settings.get("models", name), entry)
+        try:
+            scored = spec.score(context, warehouse, settings.get("models", name), entry)
+        except MissingInputs as e:  # this model cannot score today; the others still do
+            _record(warehouse, run_id, name, scoring="failed", scoring_note=str(e), champion_version=entry.version)
+            raise dg.Failure(description=f"{name} v{entry.version} not scored: {e}") from e
         ref_path = Path(entry.artifact_path) / REFERENCE
         bands = drift.Bands.from_config(settings.get("monitoring", "drift"))
         reference = json.loads(ref_path.read_text()) if ref_path.exists() else None
@@ -313,8 +363,9 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
                                 "drift monitoring): drift not measured until it is retrained")
         drift_md = _drift_metadata(reference, scored, rows, spec.score_columns, bands.top_features) \
             if rows is not None else {}
-        yield dg.MaterializeResult(metadata={**md, "model_version": entry.version, "rows_scored": n,
-                                             **scored.metadata, **drift_md})
+        row = _record(warehouse, run_id, name, scoring="scored", rows_scored=n, champion_version=entry.version)
+        yield dg.MaterializeResult(metadata={**md, "outcome": row["outcome"], "model_version": entry.version,
+                                             "rows_scored": n, **scored.metadata, **drift_md})
 
     @dg.asset_check(asset=["scores", name], name=f"{name}_drift", pool="warehouse",
                     description=f"Input and score drift of {name} in this run against its champion's reference "

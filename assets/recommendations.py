@@ -9,6 +9,7 @@ from assets.features import RAW
 from assets.lazy import lazy_module
 from assets.lifecycle import CUSTOMER_FEATURES, LABELS, ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import counts_md, frame_md, rounded
+from ml.errors import NotEnoughData
 from ml.registry import Entry
 from orchestration.resources import Warehouse
 from warehouse.recommend import load_inputs
@@ -21,14 +22,14 @@ def _inputs(warehouse: Warehouse, p: ml_recommend.RecommendParams, training: boo
         return load_inputs(con, p.window_days, p.label_products, p.static_features, p.exclude, training=training)
 
 
-def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
+def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained:
     p = ml_recommend.RecommendParams.from_config(cfg["params"])
     inputs = _inputs(warehouse, p, training=True)
     for note in inputs.notes:
         context.log.info(note)
     if not len(inputs.catalogue):
-        context.log.info("no products: no holdings in raw.accounts and no label products; recommendations not trained")
-        return None
+        raise NotEnoughData("no products: no holdings in raw.accounts and no label products (models.recommendations."
+                            "params.label_products)")
     model = ml_recommend.train_recommender(inputs, p)
     m = model.metrics
 

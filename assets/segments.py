@@ -8,6 +8,7 @@ import dagster as dg
 from assets.lazy import lazy_module
 from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import counts_md, frame_md
+from ml.errors import NotEnoughData
 from ml.registry import Entry
 from orchestration.resources import Warehouse
 
@@ -16,12 +17,11 @@ ml_segments = lazy_module("ml.segments")  # XGBoost/scikit-learn/SciPy load on f
 RFM_COLUMNS = ["rfm_r", "rfm_f", "rfm_m", "recency_days", "frequency"]
 
 
-def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained | None:
+def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained:
     features = read_features(warehouse)
     p = ml_segments.SegmentParams.from_config(cfg["params"])
     if len(features) < 10 * p.k_max:
-        context.log.info(f"{len(features)} customers: too few to segment; segments not trained")
-        return None
+        raise NotEnoughData(f"{len(features):,} customers: too few to segment into up to {p.k_max} groups")
     model = ml_segments.train_segments(features, p)
     prof = model.profile_table()
 

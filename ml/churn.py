@@ -9,7 +9,6 @@ docs/model-quality.md).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,17 +22,9 @@ from ml.errors import NotEnoughData
 from ml.frame import FeatureSpec
 from ml.params import ChurnParams
 from ml.registry import load_artifacts, save_artifacts
+from ml.split import holdout_mask
 
 LEVELS = ("Low", "Medium", "High")
-
-
-def holdout_mask(customer_ids: pd.Series, share: float, salt: str = "holdout") -> np.ndarray:
-    """A deterministic split by customer: the same customer lands on the same side in every run and for every
-    model, so a challenger and the champion are compared on the same holdout."""
-    def bucket(cid: str) -> float:
-        return int(hashlib.blake2b(f"{salt}:{cid}".encode(), digest_size=8).hexdigest(), 16) / 2**64
-
-    return np.fromiter((bucket(str(c)) < share for c in customer_ids), bool, len(customer_ids))
 
 
 def risk_level(p: np.ndarray, cutoffs: tuple[float, float]) -> np.ndarray:

@@ -411,13 +411,13 @@ def compare_with_supervised(model: CLVModel, summary: pd.DataFrame, features: pd
     """A supervised challenger on the same holdout window: XGBoost (Tweedie loss: many zeros, long tail)
     regressing each customer's holdout_value on the calibration summary (+ `features`, one row per customer
     as of calibration_end, e.g. features.customer_features), trained on the customers outside a customer
-    holdout (ml.churn.holdout_mask, salt "clv") and compared there with BG/NBD x Gamma-Gamma's expected
+    holdout (ml.split.holdout_mask, salt "clv") and compared there with BG/NBD x Gamma-Gamma's expected
     holdout value. The challenger learns from the very window it is judged on (other customers), which the
     probabilistic model never sees: its edge here is an upper bound. Returns metrics for both models."""
     import xgboost as xgb  # only for this comparison
 
-    from ml.churn import holdout_mask
     from ml.frame import FeatureSpec
+    from ml.split import holdout_mask
 
     frame = summary[["customer_id", "frequency", "recency", "T", "monetary"]].rename(
         columns={c: f"clv_{c}" for c in ("frequency", "recency", "T", "monetary")})

@@ -47,11 +47,11 @@ from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
 
-from ml.churn import holdout_mask
 from ml.errors import NotEnoughData
 from ml.frame import FeatureSpec
 from ml.params import CreditParams, champion_policy
 from ml.registry import load_artifacts, save_artifacts
+from ml.split import holdout_mask
 
 MODEL = "credit_risk"
 MISSING = "missing"

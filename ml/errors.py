@@ -4,3 +4,12 @@
 class NotEnoughData(ValueError):
     """The data cannot support this model (too few customers, one class only, no usable feature): the pipeline
     skips the model with this message instead of failing the run."""
+
+
+class MissingInputs(ValueError):
+    """A model version's inputs are not all in today's features (a column gone, or of another type): it cannot
+    score without guessing, so it does not score at all (never NaN in place of a value it was trained on)."""
+
+    def __init__(self, columns: list[str], what: str = "missing from today's features"):
+        self.columns = list(columns)
+        super().__init__(f"inputs {what}: {', '.join(self.columns)} (deliver them again, or retrain the model)")

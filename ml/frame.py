@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
+
+from ml.errors import MissingInputs
 
 NOT_FEATURES = {"customer_id", "snapshot_date"}
 
@@ -41,14 +42,25 @@ class FeatureSpec:
         return cls(numeric, categorical)
 
     def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The model matrix in a fixed column order; unseen category levels become missing."""
+        """The model matrix in a fixed column order: exactly the columns the model was trained on (MissingInputs
+        naming them when `frame` lacks some, or a number column arrives as text); unseen category levels become
+        missing, as any level the model never saw."""
+        self.check(frame)
         out = pd.DataFrame(index=frame.index)
         for col in self.numeric:
-            out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float32") if col in frame else np.nan
+            out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float32")
         for col, levels in self.categorical.items():
-            values = frame[col].astype("string") if col in frame else pd.Series(pd.NA, index=frame.index)
-            out[col] = pd.Categorical(values, categories=levels)
+            out[col] = pd.Categorical(frame[col].astype("string"), categories=levels)
         return out
+
+    def check(self, frame: pd.DataFrame) -> None:
+        missing = [c for c in self.names if c not in frame.columns]
+        if missing:
+            raise MissingInputs(missing)
+        text = [c for c in self.numeric if not (pd.api.types.is_numeric_dtype(frame[c])
+                                               or pd.api.types.is_bool_dtype(frame[c]) or frame[c].isna().all())]
+        if text:
+            raise MissingInputs(text, "that were numbers at training and are text now")
 
     def to_dict(self) -> dict:
         return {"numeric": self.numeric, "categorical": self.categorical}

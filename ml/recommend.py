@@ -39,10 +39,10 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from ml.churn import holdout_mask
 from ml.errors import NotEnoughData
 from ml.frame import FeatureSpec
 from ml.params import RecommendParams
+from ml.split import holdout_mask
 from warehouse.recommend import RecommendInputs
 
 MODEL = "recommendations"
@@ -448,6 +448,9 @@ def train_recommender(inputs: RecommendInputs, params: RecommendParams | None = 
         info["source"] = "model" if model.modelled(pid) else "popularity"
     model.metrics = {"per_product": per}
     model.metrics = evaluate(model, inputs)
+    if not model.metrics.get("eval_customers"):
+        raise NotEnoughData("no product taken up after the snapshot: no window to judge the recommendations on "
+                            "(snapshot.holdout_days)")
     return model
 
 

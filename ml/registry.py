@@ -1,9 +1,17 @@
 """The model registry: `ml.model_registry` in the warehouse DuckDB, artifacts under <home>/models/.
 
-One row per trained version with what it was trained on, its holdout metrics and its alias: `challenger`
-when registered, `champion` once promoted (the previous champion becomes `retired`), `rejected` when its
-gate failed. XGBoost boosters are saved with `save_model` (JSON, portable across XGBoost versions); the
-rest of a model (feature spec, calibrator, params) with joblib beside it.
+One row per trained version with what it was trained on, its holdout metrics and its state (`alias`):
+
+    challenger --gate--> approved --promotion--> champion --next promotion--> retired
+    challenger --gate--> rejected
+
+Only the gate writes `approved` or `rejected`, and only a version its gate approved in the same run can be
+promoted: a version whose run ended before its gate or its promotion (killed anywhere) is marked `abandoned` by
+the next training run and is never promotable. XGBoost boosters are saved with `save_model` (JSON, portable
+across XGBoost versions); the rest of a model (feature spec, calibrator, params) with joblib beside it.
+
+`ml.model_runs` says what became of every model in every run: trained or not (and why), promoted or kept,
+scored with which champion.
 """
 
 from __future__ import annotations
@@ -32,10 +40,24 @@ CREATE TABLE IF NOT EXISTS ml.model_registry (
     params JSON,
     metrics JSON,
     artifact_path VARCHAR,
-    alias VARCHAR NOT NULL,          -- challenger | champion | retired | rejected | abandoned
-    note VARCHAR,                    -- why it was promoted or rejected
+    alias VARCHAR NOT NULL,          -- challenger | approved | rejected | champion | retired | abandoned
+    note VARCHAR,                    -- why it was approved, rejected, promoted or abandoned
     run_id VARCHAR,
     PRIMARY KEY (model, version)
+);
+CREATE TABLE IF NOT EXISTS ml.model_runs (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    training VARCHAR,                -- promoted | kept | rejected | not_trained (NULL: not retrained in this run)
+    training_note VARCHAR,           -- why not trained, why rejected, what was replaced
+    challenger_version INTEGER,
+    champion_version INTEGER,        -- the champion after this run's promotion step
+    scoring VARCHAR,                 -- scored | no_champion | failed (NULL: not scored in this run)
+    scoring_note VARCHAR,
+    rows_scored BIGINT,
+    outcome VARCHAR,                 -- the whole story in one line, as the CLI and the serving file show it
+    updated_at TIMESTAMP,
+    PRIMARY KEY (run_id, model)
 )"""
 
 
@@ -92,14 +114,14 @@ def register(con: duckdb.DuckDBPyConnection, model: str, version: int, *, snapsh
 
 
 def abandon_challengers(con: duckdb.DuckDBPyConnection, model: str, run_id: str) -> list[int]:
-    """Mark `abandoned` the challengers other runs registered and never gated (killed before their gate):
-    only the newest challenger is ever gated, and a stale one must not be promoted later."""
+    """Mark `abandoned` the versions other runs registered and never promoted (their run ended before the gate,
+    or between the gate and the promotion): an approval holds for the run that gated it only."""
     ensure_registry(con)
     stale = [v for (v,) in con.execute(
-        "SELECT version FROM ml.model_registry WHERE model = ? AND alias = 'challenger' AND run_id IS DISTINCT FROM ? "
-        "ORDER BY version", [model, run_id]).fetchall()]
+        "SELECT version FROM ml.model_registry WHERE model = ? AND alias IN ('challenger', 'approved') "
+        "AND run_id IS DISTINCT FROM ? ORDER BY version", [model, run_id]).fetchall()]
     if stale:
-        con.execute("UPDATE ml.model_registry SET alias = 'abandoned', note = 'its run ended before the gate' "
+        con.execute("UPDATE ml.model_registry SET alias = 'abandoned', note = 'its run ended before its promotion' "
                     f"WHERE model = ? AND version IN ({', '.join(map(str, stale))})", [model])
     return stale
 
@@ -111,10 +133,13 @@ def _entry(row) -> Entry | None:
     return Entry(model, version, alias, json.loads(metrics) if metrics else {}, path, snap, features, trained_at)
 
 
-def get(con: duckdb.DuckDBPyConnection, model: str, alias: str | None = None, version: int | None = None) -> Entry | None:
-    """The newest version with this alias (or exactly this version)."""
+def get(con: duckdb.DuckDBPyConnection, model: str, alias: str | None = None, version: int | None = None,
+        run_id: str | None = None) -> Entry | None:
+    """The newest version with this alias (or exactly this version); with `run_id`, registered by that run."""
     ensure_registry(con)
     cond, args = ("version = ?", [version]) if version is not None else ("alias = ?", [alias])
+    if run_id is not None:
+        cond, args = f"{cond} AND run_id = ?", [*args, run_id]
     return _entry(con.execute(
         "SELECT model, version, alias, metrics, artifact_path, snapshot_date, features, trained_at FROM ml.model_registry "
         f"WHERE model = ? AND {cond} ORDER BY version DESC LIMIT 1", [model, *args]).fetchone())
@@ -133,8 +158,22 @@ def due_for_training(con: duckdb.DuckDBPyConnection, models: list[str], max_age_
     return [m for m in models if m not in fresh]
 
 
+class NotApproved(RuntimeError):
+    """Only a version its gate approved can be promoted."""
+
+
+def approve(con: duckdb.DuckDBPyConnection, model: str, version: int, note: str) -> None:
+    con.execute("UPDATE ml.model_registry SET alias = 'approved', note = ? WHERE model = ? AND version = ? "
+                "AND alias = 'challenger'", [note, model, version])
+
+
 def promote(con: duckdb.DuckDBPyConnection, model: str, version: int, note: str) -> None:
-    """Make `version` the champion; the previous champion is retired. One transaction."""
+    """Make `version`, which its gate approved, the champion; the previous champion is retired. One transaction."""
+    alias = con.execute("SELECT alias FROM ml.model_registry WHERE model = ? AND version = ?",
+                        [model, version]).fetchone()
+    if alias is None or alias[0] != "approved":
+        raise NotApproved(f"{model} v{version} is {alias[0] if alias else 'not registered'}, not approved by its "
+                          "gate: only an approved version can be promoted")
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("UPDATE ml.model_registry SET alias = 'retired' WHERE model = ? AND alias = 'champion'", [model])
@@ -147,8 +186,67 @@ def promote(con: duckdb.DuckDBPyConnection, model: str, version: int, note: str)
 
 
 def reject(con: duckdb.DuckDBPyConnection, model: str, version: int, note: str) -> None:
-    con.execute("UPDATE ml.model_registry SET alias = 'rejected', note = ? WHERE model = ? AND version = ?",
-                [note, model, version])
+    con.execute("UPDATE ml.model_registry SET alias = 'rejected', note = ? WHERE model = ? AND version = ? "
+                "AND alias = 'challenger'", [note, model, version])
+
+
+RUN_FIELDS = ("training", "training_note", "challenger_version", "champion_version", "scoring", "scoring_note",
+              "rows_scored")
+
+
+def record_run(con: duckdb.DuckDBPyConnection, run_id: str, model: str, **fields) -> dict:
+    """Set what became of `model` in run `run_id` (the fields of ml.model_runs given), recompute its one-line
+    outcome; returns the row."""
+    ensure_registry(con)
+    unknown = set(fields) - set(RUN_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown ml.model_runs fields {sorted(unknown)}")
+    row = model_run(con, run_id, model) or {f: None for f in RUN_FIELDS}
+    row.update(fields)
+    row["outcome"] = outcome_line(row)
+    con.execute("DELETE FROM ml.model_runs WHERE run_id = ? AND model = ?", [run_id, model])
+    con.execute(f"INSERT INTO ml.model_runs (run_id, model, {', '.join(RUN_FIELDS)}, outcome, updated_at) "
+                f"VALUES (?, ?, {', '.join('?' * len(RUN_FIELDS))}, ?, ?)",
+                [run_id, model, *(row[f] for f in RUN_FIELDS), row["outcome"], datetime.now()])
+    return row
+
+
+def model_run(con: duckdb.DuckDBPyConnection, run_id: str, model: str) -> dict | None:
+    r = con.execute(f"SELECT {', '.join(RUN_FIELDS)} FROM ml.model_runs WHERE run_id = ? AND model = ?",
+                    [run_id, model]).fetchone()
+    return dict(zip(RUN_FIELDS, r, strict=True)) if r else None
+
+
+def run_outcomes(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict]:
+    """Every model's row of one run, in model order (read only: the table exists once any model ran)."""
+    cols = ("model", *RUN_FIELDS, "outcome")
+    return [dict(zip(cols, r, strict=True)) for r in con.execute(
+        f"SELECT {', '.join(cols)} FROM ml.model_runs WHERE run_id = ? ORDER BY model", [run_id]).fetchall()]
+
+
+def outcome_line(row: dict) -> str:
+    """`promoted v5; scored with champion v5`, `kept champion v4 (challenger v5 rejected: auc 0.71 not >= 0.8);
+    ...`, `not trained: no 'churned' outcomes ...; no champion yet`."""
+    parts = []
+    t, note, champ, chal = row.get("training"), row.get("training_note"), row.get("champion_version"), \
+        row.get("challenger_version")
+    if t == "promoted":
+        parts.append(f"promoted v{chal}" + (f" ({note})" if note else ""))
+    elif t == "rejected":
+        parts.append((f"kept champion v{champ}" if champ else "no champion yet")
+                     + f" (challenger v{chal} rejected: {note})")
+    elif t == "not_trained":
+        parts.append(f"not trained: {note}" + ("" if champ else "; no champion yet"))
+    elif t == "kept":
+        parts.append((f"kept champion v{champ}" if champ else "no champion yet") + (f" ({note})" if note else ""))
+    s = row.get("scoring")
+    if s == "scored":
+        parts.append(f"scored with champion v{champ}" + (f" ({row.get('scoring_note')})" if row.get("scoring_note") else ""))
+    elif s == "no_champion" and not any("no champion yet" in x for x in parts):
+        parts.append("no champion yet: not scored")
+    elif s == "failed":
+        parts.append(f"scoring failed: {row.get('scoring_note')}")
+    return "; ".join(parts) or "nothing ran"
 
 
 def compare(challenger: dict, champion: dict | None, thresholds: dict[str, tuple[str, float]],
@@ -160,7 +258,8 @@ def compare(challenger: dict, champion: dict | None, thresholds: dict[str, tuple
         value = challenger.get(metric)
         ok = value is not None and (value >= bound if op == ">=" else value <= bound)
         if not ok:
-            failures.append(f"{metric} {value if value is None else round(value, 4)} not {op} {bound}")
+            failures.append(f"{metric} not measured (needs {op} {bound})" if value is None
+                            else f"{metric} {round(value, 4)} not {op} {bound}")
     if champion:
         for metric, up in higher_is_better.items():
             new, old = challenger.get(metric), champion.get(metric)

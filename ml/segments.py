@@ -68,9 +68,9 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_samples
 from threadpoolctl import threadpool_limits
 
-from ml.churn import holdout_mask
 from ml.errors import NotEnoughData
 from ml.params import SegmentParams
+from ml.split import holdout_mask
 
 MODEL_NAME = "segments"
 NO_ACTIVITY = "No activity"

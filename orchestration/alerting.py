@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 from quality.alert_store import AlertStore
 from quality.alerts import (
@@ -24,6 +23,7 @@ from quality.alerts import (
     drift_alert,
     drifted_checks,
     held_alert,
+    model_outcome_alert,
     run_failure_alert,
     run_url,
     stale_alert,
@@ -62,7 +62,7 @@ def _plain(value):
 def run_checks(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
     """Every check evaluated in the run, as plain dicts (the last evaluation of each check)."""
     out = {}
-    for rec in instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records:
+    for rec in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records:
         ev = rec.event_log_entry.dagster_event.event_specific_data
         out[(ev.asset_key, ev.check_name)] = {
             "asset": ev.asset_key.to_user_string(), "check": ev.check_name, "passed": ev.passed,
@@ -73,7 +73,7 @@ def run_checks(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
 def run_failures(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
     return [{"step": rec.event_log_entry.dagster_event.step_key,
              "message": failure_message(rec.event_log_entry.dagster_event.event_specific_data.error)}
-            for rec in instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_FAILURE).records]
+            for rec in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records]
 
 
 def evaluate_run(instance: dg.DagsterInstance, run_id: str, home: str | Path, settings: dict,
@@ -110,11 +110,36 @@ def evaluate_run(instance: dg.DagsterInstance, run_id: str, home: str | Path, se
         alerts.append(check_alert(failed, info))
     if held:
         alerts.append(held_alert(held, info))
+    models = model_outcomes(home, run_id)
+    unfinished = [m for m in models if m["training"] == "not_trained" or m["scoring"] == "failed"]
+    store.clear([f"model:{m['model']}:{k}" for m in models if m not in unfinished
+                 for k in ("not_trained", "failed")])
+    if unfinished:
+        alerts.append(model_outcome_alert(unfinished, info))
     if stale:
         alerts.append(stale_alert(stale, info))
     if run.status == dg.DagsterRunStatus.FAILURE:
         alerts.append(run_failure_alert(run_failures(instance, run_id), info, failed))
     return [send(alert, store, cfg, env) for alert in alerts]
+
+
+def model_outcomes(home: str | Path, run_id: str) -> list[dict]:
+    """What became of each model in the run (ml.model_runs), read from the warehouse; none when it cannot be
+    read now (another run holds it: that run's own evaluation will tell)."""
+    import duckdb
+
+    from ml.registry import run_outcomes
+
+    path = Path(home) / "warehouse.duckdb"
+    if not path.exists():
+        return []
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml' "
+                              "AND table_name = 'model_runs'").fetchone()[0]
+            return run_outcomes(con, run_id) if has else []
+    except duckdb.Error:
+        return []
 
 
 def send(alert: Alert, store: AlertStore, cfg: dict, env: Mapping[str, str]) -> Outcome:

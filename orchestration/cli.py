@@ -91,7 +91,7 @@ class _Progress(threading.Thread):
         ev = entry.dagster_event
         if ev is None:
             # what a step warned about (a file not read this run, a delivery held back): on the terminal too
-            if entry.level >= logging.WARNING and entry.step_key and entry.user_message:
+            if entry.level == logging.WARNING and entry.step_key and entry.user_message:
                 print(f"[{time.monotonic() - self.t0:6.1f}s] ! {entry.user_message}", flush=True)
             return
         t = f"[{time.monotonic() - self.t0:6.1f}s]"
@@ -136,6 +136,13 @@ def _summary(home: Home, result, run_id: str) -> None:
             if schema == "quarantine" and n == 0:
                 continue
             print(f"  {schema + '.' + name:<34}{n:>12,}")
+    from orchestration.alerting import model_outcomes
+
+    outcomes = model_outcomes(home.root, run_id)
+    if outcomes:
+        print("\nModels:")
+        for m in outcomes:
+            print(f"  {m['model']:<16}{m['outcome']}")
     checks = result.get_asset_check_evaluations()
     failed = [c for c in checks if not c.passed]
     print(f"\nChecks: {len(checks) - len(failed)} passed, {len(failed)} failed")

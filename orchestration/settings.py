@@ -139,6 +139,8 @@ class RouteSettings(Strict):
         "a failed check: gates, GX contract, feature checks, quarantine share"))
     delivery_held: list[str] = Field(default_factory=_every_channel, description=(
         "a delivery the volume guard held back (docs/deliveries.md)"))
+    model_outcome: list[str] = Field(default_factory=_every_channel, description=(
+        "a model not trained (and why) or not scored in a run that otherwise went through"))
     run_failure: list[str] = Field(default_factory=_every_channel, description="a failed run")
     stale_scores: list[str] = Field(default_factory=_every_channel, description="scores.* not refreshed in time")
 
@@ -339,6 +341,9 @@ class RecommendationSettings(Strict):
 class ModelSettings(Strict):
     retrain_after_days: float = Field(7, ge=0, description=(
         "job `scorehouse` retrains a model only when its champion is older than this"))
+    min_holdout_per_class: int = Field(30, ge=1, description=(
+        "a classifier (churn, credit risk) is trained only when its holdout holds at least this many customers of "
+        "each outcome: fewer cannot tell a good model from a lucky one (the model is reported not trained)"))
     churn: ChurnSettings = Field(default_factory=ChurnSettings)
     segments: SegmentSettings = Field(default_factory=SegmentSettings)
     clv: ClvSettings = Field(default_factory=ClvSettings)

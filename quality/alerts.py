@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-KINDS = ("drift", "check_failure", "delivery_held", "run_failure", "stale_scores", "test")
+KINDS = ("drift", "check_failure", "delivery_held", "model_outcome", "run_failure", "stale_scores", "test")
 BAND_RANK = {"stable": 0, "warn": 1, "alert": 2}
 
 
@@ -126,6 +126,23 @@ def held_alert(checks: list[dict], run: dict) -> Alert:
                    "FILE` and the next run loads it.",
         run_id=run.get("run_id"), job=run.get("job"), run_url=run.get("url"),
         keys=[f"held:{asset}:{h['delivery_id']}" for asset, h in held])
+
+
+def model_outcome_alert(rows: list[dict], run: dict) -> Alert:
+    """The models a run could not train or score (ml.model_runs): the run itself succeeded, the model stays as
+    it was; each line says why. Rejected challengers are alerted by their gate check."""
+    names = ", ".join(r["model"] for r in rows)
+    return Alert(
+        kind="model_outcome", severity="warning",
+        title=f"not trained or not scored: {names}",
+        what="The run went through, but these models were not trained or not scored; their champions, if any, "
+             "stay in service.",
+        details=[f"{r['model']}: {r['outcome']}" for r in rows],
+        look_first="the reason on each line: a label the models read that the source config does not map "
+                   "(docs/source-config.md lists them), too few outcomes to judge, or inputs missing from today's "
+                   "features (retrain, or deliver them again). ml.model_runs has every run's outcomes.",
+        run_id=run.get("run_id"), job=run.get("job"), run_url=run.get("url"),
+        keys=[f"model:{r['model']}:{r['training'] or r['scoring']}" for r in rows])
 
 
 def run_failure_alert(failures: list[dict], run: dict, failed_checks: list[dict] = ()) -> Alert:

@@ -1,5 +1,7 @@
 """The one Definitions entry point loads, and every asset carries what a user looks at in the UI."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from orchestration.definitions import defs
@@ -91,3 +93,41 @@ def test_scorehouse_run_leaves_out_training_of_models_whose_champion_is_not_due(
     assert {"ml/clv_challenger", "scores/churn", "scores/clv", "raw/customers"} <= keys
     settings["models"]["retrain_after_days"] = 0  # every champion is due
     assert due_selection(job, tmp_path, settings, ["churn", "clv"]) is None
+
+
+def test_every_dependency_is_pinned_in_the_lock_file():
+    """`make` installs requirements.lock (the versions CI tested): every dependency pyproject.toml declares is
+    there, at a version its specifier allows, and every package the code imports is declared."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    pinned = dict(line.split(" ")[0].split("==") for line in (root / "requirements.lock").read_text().splitlines()
+                  if "==" in line and not line.startswith(("#", " ")))
+    pinned = {k.lower().replace("_", "-"): v for k, v in pinned.items()}
+    declared = [Requirement(r) for r in [*project["dependencies"], *project["optional-dependencies"]["dev"]]]
+    for req in declared:
+        name = req.name.lower().replace("_", "-")
+        assert name in pinned, f"{req.name} is declared but not in requirements.lock: run `make lock`"
+        assert req.specifier.contains(pinned[name], prereleases=True), f"{req} vs lock {pinned[name]}: `make lock`"
+    assert len({r.name.lower() for r in declared}) == len(declared), "a dependency is declared twice"
+    # what the code imports (outside the standard library and itself) is declared, not just pulled in by chance
+    import ast
+    import sys
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions()
+    names = {r.name.lower().replace("_", "-") for r in declared}
+    own = {"orchestration", "assets", "ml", "quality", "warehouse", "tests"}
+    used = set()
+    for folder in ("orchestration", "assets", "ml", "quality", "warehouse"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+                used |= {m.split(".")[0] for m in mods}
+    third = sorted(m for m in used if m not in own and m not in sys.stdlib_module_names)
+    undeclared = [m for m in third if not {d.lower().replace("_", "-") for d in dists.get(m, [m])} & names]
+    assert undeclared == [], f"imported but not declared in pyproject.toml: {undeclared}"

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from realdata import DATA, build_warehouse, verify_md5
 
-from ml.churn import ChurnParams, holdout_mask, load_churn, recommend_action, risk_level, save_churn, train_churn
-from ml.registry import compare, get, next_version, promote, register, reject
+from ml.churn import ChurnParams, load_churn, recommend_action, risk_level, save_churn, train_churn
+from ml.registry import NotApproved, approve, compare, get, next_version, promote, register, reject
+from ml.split import holdout_mask
 from warehouse import features as F
 from warehouse.db import connect
 from warehouse.synthetic import generate_bank
@@ -101,6 +102,9 @@ def test_registry_promotion_and_gate(tmp_path):
         register(con, "churn", 1, snapshot_date=None, data_hash="a", features=["x"], params={}, metrics={"auc": 0.86},
                  artifact_path="m/1")
         assert get(con, "churn", "challenger").version == 1 and get(con, "churn", "champion") is None
+        with pytest.raises(NotApproved, match="churn v1 is challenger, not approved by its gate"):
+            promote(con, "churn", 1, "never gated")  # a version its gate did not approve is never promoted
+        approve(con, "churn", 1, "passed")
         promote(con, "churn", 1, "first model")
         assert get(con, "churn", "champion").metrics == {"auc": 0.86}
         register(con, "churn", 2, snapshot_date=None, data_hash="b", features=["x"], params={}, metrics={"auc": 0.84},
@@ -108,8 +112,11 @@ def test_registry_promotion_and_gate(tmp_path):
         ok, why = compare({"auc": 0.84}, get(con, "churn", "champion").metrics, {"auc": (">=", 0.80)}, {"auc": True})
         assert not ok and why == ["auc 0.8400 worse than champion's 0.8600"]
         reject(con, "churn", 2, "; ".join(why))
+        with pytest.raises(NotApproved, match="v2 is rejected"):
+            promote(con, "churn", 2, "rejected")
         register(con, "churn", 3, snapshot_date=None, data_hash="c", features=["x"], params={}, metrics={"auc": 0.88},
                  artifact_path="m/3")
+        approve(con, "churn", 3, "passed")
         promote(con, "churn", 3, "beats v1")
         aliases = dict(con.execute("SELECT version, alias FROM ml.model_registry ORDER BY 1").fetchall())
         assert aliases == {1: "retired", 2: "rejected", 3: "champion"}

@@ -14,7 +14,6 @@ import pytest
 from realdata import DATA, build_warehouse, verify_md5
 from sklearn.metrics import roc_auc_score
 
-from ml.churn import holdout_mask
 from ml.credit_risk import (
     CreditModel,
     CreditParams,
@@ -30,6 +29,7 @@ from ml.credit_risk import (
     train_credit_risk,
     woe_iv,
 )
+from ml.split import holdout_mask
 from warehouse import features as F
 from warehouse.db import connect
 from warehouse.synthetic import generate_bank

@@ -11,7 +11,6 @@ import pytest
 from realdata import DATA, build_warehouse, verify_md5
 from sklearn.metrics import silhouette_score
 
-from ml.churn import holdout_mask
 from ml.segments import (
     NO_ACTIVITY,
     RFM_SEGMENTS,
@@ -25,6 +24,7 @@ from ml.segments import (
     split,
     train_segments,
 )
+from ml.split import holdout_mask
 from warehouse.db import connect
 from warehouse.synthetic import generate_bank
 

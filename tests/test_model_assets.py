@@ -104,10 +104,14 @@ def test_failing_challenger_is_rejected_and_changes_nothing(bank):
         result = materialize(landing, home, "retrain")
     finally:
         (home / "scorehouse.yaml").unlink()
-    assert not result.success  # the blocking gate failed: promotion did not run
+    # a rejected challenger is an outcome, not a failure: the run goes through, the champion stays
+    assert result.success
     gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "churn_gate")
-    assert not gate.passed and "auc" in gate.metadata["failed"].value and "0.999" in gate.metadata["threshold"].value
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    assert "auc" in gate.metadata["failed"].value and "0.999" in gate.metadata["threshold"].value
     assert q(home, "SELECT version, alias FROM ml.model_registry WHERE model = 'churn' ORDER BY 1") == [(1, "champion"), (2, "rejected")]
+    (outcome,), = q(home, f"SELECT outcome FROM ml.model_runs WHERE model = 'churn' AND run_id = '{result.run_id}'")
+    assert outcome.startswith("kept champion v1 (challenger v2 rejected: auc ") and "not >= 0.999" in outcome
     assert q(home, "SELECT note FROM ml.model_registry WHERE model = 'churn' AND version = 2")[0][0].startswith("auc ")
     assert q(home, "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1") == before
     # every gate compared with the champion re-scored on the challenger's holdout; on the same data that
@@ -166,3 +170,46 @@ def test_a_champion_that_cannot_be_rescored_is_compared_by_its_training_figures(
     for trained in (lost, scored):
         _champion_on_holdout(dg.build_asset_context(), Warehouse(home=str(home)), "churn", trained)
     assert lost.metrics == {"auc": 0.9} and scored.metrics["champion_on_holdout"] == {"version": 1, "auc": 0.5}
+
+
+@pytest.fixture
+def registry_home(tmp_path):
+    """A home whose registry holds a churn champion (v1) and whatever the test adds."""
+    from ml import registry
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with duckdb.connect(str(home / "warehouse.duckdb")) as con:
+        registry.register(con, "churn", 1, snapshot_date=None, data_hash="a", features=["x"], params={},
+                          metrics={"auc": 0.85}, artifact_path="m/1", run_id="run-a")
+        registry.approve(con, "churn", 1, "passed")
+        registry.promote(con, "churn", 1, "first")
+    return home
+
+
+def _champion_alone(home) -> dg.ExecuteInProcessResult:
+    """`ml/churn_champion` materialized on its own, as from the UI: no challenger, no gate in this run."""
+    champion = next(a for a in defs.assets if getattr(a, "key", None) == dg.AssetKey(["ml", "churn_champion"]))
+    resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source="synthetic", landing=str(home)),
+                 "settings": Settings(home=str(home), source="synthetic")}
+    with dg.instance_for_test() as instance:
+        return dg.materialize([champion], resources=resources, instance=instance)
+
+
+@pytest.mark.parametrize("left_by_a_killed_run", ["challenger", "approved"])
+def test_a_version_its_gate_did_not_approve_in_the_same_run_is_never_promoted(registry_home, left_by_a_killed_run):
+    """A run killed after registering (or after its gate approved) leaves a version behind; materializing the
+    champion alone later must not promote it (today's code promoted any `challenger`)."""
+    from ml import registry
+
+    with duckdb.connect(str(registry_home / "warehouse.duckdb")) as con:
+        registry.register(con, "churn", 2, snapshot_date=None, data_hash="b", features=["x"], params={},
+                          metrics={"auc": 0.9}, artifact_path="m/2", run_id="run-killed")
+        if left_by_a_killed_run == "approved":
+            registry.approve(con, "churn", 2, "passed")
+    result = _champion_alone(registry_home)
+    assert result.success
+    assert q(registry_home, "SELECT version, alias FROM ml.model_registry ORDER BY 1") == [
+        (1, "champion"), (2, left_by_a_killed_run)]
+    mat = result.asset_materializations_for_node("ml__churn_champion")[0]
+    assert mat.metadata["outcome"].value == "kept champion v1 (no challenger approved in this run)"

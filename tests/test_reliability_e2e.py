@@ -30,10 +30,11 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[1]
 SCOREHOUSE = str(Path(sys.executable).parent / "scorehouse")
 READER = str(Path(__file__).with_name("bi_reader.py"))
+MODEL_POINTS = ("registered", "approved")  # test_a_run_killed_between_training_and_promotion_promotes_nothing
 MARKER = "Zephyrine-Quillfeather"  # a surname no code path would print by chance
 # Columns that say when or by which run, not what: they differ between any two runs.
 WHEN = {"_ingested_at", "ingested_at", "scored_at", "run_id", "measured_at", "trained_at", "artifact_path",
-        "processed_at", "corrected_at", "released_at", "released_run_id"}
+        "processed_at", "corrected_at", "released_at", "released_run_id", "first_built", "updated_at"}
 
 
 def cli(*args: str, home: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -146,7 +147,7 @@ def killed(bank, uninterrupted):
 
 
 def test_each_kill_point_was_reached(killed):
-    for point in POINTS:
+    for point in (p for p in POINTS if p not in MODEL_POINTS):
         run = killed["runs"][point]
         assert run.returncode == -9, f"{point}: exit {run.returncode}\n{run.stdout[-2000:]}{run.stderr[-2000:]}"
     assert killed["runs"]["complete"].returncode == 0, killed["runs"]["complete"].stdout
@@ -277,3 +278,26 @@ def test_rollback_serves_the_previous_publish_again(uninterrupted):
     assert uninterrupted["first_id"] in back.stdout and "scores.churn" in back.stdout
     again = cli("rollback", home=home)
     assert again.returncode == 1 and "no earlier serving version" in again.stderr
+
+
+def test_a_run_killed_between_training_and_promotion_leaves_nothing_promotable(bank, killed):
+    """Killed after registering a challenger, then after its gate approved one: neither is ever promoted; the
+    next run marks both abandoned and promotes its own. (Last in this module: it adds versions to home K.)"""
+    root, _ = bank
+    home = killed["home"]
+    landing = str(root / "landing")
+
+    def churn() -> list[tuple]:
+        return q(home / "warehouse.duckdb", "SELECT version, alias FROM ml.model_registry WHERE model = 'churn' "
+                                            "ORDER BY version")
+
+    (champion, _), = [r for r in churn() if r[1] == "champion"]
+    for point, left in zip(MODEL_POINTS, ("challenger", "approved"), strict=True):
+        run = cli("run", "--job", "train_churn", "--landing", landing, home=home, env={"SCOREHOUSE_KILL_AT": point})
+        assert run.returncode == -9, run.stdout[-2000:] + run.stderr[-2000:]
+        assert churn()[-1][1] == left and (champion, "champion") in churn()
+    run = cli("run", "--job", "train_churn", "--landing", landing, home=home)
+    assert run.returncode == 0, run.stdout[-3000:]
+    versions = churn()
+    assert [a for _, a in versions[-3:]] == ["abandoned", "abandoned", "champion"], versions
+    assert (champion, "retired") in versions

@@ -114,7 +114,8 @@ def render_features() -> str:
         f"Windows are {', '.join(f'{w}' for w in WINDOWS)} days. Mix and flag columns are made for the"
         f" {MAX_PIVOT_VALUES} most frequent values of the bank's channels, spend categories and products",
         "(categories when the bank sends a product catalogue); value names are lower-cased, non-alphanumerics",
-        "become `_`.",
+        "become `_`. A value once made a column keeps it in every later build (`features.pivots`), with zeros when",
+        "it is no longer seen, so a model's inputs never vanish from one delivery to the next.",
         "",
         "## Columns of `features.customer_features`",
         "",

@@ -14,6 +14,8 @@ POINTS = {
     "ingest": "a file's rows are inserted, its transaction not yet committed",
     "features": "some feature tables are rebuilt, others not yet",
     "training": "a challenger's artifacts are saved, it is not registered yet",
+    "registered": "a challenger is registered, its gate has not judged it yet",
+    "approved": "a challenger's gate approved it, it is not promoted yet",
     "scoring": "one model's scores are committed, its drift and the other models not yet",
     "publish": "the new serving file is written, not yet swapped in",
 }

@@ -126,12 +126,20 @@ def build_population(con, snap: date) -> int:
     return _count(con, "features.population")
 
 
-def _top_values(con, expr: str, table: str, where: str) -> list[str]:
-    rows = con.execute(
+def _top_values(con, kind: str, expr: str, table: str, where: str) -> list[str]:
+    """The values a pivot makes columns of (channels, spend categories, products): the most frequent now, plus
+    every value an earlier build pivoted (features.pivots), so a column a model was trained on does not vanish
+    when its value drops out of the top (it stays, with zeros) and scoring never misses an input for that."""
+    con.execute("CREATE TABLE IF NOT EXISTS features.pivots (kind VARCHAR, value VARCHAR, first_built TIMESTAMP)")
+    top = [r[0] for r in con.execute(
         f"SELECT {expr} AS v, count(*) n FROM {table} WHERE {where} AND {expr} IS NOT NULL "
-        f"GROUP BY 1 ORDER BY n DESC, v LIMIT {MAX_PIVOT_VALUES}"
-    ).fetchall()
-    return [r[0] for r in rows]
+        f"GROUP BY 1 ORDER BY n DESC, v LIMIT {MAX_PIVOT_VALUES}").fetchall()]
+    known = [r[0] for r in con.execute("SELECT value FROM features.pivots WHERE kind = ? ORDER BY first_built, value",
+                                       [kind]).fetchall()]
+    new = [v for v in top if v not in known]
+    if new:
+        con.executemany("INSERT INTO features.pivots VALUES (?, ?, now())", [(kind, v) for v in new])
+    return [*known, *new]
 
 
 def _quintile(col: str) -> str:
@@ -144,8 +152,8 @@ def build_rfm(con, snap: date) -> int:
     """RFM, windowed counts and spend, trends and channel/category mix from transactions."""
     s = f"DATE '{snap}'"
     in_year = f"transaction_date < {s} + 1 AND transaction_date >= {s} - 364"
-    channels = _top_values(con, "lower(channel)", "raw.transactions", in_year)
-    categories = _top_values(con, "lower(category)", "raw.transactions", f"{in_year} AND amount < 0")
+    channels = _top_values(con, "channel", "lower(channel)", "raw.transactions", in_year)
+    categories = _top_values(con, "category", "lower(category)", "raw.transactions", f"{in_year} AND amount < 0")
     # Each row carries 0/1 indicators (in window w, in the year, debit amount, credit amount) computed once,
     # and the aggregates are plain sums of products: about twice as fast in DuckDB as ~45 FILTER clauses.
     flags = ", ".join(f"(transaction_date >= {s} - {w - 1})::INTEGER AS d{w}" for w in WINDOWS)
@@ -264,7 +272,7 @@ def build_holdings(con, snap: date) -> int:
     # Flags per product category when the bank sends a catalogue, else per product id.
     kind = ("coalesce(lower(pr.category), lower(a.product_id))" if has_products else "lower(a.product_id)")
     joined = f"{state(con, 'accounts', snap)} a LEFT JOIN {products} pr USING (product_id)"
-    kinds = _top_values(con, kind, joined, open_at.replace("opened_date", "a.opened_date").replace("closed_date", "a.closed_date"))
+    kinds = _top_values(con, "product", kind, joined, open_at.replace("opened_date", "a.opened_date").replace("closed_date", "a.closed_date"))
     flags = "".join(
         f",\n max(CASE WHEN {kind} = {_lit(k)} AND {open_at} THEN 1 ELSE 0 END) AS has_{_slug(k)}" for k in kinds
     )

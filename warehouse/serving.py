@@ -26,6 +26,8 @@ from warehouse.db import Home
 MANIFEST = "manifest"
 # What BI reads besides scores.*: (name in the serving file, source table, columns or None for the shareable ones)
 REGISTRY_COLUMNS = ["model", "version", "alias", "trained_at", "snapshot_date", "metrics", "note"]
+MODEL_RUN_COLUMNS = ["run_id", "model", "training", "training_note", "challenger_version", "champion_version",
+                     "scoring", "rows_scored", "outcome", "updated_at"]
 DRIFT_COLUMNS = ["run_id", "model", "model_version", "feature", "kind", "psi", "ks", "band", "reference_mean",
                  "current_mean", "snapshot_date", "measured_at"]
 DIMENSIONS = {"bi.customers": "raw.customers", "bi.agencies": "raw.agencies", "bi.products": "raw.products"}
@@ -131,12 +133,12 @@ def _build(con: duckdb.DuckDBPyConnection, src: str, shareable: dict, run_id: st
     """Fill the attached, empty catalog `srv` from the working catalog `src`; return the manifest rows."""
     present: dict[str, list[str]] = {}
 
-    def copy(target: str, source: str, columns: list[str]) -> None:
+    def copy(target: str, source: str, columns: list[str], last: str = "") -> None:
         if not columns:
             return
         con.execute(f"CREATE SCHEMA IF NOT EXISTS srv.{target.split('.')[0]}")
         con.execute(f"CREATE TABLE srv.{target} AS SELECT {', '.join(_q(c) for c in columns)} "
-                    f"FROM {src}.{source}")
+                    f"FROM {src}.{source} {last}")
         present[target] = columns
 
     for name in _tables(con, src, "scores"):
@@ -151,7 +153,12 @@ def _build(con: duckdb.DuckDBPyConnection, src: str, shareable: dict, run_id: st
         copy("ml.model_registry", "ml.model_registry", REGISTRY_COLUMNS)
     if "drift" in _tables(con, src, "monitoring"):
         copy("monitoring.drift", "monitoring.drift", DRIFT_COLUMNS)
+    if "model_runs" in _tables(con, src, "ml"):  # what became of each model in its last run
+        copy("ml.model_runs", "ml.model_runs", MODEL_RUN_COLUMNS,
+             "QUALIFY row_number() OVER (PARTITION BY model ORDER BY updated_at DESC) = 1")
 
+    outcomes = dict(con.execute("SELECT model, outcome FROM srv.ml.model_runs").fetchall()) \
+        if "ml.model_runs" in present else {}
     versions = {}
     if "ml.model_registry" in present:
         versions = dict(con.execute(
@@ -180,10 +187,10 @@ def _build(con: duckdb.DuckDBPyConnection, src: str, shareable: dict, run_id: st
             n = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
             model = name.split(".")[1] if name.startswith("scores.") else None
             mv = {model: versions[model]} if model in versions else (versions if kind == "view" else {})
-            rows.append((name, kind, n, now, run_id, json.dumps(mv, sort_keys=True)))
+            rows.append((name, kind, n, now, run_id, json.dumps(mv, sort_keys=True), outcomes.get(model)))
         con.execute(f"""CREATE TABLE main.{MANIFEST} (table_name VARCHAR, kind VARCHAR, row_count BIGINT,
-                        published_at TIMESTAMP, run_id VARCHAR, model_versions JSON)""")
-        con.executemany(f"INSERT INTO main.{MANIFEST} VALUES (?, ?, ?, ?, ?, ?)", rows)
+                        published_at TIMESTAMP, run_id VARCHAR, model_versions JSON, outcome VARCHAR)""")
+        con.executemany(f"INSERT INTO main.{MANIFEST} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     finally:
         con.execute(f"USE {_q(src)}")
     return [(r[0], r[1], r[2]) for r in rows]

@@ -1,0 +1,32 @@
+"""How every model splits customers: one deterministic hash of the customer id, and the check that a split
+holds enough outcomes of each kind to judge a model on it."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from ml.errors import NotEnoughData
+
+
+def holdout_mask(customer_ids: pd.Series, share: float, salt: str = "holdout") -> np.ndarray:
+    """True for the customers held out: the same customer lands on the same side in every run and for every
+    model, so a challenger and the champion are compared on the same holdout."""
+    def bucket(cid: str) -> float:
+        return int(hashlib.blake2b(f"{salt}:{cid}".encode(), digest_size=8).hexdigest(), 16) / 2**64
+
+    return np.fromiter((bucket(str(c)) < share for c in customer_ids), bool, len(customer_ids))
+
+
+def check_classes(y: np.ndarray, hold: np.ndarray, minimum: int, what: tuple[str, str]) -> None:
+    """NotEnoughData unless the holdout holds at least `minimum` of each outcome (and the rest both): fewer
+    cannot tell a good model from a lucky one. `what`: the words for outcome 1 and 0, e.g. ("churned", "stayed")."""
+    y = np.asarray(y, dtype=int)
+    held = [int((y[hold] == v).sum()) for v in (1, 0)]
+    rest = [int((y[~hold] == v).sum()) for v in (1, 0)]
+    if min(held) < minimum or min(rest) == 0:
+        raise NotEnoughData(
+            f"too few outcomes to judge: {held[0]:,} {what[0]} and {held[1]:,} {what[1]} customers in the holdout "
+            f"(at least {minimum} of each: models.min_holdout_per_class)")
