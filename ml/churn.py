@@ -161,12 +161,12 @@ def train_churn(features: pd.DataFrame, target: pd.Series, params: ChurnParams |
 
 
 def save_churn(model: ChurnModel, models_dir: Path, version: int) -> Path:
-    return save_artifacts(models_dir, "churn", version, model.booster, {
+    return save_artifacts(models_dir, "churn", version, {
         "calibrator": model.calibrator, "spec": model.spec.to_dict(), "params": model.params.model_dump(),
-        "metrics": model.metrics, "importance": model.importance})
+        "metrics": model.metrics, "importance": model.importance}, {"": model.booster})
 
 
 def load_churn(folder: str | Path) -> ChurnModel:
-    booster, rest = load_artifacts(folder)
-    return ChurnModel(booster, rest["calibrator"], FeatureSpec.from_dict(rest["spec"]),
+    rest, boosters = load_artifacts(folder)
+    return ChurnModel(boosters[""], rest["calibrator"], FeatureSpec.from_dict(rest["spec"]),
                       ChurnParams.from_config(rest["params"]), rest["metrics"], rest["importance"])

@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
@@ -39,6 +38,7 @@ from scipy.stats import spearmanr
 
 from ml.errors import NotEnoughData
 from ml.params import CLVParams
+from ml.registry import load_artifacts, save_artifacts
 
 DAYS_PER_MONTH = 365.25 / 12
 _BOUND = (-12.0, 12.0)  # log-parameter bounds: e^+-12 covers any plausible scale and keeps exp() finite
@@ -440,13 +440,11 @@ def compare_with_supervised(model: CLVModel, summary: pd.DataFrame, features: pd
 
 def save_clv(model: CLVModel, models_dir: str | Path, version: int) -> Path:
     """<models_dir>/clv/v<version>/model.joblib (plain dicts and the params: no pickled code). Returns the folder."""
-    folder = Path(models_dir) / "clv" / f"v{version}"
-    folder.mkdir(parents=True, exist_ok=True)
-    joblib.dump({"bgnbd": model.bgnbd, "gamma_gamma": model.gamma_gamma, "params": model.params.model_dump(),
-                 "metrics": model.metrics}, folder / "model.joblib")
-    return folder
+    return save_artifacts(models_dir, "clv", version, {
+        "bgnbd": model.bgnbd, "gamma_gamma": model.gamma_gamma, "params": model.params.model_dump(),
+        "metrics": model.metrics})
 
 
 def load_clv(folder: str | Path) -> CLVModel:
-    rest = joblib.load(Path(folder) / "model.joblib")
+    rest, _ = load_artifacts(folder)
     return CLVModel(rest["bgnbd"], rest["gamma_gamma"], CLVParams.from_config(rest["params"]), rest["metrics"])

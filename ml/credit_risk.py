@@ -493,14 +493,16 @@ def train_credit_risk(features: pd.DataFrame, target: pd.Series, params: CreditP
 def save_credit_risk(model: CreditModel, models_dir: Path, version: int) -> Path:
     """<models_dir>/credit_risk/v<version>/: booster.json (the XGBoost model) and model.joblib (plain dicts: the
     scorecard, which kind serves, ...)."""
-    return save_artifacts(Path(models_dir), MODEL, version, model.booster, {
+    return save_artifacts(models_dir, MODEL, version, {
         "bins": [b.to_dict() for b in model.bins.values()], "coef": model.coef, "intercept": model.intercept,
         "params": model.params.model_dump(), "target_kind": model.target_kind, "metrics": model.metrics,
-        "iv": model.iv, "spec": model.spec.to_dict() if model.spec else None, "kind": model.kind})
+        "iv": model.iv, "spec": model.spec.to_dict() if model.spec else None, "kind": model.kind},
+        {"": model.booster} if model.booster is not None else None)
 
 
 def load_credit_risk(folder: str | Path) -> CreditModel:
-    booster, rest = load_artifacts(folder)
+    rest, boosters = load_artifacts(folder)
+    booster = boosters.get("")
     bins = [Bins.from_dict(d) for d in rest["bins"]]
     return CreditModel({b.feature: b for b in bins}, rest["coef"], rest["intercept"],
                        CreditParams.from_config(rest["params"]), rest["target_kind"], rest["metrics"], rest["iv"],

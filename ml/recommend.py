@@ -33,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import xgboost as xgb
@@ -42,6 +41,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from ml.errors import NotEnoughData
 from ml.frame import FeatureSpec
 from ml.params import RecommendParams
+from ml.registry import load_artifacts, save_artifacts
 from ml.split import holdout_mask
 from warehouse.recommend import RecommendInputs
 
@@ -458,23 +458,17 @@ def train_recommender(inputs: RecommendInputs, params: RecommendParams | None = 
 def save_recommender(model: RecommenderModel, models_dir: str | Path, version: int) -> Path:
     """<models_dir>/recommendations/v<version>/: booster_<kind>.json per propensity model (XGBoost
     save_model) and model.joblib with the rest."""
-    folder = Path(models_dir) / MODEL / f"v{version}"
-    folder.mkdir(parents=True, exist_ok=True)
-    for kind, prop in model.models.items():
-        prop.booster.save_model(folder / f"booster_{kind}.json")
-    joblib.dump({"params": model.params.model_dump(), "catalogue": model.catalogue, "popularity": model.popularity,
-                 "popularity_new": model.popularity_new, "models": [m.to_dict() for m in model.models.values()],
-                 "metrics": model.metrics}, folder / "model.joblib")
-    return folder
+    return save_artifacts(models_dir, MODEL, version, {
+        "params": model.params.model_dump(), "catalogue": model.catalogue, "popularity": model.popularity,
+        "popularity_new": model.popularity_new, "models": [m.to_dict() for m in model.models.values()],
+        "metrics": model.metrics}, {kind: prop.booster for kind, prop in model.models.items()})
 
 
 def load_recommender(folder: str | Path) -> RecommenderModel:
-    folder = Path(folder)
-    rest = joblib.load(folder / "model.joblib")
+    rest, boosters = load_artifacts(folder)
     models = {}
     for d in rest["models"]:
-        booster = xgb.Booster()
-        booster.load_model(folder / f"booster_{d['kind']}.json")
+        booster = boosters[d["kind"]]
         booster.set_param({"nthread": 1})  # one thread per call: scoring runs products side by side
         models[d["kind"]] = Propensity(d["kind"], FeatureSpec.from_dict(d["spec"]), list(d["products"]), booster)
     return RecommenderModel(RecommendParams.from_config(rest["params"]), rest["catalogue"], rest["popularity"],

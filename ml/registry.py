@@ -77,22 +77,30 @@ def ensure_registry(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(DDL)
 
 
-def save_artifacts(models_dir: Path, model: str, version: int, booster: xgb.Booster, rest: object) -> Path:
-    """<models_dir>/<model>/v<version>/: booster.json and model.joblib. Returns the folder."""
-    folder = models_dir / model / f"v{version}"
+def save_artifacts(models_dir: str | Path, model: str, version: int, rest: dict,
+                   boosters: dict[str, xgb.Booster] | None = None) -> Path:
+    """<models_dir>/<model>/v<version>/: each XGBoost booster by `save_model` (JSON, portable across XGBoost
+    versions: `booster.json`, or `booster_<name>.json` for several) and everything else (plain dicts, arrays,
+    params) in model.joblib. The one way every model is saved. Returns the folder."""
+    folder = Path(models_dir) / model / f"v{version}"
     folder.mkdir(parents=True, exist_ok=True)
-    booster.save_model(folder / "booster.json")
+    for name, booster in (boosters or {}).items():
+        booster.save_model(folder / (f"booster_{name}.json" if name else "booster.json"))
     joblib.dump(rest, folder / "model.joblib")
     return folder
 
 
-def load_artifacts(folder: str | Path) -> tuple[xgb.Booster, object]:
-    import xgboost as xgb  # here, not at the top: the Definitions load without it (assets/lazy.py)
-
+def load_artifacts(folder: str | Path) -> tuple[dict, dict[str, xgb.Booster]]:
+    """What save_artifacts wrote: (model.joblib's contents, {booster name: booster}; "" for booster.json)."""
     folder = Path(folder)
-    booster = xgb.Booster()
-    booster.load_model(folder / "booster.json")
-    return booster, joblib.load(folder / "model.joblib")
+    boosters = {}
+    for path in sorted(folder.glob("booster*.json")):
+        import xgboost as xgb  # here, not at the top: the Definitions load without it (assets/lazy.py)
+
+        booster = xgb.Booster()
+        booster.load_model(path)
+        boosters[path.stem.removeprefix("booster").removeprefix("_")] = booster
+    return joblib.load(folder / "model.joblib"), boosters
 
 
 def next_version(con: duckdb.DuckDBPyConnection, model: str) -> int:

@@ -61,7 +61,6 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
@@ -70,6 +69,7 @@ from threadpoolctl import threadpool_limits
 
 from ml.errors import NotEnoughData
 from ml.params import SegmentParams
+from ml.registry import load_artifacts, save_artifacts
 from ml.split import holdout_mask
 
 MODEL_NAME = "segments"
@@ -595,11 +595,8 @@ def _train(features: pd.DataFrame, p: SegmentParams) -> SegmentModel:
 def save_segments(model: SegmentModel, models_dir: Path, version: int) -> Path:
     """<models_dir>/segments/v<version>/model.joblib (plain arrays and lists: no pickled classes). Returns
     the folder."""
-    folder = Path(models_dir) / MODEL_NAME / f"v{version}"
-    folder.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model.to_dict(), folder / "model.joblib")
-    return folder
+    return save_artifacts(models_dir, MODEL_NAME, version, model.to_dict())
 
 
 def load_segments(folder: str | Path) -> SegmentModel:
-    return SegmentModel.from_dict(joblib.load(Path(folder) / "model.joblib"))
+    return SegmentModel.from_dict(load_artifacts(folder)[0])
