@@ -73,4 +73,5 @@ SPEC = ModelSpec(
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"xgboost", "duckdb"}),
     score_columns=("churn_probability", "risk_level"),
+    importance=lambda model: model.importance,  # share of the booster's total gain
 )

@@ -120,4 +120,6 @@ SPEC = ModelSpec(
     score_deps=(dg.AssetKey(["features", "population"]), RAW["transactions"]),
     kinds=frozenset({"scipy", "duckdb"}),
     score_columns=("clv", "p_alive"),
+    # no importance: BG/NBD x Gamma-Gamma use all four summary columns jointly, none is a lesser input, so each
+    # weighs a quarter of the input drift
 )

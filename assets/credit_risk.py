@@ -91,4 +91,5 @@ SPEC = ModelSpec(
     kinds=frozenset({"scikitlearn", "xgboost", "duckdb"}),
     comparable_on=("target_proxy",),  # a proxy-target model is not compared with one on observed defaults
     score_columns=("pd", "grade"),
+    importance=lambda model: model.importance(),  # the served model's: gain share, or the spread of its points
 )

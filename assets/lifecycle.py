@@ -7,10 +7,11 @@ A model module (assets/churn.py, ...) says how to fit, save and score; `model_as
   - `ml/<name>_champion` (group training): promote the challenger;
   - `scores/<name>` (group scoring): score every customer with the champion -> scores.<name> (+ _history),
     and measure drift against the champion's reference profile -> monitoring.drift;
-  - `<name>_drift`, a check on the scores: WARN when a feature or the score drifted past the warn band, ERROR
-    past the alert band (monitoring.drift in the settings).
+  - `<name>_drift`, a check on the scores: the model's band is its score's (ERROR in the alert band), raised to
+    WARN at most by input drift weighted by the model's importance (quality/drift.py `verdict`).
 At training, the new version's reference profile (every input feature and the score, as the model scored the
-population it was trained on) is saved beside its artifacts as reference.json.
+population it was trained on, and the model's importance of each input) is saved beside its artifacts as
+reference.json.
 `scorehouse run` and the landing sensor leave out the training of models whose champion is younger than
 `models.retrain_after_days` (orchestration/jobs.py `due_selection`); the `retrain` and `train_<model>` jobs, the
 weekly schedule and a materialization from the UI always train.
@@ -34,6 +35,7 @@ from ml.errors import MissingInputs, NotEnoughData
 from orchestration.resources import Settings, Warehouse
 from quality import drift
 from warehouse import failpoints
+from warehouse.features import GROUP_AGGREGATES
 from warehouse.monitoring import run_drift, write_drift
 from warehouse.scores import write_scores
 
@@ -82,6 +84,9 @@ class ModelSpec:
     # the RFM proxy target vs one on observed defaults; segments on different features)
     comparable_on: tuple[str, ...] = ()
     score_columns: tuple[str, ...] = ()  # the outputs whose distribution is watched for drift (first: the score)
+    # (trained model) -> how much the model relies on each input (any scale): the weight of the input's drift.
+    # None: every input weighs the same.
+    importance: Callable[[object], dict[str, float]] | None = None
 
 
 def read_features(warehouse: Warehouse, columns: list[str] | None = None) -> pd.DataFrame:
@@ -129,34 +134,47 @@ def _scalars(metrics: dict) -> dict:
 
 
 def _reference(context, spec: ModelSpec, warehouse: Warehouse, cfg: dict, entry: registry.Entry,
-               bands: drift.Bands) -> dict:
-    """The population the new version was trained on, as its scoring sees it: input features and scores."""
+               bands: drift.Bands, importance: dict[str, float] | None) -> dict:
+    """The population the new version was trained on, as its scoring sees it: input features and scores, and
+    how much the model relies on each input (absent: equal weights)."""
     scored = spec.score(context, warehouse, cfg, entry)
     inputs = scored.inputs if scored.inputs is not None else pd.DataFrame()
     features = [f for f in entry.features or [] if f in inputs.columns]
     return {"model": spec.name, "version": entry.version, "snapshot_date": str(scored.snapshot_date),
             "rows": len(scored.frame), "features": drift.build_profile(inputs, features, bands),
-            "scores": drift.build_profile(scored.frame, list(spec.score_columns), bands)}
+            "scores": drift.build_profile(scored.frame, list(spec.score_columns), bands),
+            **({"importance": {f: float(importance.get(f, 0.0)) for f in features}} if importance else {})}
+
+
+GROUP_NOTE = "group aggregate: one value per agency or manager, moves with which customers a delivery holds"
 
 
 def measure_drift(reference: dict, scored: Scored, bands: drift.Bands) -> pd.DataFrame:
-    """PSI / KS / band of the scores (kind score) and of every input feature (kind feature), worst first."""
+    """Every score column (kind score) and input feature (kind feature) against the reference, worst first
+    (quality.drift.measure): group aggregates and columns constant in the reference are measured but skipped.
+    With the row counts of both populations."""
     inputs = scored.inputs if scored.inputs is not None else pd.DataFrame()
-    parts = [drift.compare(reference["scores"], scored.frame, bands).assign(kind="score"),
-             drift.compare(reference["features"], inputs, bands).assign(kind="feature")]
-    rows = pd.concat([p for p in parts if len(p)]) if any(len(p) for p in parts) else parts[0]
-    return rows.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
+    rows = drift.measure(reference, scored.frame, inputs, bands, exclude=dict.fromkeys(GROUP_AGGREGATES, GROUP_NOTE))
+    return rows.assign(reference_rows=reference.get("rows"), current_rows=len(scored.frame))
 
 
 def _bar(share: float, width: int = 20) -> str:
     return "█" * round(share * width)
 
 
+def _weight(w: float) -> str:
+    return "" if pd.isna(w) else f"{w:.3f}"
+
+
 def _drift_metadata(reference: dict, scored: Scored, rows: pd.DataFrame, columns: tuple[str, ...],
-                    top: int) -> dict:
-    md = {"drift_max_psi": rounded(float(rows["psi"].max())) if len(rows) else 0.0,
-          "drift_top": frame_md([(r.feature, r.kind, f"{r.psi:.3f}", "" if pd.isna(r.ks) else f"{r.ks:.3f}", r.band)
-                                 for r in rows.head(top).itertuples()], ["column", "kind", "PSI", "KS", "band"])}
+                    bands: drift.Bands) -> dict:
+    counted = rows[rows["band"] != drift.SKIPPED]
+    md = {"drift_band": drift.verdict(rows, bands).band,
+          "drift_max_psi": rounded(float(counted["psi"].max())) if len(counted) else 0.0,
+          "drift_top": frame_md([(r.feature, r.kind, f"{r.psi:.3f}", "" if pd.isna(r.ks) else f"{r.ks:.3f}",
+                                  _weight(r.weight), r.band)
+                                 for r in counted.head(bands.top_features).itertuples()],
+                                ["column", "kind", "PSI", "KS", "weight", "band"])}
     if columns and columns[0] in reference["scores"]:
         col = columns[0]
         dist = drift.distribution_rows(reference["scores"][col], scored.frame[col])
@@ -166,27 +184,59 @@ def _drift_metadata(reference: dict, scored: Scored, rows: pd.DataFrame, columns
     return md
 
 
+def _number(v) -> float | None:
+    return None if v is None or pd.isna(v) else float(f"{float(v):.6g}")
+
+
+def _listed(r) -> dict:
+    """One column as the check's metadata and the drift alert show it."""
+    return {"column": r.feature, "kind": r.kind, "psi": round(r.psi, 4), "ks": None if pd.isna(r.ks) else round(r.ks, 4),
+            "band": r.band, "weight": _number(getattr(r, "weight", None)),
+            "reference_mean": _number(r.reference_mean), "current_mean": _number(r.current_mean)}
+
+
+def _rows_count(rows: pd.DataFrame, column: str) -> int | None:
+    values = rows[column].dropna() if column in rows else []
+    return int(values.iloc[0]) if len(values) else None
+
+
 def drift_result(rows: pd.DataFrame, bands: drift.Bands) -> dg.AssetCheckResult:
-    """The drift check's verdict on one scoring run's monitoring.drift rows."""
-    threshold = f"PSI warn >= {bands.warn}, alert >= {bands.alert}"
+    """The drift check's verdict on one scoring run's monitoring.drift rows: the band quality.drift.verdict
+    gives (led by the score, inputs weighted by importance), every score column, the drifted inputs that weigh
+    most (weight x PSI), the skipped columns and why, and the row counts of both populations."""
+    threshold = (f"PSI warn >= {bands.warn}, alert >= {bands.alert}; a model takes its score's band, raised "
+                 "to warn at most by importance-weighted input drift")
     if not len(rows):
         return dg.AssetCheckResult(passed=True, metadata={
             "actual": "not measured in this run (the champion has no reference profile: retrain it)",
             "threshold": threshold})
-    worst = rows.iloc[0]
-    drifted = rows[rows["band"] != "stable"]
-    band = "alert" if (drifted["band"] == "alert").any() else "warn" if len(drifted) else "stable"
-    listed = [{"column": r.feature, "kind": r.kind, "psi": round(r.psi, 4),
-               "ks": None if pd.isna(r.ks) else round(r.ks, 4), "band": r.band}
-              for r in drifted.head(bands.top_features).itertuples()]
+    v = drift.verdict(rows, bands)
+    skipped = rows[rows["band"] == drift.SKIPPED]
+    counted = rows[rows["band"] != drift.SKIPPED]
+    scores = counted[counted["kind"] == "score"]
+    inputs = counted[counted["kind"] == "feature"]
+    weight = inputs["weight"].fillna(0.0) if "weight" in inputs else pd.Series(1.0, index=inputs.index)
+    drifted = inputs[inputs["band"] != "stable"].assign(_contribution=weight * inputs["psi"]).sort_values(
+        "_contribution", ascending=False, kind="stable")
+    listed = [_listed(r) for r in scores.itertuples()] + [_listed(r) for r in drifted.head(bands.top_features).itertuples()]
     return dg.AssetCheckResult(
-        passed=band == "stable",
-        severity=dg.AssetCheckSeverity.ERROR if band == "alert" else dg.AssetCheckSeverity.WARN,
-        metadata={"actual": f"max PSI {worst.psi:.3f} ({worst.feature})", "threshold": threshold, "band": band,
-                  "model_version": int(worst.model_version), "columns_measured": len(rows),
-                  "columns_drifted": len(drifted), "drifted": dg.MetadataValue.json(listed),
-                  "top_drifted": frame_md([(d["column"], d["kind"], d["psi"], d["ks"], d["band"]) for d in listed],
-                                          ["column", "kind", "PSI", "KS", "band"])})
+        passed=v.band == "stable",
+        severity=dg.AssetCheckSeverity.ERROR if v.band == "alert" else dg.AssetCheckSeverity.WARN,
+        metadata={"actual": f"score PSI {v.score_psi:.3f} ({v.score_column or 'no score measured'}), "
+                            f"importance-weighted input PSI {v.input_psi:.3f}",
+                  "threshold": threshold, "band": v.band, "score_band": v.score_band, "input_band": v.input_band,
+                  "input_psi": round(v.input_psi, 4), "model_version": int(rows["model_version"].iloc[0]),
+                  "columns_measured": len(counted), "columns_drifted": int((counted["band"] != "stable").sum()),
+                  "inputs_drifted": len(drifted), "inputs_measured": len(inputs),
+                  "reference_rows": _rows_count(rows, "reference_rows"),
+                  "current_rows": _rows_count(rows, "current_rows"),
+                  "drifted": dg.MetadataValue.json(listed),
+                  "skipped": dg.MetadataValue.json([{"column": r.feature, "kind": r.kind, "why": getattr(r, "note", None)}
+                                                    for r in skipped.itertuples()]),
+                  "top_drifted": frame_md([(d["column"], d["kind"], d["psi"], d["ks"], d["weight"] or "", d["band"],
+                                            d["reference_mean"], d["current_mean"]) for d in listed],
+                                          ["column", "kind", "PSI", "KS", "weight", "band", "reference mean",
+                                           "current mean"])})
 
 
 def training_keys(name: str) -> list[dg.AssetKey]:
@@ -246,7 +296,8 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         entry = registry.Entry(name, version, "challenger", trained.metrics, str(folder), trained.snapshot_date,
                                trained.features)
         reference = _reference(context, spec, warehouse, cfg, entry,
-                               drift.Bands.from_config(settings.get("monitoring", "drift")))
+                               drift.Bands.from_config(settings.get("monitoring", "drift")),
+                               spec.importance(trained.model) if spec.importance else None)
         (folder / REFERENCE).write_text(json.dumps(reference))
         failpoints.reached("training")
         with warehouse.connect() as con:
@@ -361,15 +412,15 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         if rows is None:
             context.log.warning(f"{name} v{entry.version} has no reference profile ({ref_path.name}; trained before "
                                 "drift monitoring): drift not measured until it is retrained")
-        drift_md = _drift_metadata(reference, scored, rows, spec.score_columns, bands.top_features) \
-            if rows is not None else {}
+        drift_md = _drift_metadata(reference, scored, rows, spec.score_columns, bands) if rows is not None else {}
         row = _record(warehouse, run_id, name, scoring="scored", rows_scored=n, champion_version=entry.version)
         yield dg.MaterializeResult(metadata={**md, "outcome": row["outcome"], "model_version": entry.version,
                                              "rows_scored": n, **scored.metadata, **drift_md})
 
     @dg.asset_check(asset=["scores", name], name=f"{name}_drift", pool="warehouse",
-                    description=f"Input and score drift of {name} in this run against its champion's reference "
-                                "profile: WARN from the warn band, ERROR from the alert band (monitoring.drift).")
+                    description=f"Score and input drift of {name} in this run against its champion's reference "
+                                "profile: the score's band leads (ERROR in the alert band); inputs, weighted by "
+                                "the model's importance, raise it to WARN at most (docs/alerts.md).")
     def drift_check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse,
                     settings: Settings) -> dg.AssetCheckResult:
         bands = drift.Bands.from_config(settings.get("monitoring", "drift"))

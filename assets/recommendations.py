@@ -81,4 +81,5 @@ SPEC = ModelSpec(
     score_deps=(CUSTOMER_FEATURES, RAW["accounts"]),
     kinds=frozenset({"xgboost", "duckdb"}),
     score_columns=("score", "product_id"),
+    importance=lambda model: model.importance(),  # share of the propensity models' total gain
 )

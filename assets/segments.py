@@ -62,4 +62,5 @@ SPEC = ModelSpec(
     kinds=frozenset({"scikitlearn", "duckdb"}),
     comparable_on=("features",),
     score_columns=("segment_name", "rfm_segment"),  # silhouettes on different feature spaces are not comparable
+    importance=lambda model: model.importance(),  # how far apart the segment centres lie along each feature
 )

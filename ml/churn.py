@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, precision_score, recall_score, roc_auc_score
 
 from ml.errors import NotEnoughData
-from ml.frame import FeatureSpec
+from ml.frame import FeatureSpec, gain_shares
 from ml.params import ChurnParams
 from ml.registry import load_artifacts, save_artifacts
 from ml.split import holdout_mask
@@ -151,10 +151,7 @@ def train_churn(features: pd.DataFrame, target: pd.Series, params: ChurnParams |
     raw = booster.predict(xgb.DMatrix(X, enable_categorical=True))
     calibrator = LogisticRegression(C=1e6).fit(_logit(raw[calib]), y[calib])
     prob = calibrated(calibrator, raw[hold])
-    gain = booster.get_score(importance_type="total_gain")
-    total = sum(gain.values()) or 1.0
-    importance = dict(sorted(((k, v / total) for k, v in gain.items()), key=lambda kv: -kv[1]))
-    model = ChurnModel(booster, calibrator, spec, p, importance=importance)
+    model = ChurnModel(booster, calibrator, spec, p, importance=gain_shares(booster))
     model.metrics = evaluate(y[hold], prob, p.risk_cutoffs)
     model.metrics["raw_auc"] = float(roc_auc_score(y[hold], raw[hold]))
     return model

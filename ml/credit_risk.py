@@ -48,7 +48,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
 
 from ml.errors import NotEnoughData
-from ml.frame import FeatureSpec
+from ml.frame import FeatureSpec, gain_shares
 from ml.params import CreditParams, champion_policy
 from ml.registry import load_artifacts, save_artifacts
 from ml.split import holdout_mask
@@ -279,6 +279,19 @@ class CreditModel:
     def features(self) -> list[str]:
         """The inputs of the served model."""
         return self.spec.names if self.kind == XGBOOST and self.spec else list(self.bins)
+
+    def importance(self) -> dict[str, float]:
+        """What the served model relies on, per input: the XGBoost's share of total gain; for the scorecard, the
+        spread of the points a feature gives (their standard deviation over the training customers, bins
+        weighted by their counts), i.e. |coefficient| x the spread of its WoE."""
+        if self.kind == XGBOOST and self.booster is not None:
+            return gain_shares(self.booster)
+        out = {}
+        for f, b in self.bins.items():
+            w = b.total / max(b.total.sum(), 1)
+            mean = float(w @ self.points[f])
+            out[f] = float(np.sqrt(w @ (self.points[f] - mean) ** 2))
+        return out
 
     def pd_from_score(self, score: np.ndarray) -> np.ndarray:
         p = self.params

@@ -68,3 +68,11 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, d: dict) -> FeatureSpec:
         return cls(list(d["numeric"]), {k: list(v) for k, v in d["categorical"].items()})
+
+
+def gain_shares(booster) -> dict[str, float]:
+    """Each feature's share of an XGBoost booster's total gain, largest first (features it never splits on are
+    absent): the model's own measure of what it relies on."""
+    gain = booster.get_score(importance_type="total_gain")
+    total = sum(gain.values()) or 1.0
+    return dict(sorted(((k, v / total) for k, v in gain.items()), key=lambda kv: -kv[1]))

@@ -39,7 +39,7 @@ import xgboost as xgb
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from ml.errors import NotEnoughData
-from ml.frame import FeatureSpec
+from ml.frame import FeatureSpec, gain_shares
 from ml.params import RecommendParams
 from ml.registry import load_artifacts, save_artifacts
 from ml.split import holdout_mask
@@ -128,6 +128,16 @@ class RecommenderModel:
     @property
     def features(self) -> list[str]:
         return list(dict.fromkeys(name for m in self.models.values() for name in m.names))
+
+    def importance(self) -> dict[str, float]:
+        """Each input's share of total gain, summed over the propensity models (the product column, which says
+        which product a row is about, left out)."""
+        out: dict[str, float] = {}
+        for prop in self.models.values():
+            for name, share in (gain_shares(prop.booster) if prop.booster is not None else {}).items():
+                if name != PRODUCT:
+                    out[name] = out.get(name, 0.0) + share
+        return out
 
     def modelled(self, product_id: str) -> bool:
         return any(product_id in m.products for m in self.models.values())

@@ -465,6 +465,14 @@ class SegmentModel:
     def k(self) -> int:
         return len(self.centers)
 
+    def importance(self) -> dict[str, float]:
+        """How far apart the segments' centres lie along each feature: their spread around the mean centre,
+        weighted by segment size, in the scaled units all features share. The features that tell segments apart."""
+        share = self.profile["share"].to_numpy(dtype=float)  # by segment_id, the order of the centres
+        share = share / share.sum() if share.sum() > 0 else np.full(self.k, 1.0 / self.k)
+        spread = np.sqrt(share @ (self.centers - share @ self.centers) ** 2)
+        return dict(zip(self.features, spread.tolist(), strict=True))
+
     def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """segment_id and distance to its centroid (scaled units) per row."""
         return assign(self.transform.apply(frame), self.centers)

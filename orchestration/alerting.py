@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.serving import KEY as SERVING
 from quality.alert_store import AlertStore
 from quality.alerts import (
     Alert,
@@ -70,6 +71,12 @@ def run_checks(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
     return list(out.values())
 
 
+def published_in_run(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether the run published the serving file (asset serving/published materialized): BI reads its scores."""
+    return any(rec.event_log_entry.dagster_event.asset_key == SERVING
+               for rec in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records)
+
+
 def run_failures(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
     return [{"step": rec.event_log_entry.dagster_event.step_key,
              "message": failure_message(rec.event_log_entry.dagster_event.event_specific_data.error)}
@@ -105,7 +112,7 @@ def evaluate_run(instance: dg.DagsterInstance, run_id: str, home: str | Path, se
 
     alerts = []
     if drifted:
-        alerts.append(drift_alert(drifted, info))
+        alerts.append(drift_alert(drifted, {**info, "published": published_in_run(instance, run_id), "home": str(home)}))
     if failed:
         alerts.append(check_alert(failed, info))
     if held:

@@ -61,29 +61,70 @@ def drifted_checks(checks: list[dict], min_band: str = "alert") -> list[dict]:
             and BAND_RANK.get(c["metadata"].get("band", "alert"), 2) >= need]
 
 
+def _figure(v: float | None) -> str:
+    if v is None:
+        return "?"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+
+def _column(d: dict) -> str:
+    """e.g. `income PSI 0.48 KS 0.31 weight 0.12 (mean 38,751 → 56,897)`."""
+    text = f"{d['column']} PSI {d['psi']:.2f}" + (f" KS {d['ks']:.2f}" if d.get("ks") is not None else "")
+    if d.get("weight") is not None:
+        text += f" weight {d['weight']:.2f}"
+    if d.get("reference_mean") is not None or d.get("current_mean") is not None:
+        text += f" (mean {_figure(d.get('reference_mean'))} → {_figure(d.get('current_mean'))})"
+    return text
+
+
+def _rows(md: dict) -> str:
+    ref, cur = md.get("reference_rows"), md.get("current_rows")
+    if ref is None and cur is None:
+        return ""
+    return f"; rows {'?' if ref is None else f'{ref:,}'} (reference) → {'?' if cur is None else f'{cur:,}'} (this run)"
+
+
+def _drift_detail(check: dict) -> str:
+    md = check["metadata"]
+    listed = md.get("drifted", [])
+    scores = ", ".join(_column(d) for d in listed if d["kind"] == "score") or "none measured"
+    inputs = ", ".join(_column(d) for d in listed if d["kind"] != "score") or "none drifted"
+    skipped = f"; not counted: {', '.join(d['column'] for d in md['skipped'])}" if md.get("skipped") else ""
+    return (f"{_model(check)} v{md.get('model_version', '?')} [{md.get('band', 'alert')}]: score {scores}; "
+            f"inputs (importance-weighted PSI {md.get('input_psi', 0):.2f}, {md.get('inputs_drifted', '?')} of "
+            f"{md.get('inputs_measured', '?')} drifted): {inputs}{_rows(md)}{skipped}")
+
+
+def _published(run: dict) -> str:
+    """Whether BI reads the drifted scores, and how to stop it."""
+    if run.get("published") is None:
+        return ""
+    if not run["published"]:
+        return (" These scores were not published: serving/published did not run in this run, so BI still reads "
+                "the previous serving file.")
+    home = f" --home {run['home']}" if run.get("home") else ""
+    return (" These scores were published: serving/published ran in this run, so BI reads them now. To serve the "
+            f"previous serving file again: `scorehouse rollback{home}` (`--list` shows the versions kept); the next "
+            "run publishes over it.")
+
+
 def drift_alert(checks: list[dict], run: dict) -> Alert:
-    """One message for every drifted model of a run."""
-    details = []
-    for c in checks:
-        md = c["metadata"]
-        cols = ", ".join(f"{d['column']}{' (score)' if d['kind'] == 'score' else ''} PSI {d['psi']:.2f}"
-                         + (f" KS {d['ks']:.2f}" if d.get("ks") is not None else "")
-                         for d in md.get("drifted", []))
-        details.append(f"{_model(c)} v{md.get('model_version', '?')} [{md.get('band', 'alert')}]: "
-                       f"{md.get('columns_drifted', '?')} of {md.get('columns_measured', '?')} columns drifted; "
-                       f"top: {cols}")
+    """One message for every drifted model of a run: each model's score and the inputs that weigh most, with
+    reference -> current means and row counts; whether the scores were published (run["published"]) and how
+    to roll back."""
     threshold = checks[0]["metadata"].get("threshold", "") if checks else ""
     models = ", ".join(_model(c) for c in checks)
     return Alert(
         kind="drift", severity="error" if any(c["metadata"].get("band") == "alert" for c in checks) else "warning",
         title=f"drift in {len(checks)} model{'s' if len(checks) > 1 else ''}: {models}",
         what=f"The population scored in this run differs from the one the champion models were trained on "
-             f"({threshold}).",
-        details=details,
-        look_first="the landing files of this run against the previous ones: several features of one source moving "
-                   "together usually means a changed export (units, a new product, a migrated field). If the "
-                   "population really changed, retrain (`scorehouse run --job retrain`) and let the gates decide; "
-                   "monitoring.drift has every column's PSI and KS.",
+             f"({threshold}).{_published(run)}",
+        details=[_drift_detail(c) for c in checks],
+        look_first="the inputs listed under each drifted score: if they moved because the population really "
+                   "changed, retrain (`scorehouse run --job retrain`) and let the gates decide; if several inputs of "
+                   "one source move together, compare this run's landing files with the previous ones (a changed "
+                   "export: units, a new product, a migrated field). monitoring.drift has every column's PSI, KS "
+                   "and weight.",
         run_id=run.get("run_id"), job=run.get("job"), run_url=run.get("url"),
         keys=[f"drift:{_model(c)}" for c in checks])
 

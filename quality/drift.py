@@ -7,12 +7,18 @@ A profile is plain JSON, saved with each trained model version:
   categorical column: the most frequent categories (the rest pooled as "(other)") and their shares.
 PSI = sum((current - reference) * ln(current / reference)) over the bins; an empty bin counts as `epsilon`
 so a category that appears or vanishes gives a large PSI, never a division error.
+
+A model's band (`verdict`) is led by its score: the band of its worst score column, raised to "warn" (never
+further) when its inputs drifted, each input weighted by its share of the model's importance (saved with the
+reference; equal shares when the model has none). Columns constant in the reference are measured but marked
+"skipped": their PSI compares rounding noise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 MISSING, OTHER = "(missing)", "(other)"
 N_QUANTILES = 1001
+SKIPPED = "skipped"  # the band of a column measured but not counted (see `measure`)
+RANK = {"stable": 0, "warn": 1, "alert": 2}
 
 
 class Bands(BaseModel):
@@ -35,6 +43,12 @@ class Bands(BaseModel):
     max_categories: int = Field(30, ge=1, description=(
         'a text column\'s most frequent values profiled; the rest pooled as "(other)"'))
     top_features: int = Field(5, ge=1, description="drifted columns listed per model in checks, metadata and alerts")
+    constant_share: float = Field(0.999, gt=0, le=1, description=(
+        "a column whose reference holds one value (or nothing) in at least this share of rows is not counted "
+        "(band `skipped`): there is no spread for PSI to compare"))
+    constant_spread: float = Field(1e-6, ge=0, description=(
+        "a numeric column whose reference values all lie within this fraction of their magnitude is not counted "
+        "(band `skipped`), e.g. a P(alive) of 1 for everyone but rounding"))
 
     @field_validator("psi_alert")
     @classmethod
@@ -166,6 +180,92 @@ def compare(profile: dict[str, dict], frame: pd.DataFrame, bands: Bands = DEFAUL
     out = pd.DataFrame(rows, columns=["feature", "psi", "ks", "band", "reference_mean", "current_mean"]).astype(
         {"psi": "float64", "ks": "float64", "reference_mean": "float64", "current_mean": "float64"})
     return out.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def constant_reason(ref: dict, bands: Bands = DEFAULT_BANDS) -> str | None:
+    """Why a profiled column cannot show drift (constant or nearly so in the reference), else None."""
+    shares = np.asarray(ref["shares"], dtype="float64")
+    if ref["kind"] == "categorical":
+        named = shares[:-1]  # the last share is "(other)": many values pooled, not one
+        i = int(named.argmax()) if len(named) else -1
+        if i >= 0 and named[i] >= bands.constant_share:
+            return f"one value ({ref['categories'][i]}) in {named[i]:.2%} of the reference rows"
+        return None
+    missing = float(shares[-1])
+    if missing >= bands.constant_share:
+        return f"missing in {missing:.2%} of the reference rows"
+    q = np.asarray(ref["quantiles"], dtype="float64")
+    if not len(q):
+        return "no values in the reference"
+    lo, hi = q[0], q[-1]
+    if hi - lo <= bands.constant_spread * max(abs(lo), abs(hi)):
+        return f"constant in the reference: every value within {hi - lo:.2g} of {hi:.10g}"
+    # a run of equal quantiles is one value held by at least (run - 1) / 1000 of the present rows
+    starts = np.r_[0, np.flatnonzero(np.diff(q) != 0) + 1]
+    runs = np.diff(np.r_[starts, len(q)])
+    top = (runs.max() - 1) / (len(q) - 1) * (1 - missing)
+    if top >= bands.constant_share:
+        return f"one value ({q[starts[runs.argmax()]]:.10g}) in {top:.2%} of the reference rows"
+    return None
+
+
+def feature_weights(reference: dict) -> dict[str, float]:
+    """Each profiled input's share of the model's importance saved with the reference (`importance`, any
+    scale); equal shares when the model reports none (or the reference predates it)."""
+    features = list(reference.get("features") or {})
+    given = {f: max(float((reference.get("importance") or {}).get(f) or 0.0), 0.0) for f in features}
+    total = sum(given.values())
+    if total <= 0:
+        return {f: 1.0 / len(features) for f in features}
+    return {f: v / total for f, v in given.items()}
+
+
+def measure(reference: dict, scores: pd.DataFrame, inputs: pd.DataFrame, bands: Bands = DEFAULT_BANDS,
+            exclude: Mapping[str, str] | None = None, threads: int = 2) -> pd.DataFrame:
+    """Every profiled score column (kind score) and input (kind feature) present now, against the reference,
+    worst first: compare()'s columns plus kind, weight (an input's share of the model's importance) and note.
+    A column constant in the reference, or an input named in `exclude` (column -> why), is measured but its
+    band is `skipped` and note says why: it does not count in `verdict`."""
+    exclude = exclude or {}
+    parts = []
+    for kind, profile, frame in (("score", reference.get("scores") or {}, scores),
+                                 ("feature", reference.get("features") or {}, inputs)):
+        rows = compare(profile, frame, bands, threads).assign(kind=kind)
+        rows["note"] = [(exclude.get(f) if kind == "feature" else None) or constant_reason(profile[f], bands)
+                        for f in rows["feature"]]
+        parts.append(rows)
+    rows = pd.concat(parts, ignore_index=True) if any(len(p) for p in parts) else parts[0]
+    weights = feature_weights(reference)
+    rows["weight"] = np.where(rows["kind"] == "feature", rows["feature"].map(weights), np.nan).astype("float64")
+    rows.loc[rows["note"].notna(), "band"] = SKIPPED
+    return rows.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    band: str  # the model's: its score's band, raised to "warn" at most by its weighted inputs
+    score_band: str
+    score_psi: float  # the worst counted score column's PSI (0 when none is counted)
+    score_column: str | None
+    input_psi: float  # the importance-weighted PSI of the counted inputs: sum of weight x PSI
+    input_band: str
+
+
+def verdict(rows: pd.DataFrame, bands: Bands = DEFAULT_BANDS) -> Verdict:
+    """A model's drift band from its `measure` rows. The score is what is published and acted on, so it leads:
+    a drifted score gives the model its band; drifted inputs under a stable score are worth a look (warn) but
+    not an alarm, and an input counts by its weight, so a big shift of an input the model hardly uses stays
+    stable. Skipped columns count for nothing."""
+    counted = rows[rows["band"] != SKIPPED]
+    scores, inputs = counted[counted["kind"] == "score"], counted[counted["kind"] == "feature"]
+    worst = scores.loc[scores["psi"].idxmax()] if len(scores) else None
+    score_psi = float(worst["psi"]) if worst is not None else 0.0
+    weight = inputs["weight"] if "weight" in inputs else pd.Series(1.0 / max(len(inputs), 1), index=inputs.index)
+    input_psi = float((weight.fillna(0.0) * inputs["psi"]).sum())
+    score_band, input_band = bands.band(score_psi), bands.band(input_psi)
+    band = max(score_band, min(input_band, "warn", key=RANK.get), key=RANK.get)
+    return Verdict(band, score_band, score_psi, None if worst is None else str(worst["feature"]), input_psi,
+                   input_band)
 
 
 def bin_labels(ref: dict) -> list[str]:

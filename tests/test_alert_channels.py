@@ -186,3 +186,44 @@ def test_alerts_test_command_reports_each_channel(tmp_path):
     assert "email      (email) skipped: SCOREHOUSE_ALERT_SMTP_HOST, SCOREHOUSE_ALERT_EMAIL_TO not set" in out
     assert "1 of 2 configured channel(s) worked" in out and "s3cr3t-token" not in out + run.stderr
     assert [b["kind"] for b in rx.bodies()] == ["test"]
+
+
+def test_a_drift_alert_says_whether_the_run_published_the_scores(tmp_path):
+    """The alert is evaluated when the run has ended: it reads from the run's events whether serving/published
+    materialized, i.e. whether BI already reads the drifted scores, and then says how to roll back."""
+    import pandas as pd
+
+    from assets.lifecycle import drift_result
+    from assets.serving import KEY
+    from quality.drift import Bands
+
+    rows = pd.DataFrame([{"feature": "churn_probability", "kind": "score", "psi": 0.4, "ks": 0.3, "band": "alert",
+                          "reference_mean": 0.2, "current_mean": 0.35, "weight": None, "model_version": 2,
+                          "reference_rows": 5000, "current_rows": 4000}])
+
+    @dg.asset(key=["scores", "churn"])
+    def churn_scores():
+        return None
+
+    @dg.asset_check(asset=churn_scores, name="churn_drift")
+    def churn_drift():
+        return drift_result(rows, Bands())
+
+    @dg.asset(key=KEY, deps=[churn_scores])
+    def published():
+        return None
+
+    settings = load_settings(tmp_path)
+    settings["alerts"]["routes"] = {"drift": ["webhook"]}
+    with HttpReceiver() as rx, dg.instance_for_test() as instance:
+        env = {"SCOREHOUSE_ALERT_WEBHOOK_URL": rx.url()}
+        for selection, home in (([churn_scores, churn_drift, published], tmp_path / "a"),
+                                ([churn_scores, churn_drift], tmp_path / "b")):
+            result = dg.materialize(selection, instance=instance)
+            evaluate_run(instance, result.run_id, home, settings, env)
+    sent, held = rx.bodies()
+    assert sent["kind"] == held["kind"] == "drift" and sent["severity"] == "error"
+    assert "These scores were published" in sent["what"] and f"scorehouse rollback --home {tmp_path / 'a'}" in sent["what"]
+    assert "These scores were not published" in held["what"] and "rollback" not in held["what"]
+    assert "churn_probability PSI 0.40 KS 0.30 (mean 0.2 → 0.35)" in sent["details"][0]
+    assert "rows 5,000 (reference) → 4,000 (this run)" in sent["details"][0]

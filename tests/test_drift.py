@@ -1,5 +1,9 @@
-"""Drift math (quality/drift.py) on numbers whose answers are known."""
+"""Drift math (quality/drift.py) on numbers whose answers are known; a model's drift band (score-led, inputs
+weighted by importance) and what the check reports; constant columns skipped; a smaller delivery is not drift."""
 
+from datetime import date
+
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,3 +83,154 @@ def test_distribution_rows_show_reference_and_current_shares():
     ref = drift.profile_column(pd.Series(["Low"] * 80 + ["High"] * 20))
     rows = drift.distribution_rows(ref, pd.Series(["Low"] * 50 + ["High"] * 50))
     assert rows == [("Low", pytest.approx(0.8), pytest.approx(0.5)), ("High", pytest.approx(0.2), pytest.approx(0.5))]
+
+
+# ------------------------------------------------------------------ a model's band: score-led, importance-weighted
+
+def _checked(rows: pd.DataFrame, bands: drift.Bands = drift.DEFAULT_BANDS):
+    """The drift check on a run's rows, and its metadata as the alert builder reads it."""
+    from assets.lifecycle import drift_result
+
+    result = drift_result(rows.assign(model_version=1), bands)
+    return result, {k: getattr(v, "value", v) for k, v in result.metadata.items()}
+
+
+def _rows(score_psi: float, inputs: dict[str, tuple[float, float]], rows: tuple[int, int] = (5000, 4000)):
+    """monitoring.drift rows of one run: the score, and inputs as name -> (PSI, weight)."""
+    bands = drift.DEFAULT_BANDS
+    out = [{"feature": "churn_probability", "kind": "score", "psi": score_psi, "ks": 0.1, "band": bands.band(score_psi),
+            "reference_mean": 0.2, "current_mean": 0.3 if score_psi >= 0.1 else 0.2, "weight": np.nan}]
+    out += [{"feature": f, "kind": "feature", "psi": psi, "ks": 0.2, "band": bands.band(psi), "reference_mean": 100.0,
+             "current_mean": 150.0, "weight": w} for f, (psi, w) in inputs.items()]
+    frame = pd.DataFrame(out).assign(reference_rows=rows[0], current_rows=rows[1])
+    return frame.sort_values("psi", ascending=False).reset_index(drop=True)
+
+
+def test_an_unimportant_input_that_shifted_under_a_stable_score_does_not_alarm():
+    result, md = _checked(_rows(0.02, {"agency_avg_income": (6.0, 0.01), "income": (0.02, 0.6), "age": (0.01, 0.39)}))
+    # weighted input PSI 0.01 x 6 + 0.6 x 0.02 + 0.39 x 0.01 = 0.076: stable (the worst column alone said ERROR)
+    assert result.passed and md["band"] == "stable" and md["input_psi"] == pytest.approx(0.0759, abs=1e-4)
+
+
+def test_important_inputs_drifted_under_a_stable_score_are_a_warning_not_an_error():
+    result, md = _checked(_rows(0.03, {"income": (0.6, 0.4), "tenure_months": (2.0, 0.3), "age": (0.01, 0.3)}))
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert (md["band"], md["score_band"], md["input_band"]) == ("warn", "stable", "alert")
+    # inputs listed by how much they weigh in the verdict (weight x PSI), after the score
+    assert [d["column"] for d in md["drifted"]] == ["churn_probability", "tenure_months", "income"]
+
+
+def test_a_drifted_score_gives_the_model_its_band():
+    result, md = _checked(_rows(0.30, {"income": (0.01, 1.0)}))
+    assert result.severity == dg.AssetCheckSeverity.ERROR and md["band"] == "alert"
+    result, md = _checked(_rows(0.15, {"income": (3.0, 0.9), "age": (3.0, 0.1)}))  # inputs raise to warn at most
+    assert result.severity == dg.AssetCheckSeverity.WARN and md["band"] == "warn"
+
+
+def test_inputs_weigh_by_the_importance_saved_with_the_reference_else_equally():
+    profile = {"features": {"a": {}, "b": {}, "c": {}, "d": {}}}
+    assert drift.feature_weights(profile) == {"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25}
+    weights = drift.feature_weights({**profile, "importance": {"a": 3.0, "b": 1.0, "zz": 9.0}})
+    assert weights == {"a": 0.75, "b": 0.25, "c": 0.0, "d": 0.0}  # an input the model never uses weighs nothing
+
+
+# ------------------------------------------------------------------------------- constant columns are skipped
+
+def test_a_column_constant_in_the_reference_is_skipped_not_flagged():
+    """P(alive) of 1 for everyone but rounding (the demo bank's CLV, docs/scores.md): its deciles split rounding
+    noise, so a population whose noise is a little smaller 'drifts' with PSI in the alert band."""
+    from assets.lifecycle import Scored, measure_drift
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    ref_scores = pd.DataFrame({"clv": rng.gamma(2, 100, n), "p_alive": 1 - rng.uniform(0, 3e-10, n)})
+    ref_inputs = pd.DataFrame({"frequency": rng.poisson(30, n).astype(float),
+                               "flag": np.r_[np.zeros(n - 2), 1.0, 1.0], "kind": ["retail"] * n})
+    reference = {"model": "clv", "version": 1, "snapshot_date": "2026-01-31", "rows": n,
+                 "scores": drift.build_profile(ref_scores, ["clv", "p_alive"]),
+                 "features": drift.build_profile(ref_inputs, ["frequency", "flag", "kind"])}
+    now = Scored(pd.DataFrame({"clv": rng.gamma(2, 100, n), "p_alive": 1 - rng.uniform(0, 1e-10, n)}),
+                 date(2026, 4, 30), inputs=pd.DataFrame({"frequency": rng.poisson(30, n).astype(float),
+                                                         "flag": np.zeros(n), "kind": ["retail"] * n}))
+    rows = measure_drift(reference, now, drift.DEFAULT_BANDS).set_index("feature")
+    assert rows.loc["p_alive", "psi"] > 0.25  # what the PSI says ...
+    assert rows.loc["p_alive", "band"] == "skipped" and "constant in the reference" in rows.loc["p_alive", "note"]
+    assert rows.loc["flag", "band"] == "skipped" and "one value (0) in 99.9" in rows.loc["flag", "note"]
+    assert rows.loc["kind", "band"] == "skipped" and "one value (retail) in 100.00%" in rows.loc["kind", "note"]
+    assert rows.loc["clv", "band"] == rows.loc["frequency", "band"] == "stable"
+    result, md = _checked(rows.reset_index())  # ... and the check: nothing counted drifted
+    assert result.passed and {s["column"] for s in md["skipped"]} == {"p_alive", "flag", "kind"}
+    assert all(s["why"] for s in md["skipped"])
+
+
+def test_a_varied_column_is_not_taken_for_a_constant_one():
+    rng = np.random.default_rng(4)
+    for values in (rng.normal(1e6, 50, 2000), rng.uniform(0, 1e-4, 2000), np.r_[np.zeros(1990), np.ones(10)]):
+        assert drift.constant_reason(drift.profile_column(pd.Series(values))) is None
+
+
+# ------------------------------------------------------------------- finding 8: a delivery with fewer customers
+
+@pytest.fixture(scope="module")
+def bank_and_subset(tmp_path_factory):
+    """A generated bank's features and churn outcomes as the pipeline builds them, and the features rebuilt over a
+    random 40% of its customers: a delivery with fewer customers from the same population."""
+    from realdata import build_warehouse
+
+    from warehouse import features as F
+    from warehouse.db import connect
+    from warehouse.synthetic import generate_bank
+
+    tmp = tmp_path_factory.mktemp("subset")
+    generate_bank(tmp / "landing", customers=3000, seed=5)
+    with connect(build_warehouse("synthetic", tmp / "landing", tmp / "w.duckdb")) as con:
+        full, y = F.training_frame(con, "churned")
+        snap = con.execute("SELECT max(snapshot_date) FROM features.population").fetchone()[0]
+        con.execute("DELETE FROM features.population WHERE hash(customer_id) % 5 >= 2")
+        for build in (F.build_rfm, F.build_balances, F.build_holdings, F.build_customer_features):
+            build(con, snap)
+        part = con.execute("SELECT * FROM features.customer_features").df()
+    return full, y, part, snap
+
+
+def test_fewer_customers_from_the_same_population_is_not_drift(bank_and_subset):
+    from assets.lifecycle import Scored, measure_drift
+    from ml.churn import ChurnParams, train_churn
+
+    full, y, part, snap = bank_and_subset
+    assert 0.3 < len(part) / len(full) < 0.5
+    model = train_churn(full, y, ChurnParams(n_estimators=60))
+    reference = {"model": "churn", "version": 1, "snapshot_date": str(snap), "rows": len(full),
+                 "features": drift.build_profile(full, model.spec.names),
+                 "scores": drift.build_profile(model.score(full), ["churn_probability", "risk_level"]),
+                 "importance": model.importance}
+    rows = measure_drift(reference, Scored(model.score(part), snap, inputs=part), drift.DEFAULT_BANDS)
+    by = rows.set_index("feature")
+    assert (by.loc[["churn_probability", "risk_level"], "band"] == "stable").all()  # the score did not move
+    group = [c for c in by.index if c.startswith(("agency_", "manager_customer"))]
+    assert len(group) == 4  # the agency's share of customers, mean income and balance, the manager's share
+    for c in group:  # sizes are shares: the same agency weighs the same in a smaller delivery ...
+        assert by.loc[c, "current_mean"] == pytest.approx(by.loc[c, "reference_mean"], rel=0.15), c
+        assert by.loc[c, "band"] in ("stable", "skipped"), (c, by.loc[c, "psi"])  # ... and is not counted
+    result, md = _checked(rows)
+    assert result.passed or result.severity == dg.AssetCheckSeverity.WARN, md["actual"]
+    assert md["band"] != "alert" and md["reference_rows"] == len(full) and md["current_rows"] == len(part)
+
+
+# --------------------------------------------------------------------------------------------- the drift alert
+
+def test_the_drift_alert_shows_means_rows_and_whether_the_scores_were_published():
+    from quality.alerts import drift_alert
+
+    _, md = _checked(_rows(0.30, {"income": (0.62, 0.5), "age": (0.01, 0.5)}, rows=(4843, 1937)))
+    check = {"asset": "scores/churn", "check": "churn_drift", "passed": False, "severity": "ERROR", "metadata": md}
+    run = {"run_id": "r1", "job": "score", "home": "/srv/scorehouse"}
+    alert = drift_alert([check], {**run, "published": True})
+    (detail,) = alert.details
+    assert detail.startswith("churn v1 [alert]: score churn_probability PSI 0.30 KS 0.10 (mean 0.2 → 0.3)")
+    assert "income PSI 0.62 KS 0.20 weight 0.50 (mean 100 → 150)" in detail
+    assert "rows 4,843 (reference) → 1,937 (this run)" in detail
+    assert "These scores were published" in alert.what and "`scorehouse rollback --home /srv/scorehouse`" in alert.what
+    assert alert.severity == "error" and "PSI warn >= 0.1, alert >= 0.25" in alert.what
+    held = drift_alert([check], {**run, "published": False})
+    assert "These scores were not published" in held.what and "rollback" not in held.what

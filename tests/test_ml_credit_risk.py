@@ -285,6 +285,18 @@ def test_both_kinds_give_the_same_columns(small_effects):
     assert (boost.reason_1[high] == "main").mean() > 0.8
 
 
+def test_importance_names_the_clear_driver_whichever_model_serves(small_effects):
+    """What drift monitoring weighs each input's drift by: the XGBoost's gain share, the scorecard's spread of
+    points per feature."""
+    frame, y = small_effects
+    model = train_credit_risk(frame, y)
+    for kind in ("scorecard", "xgboost"):
+        model.kind = kind
+        importance = model.importance()
+        assert set(importance) <= set(model.features) and min(importance.values()) >= 0
+        assert max(importance, key=importance.get) == "main", (kind, importance)
+
+
 def test_grades_follow_pd_cutoffs():
     cut = (0.02, 0.05, 0.10, 0.20)
     assert list(grade(np.array([0.0, 0.0199, 0.02, 0.049, 0.05, 0.15, 0.2, 0.9]), cut)) == list("AABBCDEE")

@@ -14,7 +14,9 @@ from sklearn.metrics import silhouette_score
 from ml.segments import (
     NO_ACTIVITY,
     RFM_SEGMENTS,
+    SegmentModel,
     SegmentParams,
+    Transform,
     _name_clusters,
     assign,
     choose_features,
@@ -170,6 +172,14 @@ def test_rfm_grid_on_hand_made_scores():
     no_m = pd.DataFrame({"rfm_r": [1, 4], "rfm_f": [1, 1], "frequency": [3, 0]})
     assert list(rfm_segments(no_m)) == ["Lost", NO_ACTIVITY]
     assert set(PUBLISHED_RF_MAP.values()) | {"Lost", NO_ACTIVITY} == set(RFM_SEGMENTS)
+
+
+def test_importance_is_how_far_apart_the_centres_lie():
+    """What drift monitoring weighs each input's drift by: a feature all centres share tells no segment apart."""
+    transform = Transform(["a", "b"], np.zeros(2), np.full(2, np.nan), np.zeros(2), np.ones(2), 3.0)
+    model = SegmentModel(transform, np.array([[-1.0, 0.5], [1.0, 0.5]]), ["x", "y"], ["", ""], SegmentParams(),
+                         pd.DataFrame({"segment_id": [0, 1], "share": [0.5, 0.5]}))
+    assert model.importance() == {"a": 1.0, "b": 0.0}
 
 
 def test_naming_rules():

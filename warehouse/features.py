@@ -56,10 +56,21 @@ FEATURE_DOCS = {
     "financial_health_score": "0-100: 0.40 income + 0.25 credit score + 0.20 savings (balance) + 0.15 spending "
     "discipline (1 - spend/income), each as a percentile among customers; missing parts are left out and the "
     "weights renormalised.",
-    "agency_customers / agency_avg_income / agency_avg_balance": "Aggregates over the customer's agency.",
-    "manager_customers / manager_tenure_years": "Portfolio size and experience of the relationship manager.",
+    "agency_customer_share / agency_avg_income / agency_avg_balance": "The customer's agency: its share of the "
+    "customers (of those with an agency; a share, not a count, so an agency weighs the same whether a delivery "
+    "holds the whole bank or part of it), and its customers' mean income and balance. Group aggregates: not "
+    "counted in drift (docs/alerts.md).",
+    "manager_customer_share / manager_tenure_years": "The relationship manager: their portfolio's share of the "
+    "customers (of those with a manager; a group aggregate, not counted in drift) and years since hired.",
     "attr_<name>": "Extra columns of the bank's customer file, as given (numbers or categories).",
 }
+
+
+# Computed over the other customers of the customer's agency or manager: one value per group, so across
+# customers they are a few dozen point masses that move with whichever customers a delivery holds (a random
+# half of the bank moves agency_avg_income by PSI 2-3). Drift monitoring measures them but does not count
+# them; what they summarise is measured customer by customer (income, balance_now).
+GROUP_AGGREGATES = ("agency_customer_share", "agency_avg_income", "agency_avg_balance", "manager_customer_share")
 
 
 def state(con, table: str, snap: date) -> str:
@@ -370,11 +381,11 @@ def build_customer_features(con, snap: date) -> int:
             FROM (SELECT customer_id, income_monthly, credit_score, balance_now, spend_to_income FROM ratios)),
         parts AS (SELECT * FROM ratios JOIN ranks USING (customer_id)),
         agency AS (
-            SELECT agency_id, count(*) AS agency_customers, avg(income_monthly) * 12 AS agency_avg_income,
-                   avg(balance_now) AS agency_avg_balance
+            SELECT agency_id, count(*) / sum(count(*)) OVER () AS agency_customer_share,
+                   avg(income_monthly) * 12 AS agency_avg_income, avg(balance_now) AS agency_avg_balance
             FROM ratios WHERE agency_id IS NOT NULL GROUP BY agency_id),
         manager AS (
-            SELECT r.manager_id, count(*) AS manager_customers,
+            SELECT r.manager_id, count(*) / sum(count(*)) OVER () AS manager_customer_share,
                    any_value(date_diff('day', m.hired_date, {s}) / 365.25) AS manager_tenure_years
             FROM ratios r LEFT JOIN {state(con, "managers", snap)} m USING (manager_id)
             WHERE r.manager_id IS NOT NULL GROUP BY r.manager_id)
