@@ -6,6 +6,7 @@ raw.<table>_history), rejected rows into quarantine.<table>, and reports the rec
 import dagster as dg
 
 from assets.metadata import frame_md, table_metadata
+from assets.quality import gx_result, gx_spec
 from orchestration.resources import Settings, Source, Warehouse
 from warehouse import deliveries
 from warehouse.contract import TABLES
@@ -78,6 +79,7 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
         description=f"raw.{table}: {contract.description} Delivered as {contract.mode} by default "
                     f"(docs/deliveries.md). Rejected rows go to quarantine.{table} with the reason.",
         check_specs=[
+            gx_spec(key, table),
             dg.AssetCheckSpec("rows_reconcile", asset=key,
                               description="rows read = loaded + already held + quarantined, for every delivery"),
             dg.AssetCheckSpec("quarantine_share", asset=key,
@@ -96,6 +98,7 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
                                   run_id=context.run.run_id, log=context.log.info, warn=context.log.warning)
             md = _report_metadata(con, report, provided)
             held = _held(con, table)
+            contract_check = gx_result(context, con, table, provided) if not report.errors else None
         if report.errors:
             # Good files stay loaded; each bad file loaded nothing. Name every file and what is wrong.
             raise dg.Failure(description="\n".join(report.errors), metadata={"files": md["files"]})
@@ -116,6 +119,7 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
         )
         yield guard_result(held)
         yield dg.MaterializeResult(metadata=md)
+        yield contract_check
 
     return _raw
 

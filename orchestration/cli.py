@@ -85,7 +85,7 @@ class _Progress(threading.Thread):
             cursor = conn.cursor
             if done:
                 return
-            self.stop.wait(0.25)
+            self.stop.wait(1.0)  # each look is a query of the run's event log
 
     def _print(self, entry) -> None:
         ev = entry.dagster_event

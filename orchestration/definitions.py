@@ -9,7 +9,6 @@ import dagster as dg
 from assets.features import feature_assets, feature_checks
 from assets.ingest import raw_assets
 from assets.models import SPECS, model_assets, model_checks
-from assets.quality import gx_checks
 from assets.serving import build_publish
 from orchestration.jobs import build_jobs, build_schedules, due_selection
 from orchestration.resources import resources_for_env
@@ -34,7 +33,7 @@ freshness_checks, freshness_sensor = build_freshness(SCORE_KEYS, settings["monit
 
 defs = dg.Definitions(
     assets=[*raw_assets, *feature_assets, *model_assets, build_publish(SCORE_KEYS)],
-    asset_checks=[*gx_checks, *feature_checks, *model_checks, *freshness_checks],
+    asset_checks=[*feature_checks, *model_checks, *freshness_checks],
     jobs=list(jobs.values()),
     schedules=build_schedules(settings, jobs),
     sensors=[build_landing_sensor(jobs["scorehouse"], settings["sensors"]["landing_interval_seconds"],

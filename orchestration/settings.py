@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import os
 import re
 import types
@@ -48,7 +49,7 @@ from ml.params import (
 )
 from quality.channels import ChannelSettings, DeliverySettings, EmailSettings, SlackSettings, WebhookSettings, with_type
 from quality.drift import Bands
-from warehouse.sources import SourceConfig, SourceConfigError, load_source
+from warehouse.sources import SourceConfig, SourceConfigError, load_source, resolve_source
 from warehouse.sqlcheck import UnsafeSql, expression
 
 
@@ -535,8 +536,34 @@ def effective(home: str | Path | None = None, source: str | Path | None = None) 
 
 
 def load_settings(home: str | Path | None = None, source: str | Path | None = None) -> dict[str, Any]:
-    """The effective settings as plain data (what YAML would give: mappings, lists, numbers, text)."""
+    """The effective settings as plain data (what YAML would give: mappings, lists, numbers, text). Read again
+    only when a file they come from changed: every asset step asks for them."""
+    return copy.deepcopy(_loaded(home and str(home), source and str(source), _stamp(home, source)))
+
+
+@functools.lru_cache(maxsize=16)
+def _loaded(home: str | None, source: str | None, stamp: tuple) -> dict[str, Any]:
     return effective(home, source).as_dict()
+
+
+def _stamp(home: str | Path | None, source: str | Path | None) -> tuple:
+    """What the settings are read from, as (path, size, mtime) of each file: a change in any reads them again."""
+    paths = [Path(home) / "scorehouse.yaml" if home else None, os.environ.get("SCOREHOUSE_CONFIG")]
+    if source:
+        try:
+            paths.append(resolve_source(source))
+        except SourceConfigError:
+            paths.append(source)  # reading it raises the error, with its message
+    out = []
+    for p in paths:
+        if p is None:
+            continue
+        try:
+            st = Path(p).stat()
+            out.append((str(p), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(p), None, None))
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------------------- error messages

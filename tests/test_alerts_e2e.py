@@ -8,7 +8,8 @@ Slack channel that is down, and email over SMTP (aiosmtpd).
                                            checks are WARN; the down channel is retried, recorded, and the run
                                            still succeeds
   the same run again                    -> no alert (deduplicated)
-  a retrain whose benchmark gate fails  -> a check-failure alert with the figures and a run-failure alert
+  a retrain whose benchmark gate fails  -> a check-failure warning with the figures; the run succeeds and the
+                                           champion stays
 Secrets (the Slack URL's token, the SMTP password) appear nowhere: not in output, logs or alert bodies.
 """
 
@@ -103,15 +104,17 @@ def test_same_drift_again_is_not_repeated(scenario):
     assert "already alerted, not repeated" in step["run"].stdout
 
 
-def test_failed_benchmark_check_and_failed_run_alert(scenario):
-    _, steps = scenario
+def test_failed_benchmark_check_alerts_and_the_champion_stays(scenario):
+    home, steps = scenario
     step = steps["gate"]
-    assert step["run"].returncode == 1
+    # a rejected challenger is a decision, not a failure: the run succeeds, the champion stays, one warning
+    assert step["run"].returncode == 0, step["run"].stdout[-3000:]
     kinds = {b["kind"]: b for b in step["hook"]}
-    assert set(kinds) == {"check_failure", "run_failure"}
+    assert set(kinds) == {"check_failure"}
     check = kinds["check_failure"]
+    assert check["severity"] == "warning" and check["job"] == "train_churn"
     assert "churn_gate" in check["title"] and "auc" in check["details"][0] and ">= 0.999" in check["details"][0]
-    assert "churn_gate" in " ".join(kinds["run_failure"]["details"]) and kinds["run_failure"]["job"] == "train_churn"
+    assert "rejected" in step["run"].stdout
 
 
 def test_secrets_never_appear(scenario):

@@ -11,7 +11,6 @@ import pytest
 
 from assets.features import feature_assets, features_in_range, features_not_null, features_unique_customers
 from assets.ingest import raw_assets
-from assets.quality import gx_checks
 from orchestration.definitions import defs
 from orchestration.resources import Settings, Source, Warehouse
 from warehouse.synthetic import generate_bank
@@ -25,7 +24,7 @@ def materialized(tmp_path_factory):
     resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source="synthetic", landing=str(landing)),
                  "settings": Settings(home=str(home), source="synthetic")}
     with dg.instance_for_test() as instance:
-        result = dg.materialize([*raw_assets, *feature_assets, *gx_checks], resources=resources, instance=instance)
+        result = dg.materialize([*raw_assets, *feature_assets], resources=resources, instance=instance)
     return result, resources, counts, landing, home
 
 

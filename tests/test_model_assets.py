@@ -142,17 +142,18 @@ def test_daily_scoring_goes_on_with_the_champion_after_a_failed_retrain(bank):
     ]
 
 
-def test_promoting_without_a_waiting_challenger_fails_clearly(bank):
+def test_the_champion_step_alone_promotes_nothing_it_did_not_approve(bank):
     from assets.models import model_assets
 
     churn_champion = next(a for a in model_assets if a.key == dg.AssetKey(["ml", "churn_champion"]))
-    landing, home = bank  # after the test above: v1 champion, v2 rejected, nothing waiting
+    landing, home = bank  # after the tests above: v1 champion, v2 rejected, nothing approved in this run
     resources = {"warehouse": Warehouse(home=str(home)), "settings": Settings(home=str(home), source="synthetic")}
     with dg.instance_for_test() as instance:
-        result = dg.materialize([churn_champion], resources=resources, instance=instance, raise_on_error=False)
-    assert not result.success
-    failure = result.get_step_failure_events()[0].event_specific_data.error
-    assert "no churn challenger waiting" in failure.message + "".join(c.message for c in failure.cause and [failure.cause] or [])
+        result = dg.materialize([churn_champion], resources=resources, instance=instance)
+    (event,) = result.get_asset_materialization_events()
+    md = event.materialization.metadata
+    assert md["version"].value == 1 and md["replaced"].value == "none"
+    assert md["outcome"].value.startswith("kept champion v1 (no challenger approved")
     assert q(home, "SELECT version, alias FROM ml.model_registry WHERE model = 'churn' ORDER BY 1") == [(1, "champion"), (2, "rejected")]
 
 

@@ -9,6 +9,8 @@ Rows held back only because their customer was not delivered yet wait, typed, in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 
 from warehouse import deliveries
@@ -36,6 +38,12 @@ class ModeChanged(RuntimeError):
 
 
 def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
+    # Every step connects; the catalog of a file this process already set up is not queried again.
+    # fetchall: an unfinished result would block the caller's next register()
+    (path,), = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    ident = (path, Path(path).stat().st_ino) if path and Path(path).exists() else None
+    if ident in _ENSURED:
+        return
     if _old_layout(con):
         # A home written before deliveries (one ledger row per file, no history): its raw and quarantine
         # tables are rebuilt from the landing files by the next ingest, which reads every file as new.
@@ -43,6 +51,11 @@ def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
     for s in SCHEMAS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
     deliveries.ensure(con)
+    if ident:
+        _ENSURED.add(ident)
+
+
+_ENSURED: set[tuple[str, int]] = set()
 
 
 def _old_layout(con) -> bool:

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -139,7 +140,15 @@ def resolve_source(name_or_path: str | Path) -> Path:
 
 
 def load_source(name_or_path: str | Path) -> SourceConfig:
+    """The source config, checked (SourceConfigError naming the file and key). Read again only when the file
+    changed: every ingest step and resource asks for it."""
     path = resolve_source(name_or_path)
+    st = path.stat()
+    return _load(path.resolve(), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _load(path: Path, size: int, mtime_ns: int) -> SourceConfig:
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -10,6 +10,7 @@ function that reaches outside the data (settings, environment, files).
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
 import duckdb
 
@@ -66,8 +67,10 @@ def _plain_select(node: dict) -> None:
         raise UnsafeSql("must be an expression")
 
 
+@lru_cache(maxsize=512)
 def expression(text: str) -> str:
-    """`text` if it is one SQL expression over the row (`src.col`, inputs, literals, functions); else UnsafeSql."""
+    """`text` if it is one SQL expression over the row (`src.col`, inputs, literals, functions); else UnsafeSql.
+    Cached: a config's fragments are checked each time it is read, the answer never changes."""
     text = str(text).strip()
     if not text:
         raise UnsafeSql("is empty")
@@ -82,7 +85,12 @@ def expression(text: str) -> str:
     return text
 
 
-def join_clause(text: str, tables: set[str]) -> str:
+def join_clause(text: str, tables: set[str] | frozenset[str]) -> str:
+    return _join_clause(text, frozenset(tables))
+
+
+@lru_cache(maxsize=512)
+def _join_clause(text: str, tables: frozenset[str]) -> str:
     """`text` if it is one or more JOIN clauses to the named `tables` (a source config's inputs) with plain
     expressions as conditions; else UnsafeSql."""
     text = str(text).strip()
