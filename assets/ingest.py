@@ -9,6 +9,7 @@ from assets.metadata import frame_md, table_metadata
 from orchestration.resources import Settings, Source, Warehouse
 from warehouse import deliveries
 from warehouse.contract import TABLES
+from warehouse.db import delivery_version
 from warehouse.ingest import TableReport, ingest_table
 
 GROUP = "ingest"
@@ -96,6 +97,7 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
                                   run_id=context.run.run_id, log=context.log.info, warn=context.log.warning)
             md = _report_metadata(con, report, provided)
             held = _held(con, table)
+            version = dg.DataVersion(delivery_version(con, table))
         if report.errors:
             # Good files stay loaded; each bad file loaded nothing. Name every file and what is wrong.
             raise dg.Failure(description="\n".join(report.errors), metadata={"files": md["files"]})
@@ -115,7 +117,7 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
             metadata={"actual": round(share, 6), "threshold": limit, "rows_quarantined": quarantined},
         )
         yield guard_result(held)
-        yield dg.MaterializeResult(metadata=md)
+        yield dg.MaterializeResult(metadata=md, data_version=version)
 
     return _raw
 
