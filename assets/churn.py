@@ -90,6 +90,5 @@ SPEC = ModelSpec(
          ScoreColumn("retention_action", "From `models.churn.actions`: the action of the first reason whose name "
                      "starts with a configured prefix, else the risk level's action; none for Low.",
                      customer_scores=True, was="recommended_action")),
-        trend=("churn_probability", "churn_risk_level"),
-        notes="`scores.churn` is replaced in one transaction: readers see the previous scores or the new ones."),
+        trend=("churn_probability", "churn_risk_level")),
 )

@@ -109,8 +109,10 @@ SPEC = ModelSpec(
          *(ScoreColumn(f"credit_reason_{i}", f"The feature costing the customer the {nth}most points, named as in "
                        "`features.customer_features`; null when no further feature costs any. Scorecard: points lost "
                        "against the feature's best *populous* bin (one holding at least `min_bin_share`, 5%, of the "
-                       "training customers). XGBoost: the largest per-customer contributions to its log-odds of "
-                       "default (`pred_contribs`, Saabas; `xgb_reasons: exact` for TreeSHAP).",
+                       "training customers; a rare category is merged into the bin of the closest WoE, so no bin is "
+                       "smaller, except the missing-value bin). XGBoost: the largest per-customer contributions to its "
+                       "log-odds of default (`pred_contribs`, Saabas; `xgb_reasons: exact` for TreeSHAP), i.e. points "
+                       "lost against the average customer.",
                        customer_scores=True, was=f"reason_{i}")
            for i, nth in ((1, ""), (2, "second "), (3, "third "))),
          ScoreColumn("target_kind", "`defaulted` (observed defaults) or `rfm_proxy` (no default outcomes in the "

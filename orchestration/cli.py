@@ -412,7 +412,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"Last run {run.run_id}: job {run.job_name}, {run.status.value}, started {started}, ended {ended} "
           f"(by {run.tags.get('scorehouse/trigger') or run.tags.get('dagster/schedule_name') or 'the UI'})")
     for k, v in sorted(run.tags.items()):
-        if k.startswith("scorehouse/") and k not in ("scorehouse/pid", "scorehouse/host", "scorehouse/trigger"):
+        if k.startswith("scorehouse/") and k not in ("scorehouse/pid", "scorehouse/host", "scorehouse/trigger",
+                                                   "scorehouse/warehouse"):  # how it ran, not what it did
             print(f"  {k}: {v}")
     if failed:
         print(f"Checks failed: {len(failed)}")

@@ -195,6 +195,9 @@ def test_every_column_of_every_table_and_view_has_a_comment(home):
     assert undocumented == []
     tables = {t for (t,) in _q(home.serving, "SELECT table_name FROM manifest")}
     assert {"bi.model_summary", "bi.drift_summary", "ml.model_runs", "monitoring.drift", "bi.score_trend"} <= tables
+    versions = {t: json.loads(v) for t, v in _q(home.serving, "SELECT table_name, model_versions FROM manifest")}
+    assert versions["ml.model_registry"] == versions["bi.model_summary"] == {"churn": 1}
+    assert versions["scores.segments"] == {"segments": 1} and versions["bi.customers"] == {}
     # a table's comment says what it is; a scored column's, what the model means by it
     assert "one row per customer" in _q(home.serving, "SELECT comment FROM duckdb_tables() WHERE table_name = 'churn'")[0][0]
     assert "Calibrated probability" in _columns(home.serving, "bi.customer_scores")["churn_probability"][1]

@@ -154,7 +154,8 @@ MANIFEST = {
 CUSTOMER_SCORES = {
     "customer_id": "Customer key (every customer scored by at least one model).",
     "agency_name": "The customer's home agency (`bi.agencies`).",
-    "snapshot_date": "The features' snapshot the scores are as of (each model's own: `scores.<model>.snapshot_date`).",
+    "snapshot_date": "The features' snapshot the scores are as of: the latest of the models' (normally all the same; "
+    "each model's own is `scores.<model>.snapshot_date`).",
 }
 MODEL_VERSION = "The {model} champion version that scored the customer (`ml.model_registry`); null: not scored by it."
 # bi.customers renames the bank's `segment`: three segment columns sit side by side in bi.customer_scores

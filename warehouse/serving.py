@@ -273,8 +273,10 @@ def _build(con: duckdb.DuckDBPyConnection, src: str, shareable: dict, run_id: st
                 mv = {m.model: held[m.table] for m in models if held.get(m.table)}
             elif name.startswith("scores.") and not name.endswith("_history"):
                 mv = {model: held[name]} if held.get(name) else {}
-            else:
-                mv = {model: versions[model]} if model in versions else (versions if kind == "view" else {})
+            elif model:  # a history: the champion now (its rows name the versions that scored them)
+                mv = {model: versions[model]} if model in versions else {}
+            else:  # the registry, runs, drift and their views: about every model's champion
+                mv = versions if kind == "view" or name.split(".")[0] in ("ml", "monitoring") else {}
             rows.append((name, kind, n, now, run_id, json.dumps(mv, sort_keys=True), outcomes.get(model)))
         con.execute(f"""CREATE TABLE main.{MANIFEST} (table_name VARCHAR, kind VARCHAR, row_count BIGINT,
                         published_at TIMESTAMP, run_id VARCHAR, model_versions JSON, outcome VARCHAR)""")
