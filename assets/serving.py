@@ -6,8 +6,6 @@ without churn outcomes has no churn model; Dagster skips an asset whose upstream
 input waits for all its sources and is skipped only when all of them were).
 """
 
-from datetime import datetime
-
 import dagster as dg
 import duckdb
 
@@ -16,7 +14,7 @@ from assets.metadata import frame_md, table_metadata
 from orchestration.resources import Settings, Warehouse
 from quality.drift import Bands
 from quality.run_report import RunReport, build_report
-from warehouse.serving import publish, read_manifest, versions
+from warehouse.serving import publish, published_at, versions
 
 KEY = dg.AssetKey(["serving", "published"])
 REPORT = dg.AssetKey(["serving", "run_report"])
@@ -74,15 +72,6 @@ def _comments(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[s
                                          "AND table_name = ?", [schema, table]).fetchall() if d}
 
 
-def published_at(warehouse: Warehouse, run_id: str) -> datetime | None:
-    """When `run_id` published the serving file now served; None when it did not (or another run has since)."""
-    path = warehouse.paths.serving
-    if not path.exists():
-        return None
-    rows = read_manifest(path)
-    return rows[0][3] if rows and rows[0][4] == run_id else None
-
-
 def report_metadata(report: RunReport) -> dict:
     md = {k: (dg.MetadataValue.float(v) if isinstance(v, float) else v) for k, v in report.metadata().items()}
     md["report"] = dg.MetadataValue.md("```\n" + "\n".join(report.lines()) + "\n```")
@@ -100,7 +89,7 @@ def build_run_report(specs: list[ModelSpec]) -> dg.AssetsDefinition:
         run_id = context.run.run_id
         bands = Bands.from_config(settings.get("monitoring", "drift"))
         with warehouse.connect() as con:
-            report = build_report(con, run_id, bands, published_at(warehouse, run_id))
+            report = build_report(con, run_id, bands, published_at(warehouse.paths.serving, run_id))
         # on the run itself, so that the Runs list shows it whoever launched the run (CLI, schedule, UI)
         context.instance.add_run_tags(run_id, report.tags())
         for line in report.lines():

@@ -163,12 +163,11 @@ def _report(home: Home, run_id: str, wait: float = 0.0):
     from quality.drift import Bands
     from quality.run_report import build_report
     from warehouse.db import connect
-    from warehouse.serving import read_manifest
+    from warehouse.serving import published_at
 
     if not home.warehouse.exists():
         return None
-    manifest = read_manifest(home.serving) if home.serving.exists() else []
-    published = manifest[0][3] if manifest and manifest[0][4] == run_id else None
+    published = published_at(home.serving, run_id)
     bands = Bands.from_config(load_settings(home.root, _source(argparse.Namespace()))["monitoring"]["drift"])
     with connect(home.warehouse, read_only=True, wait_seconds=wait,
                  on_wait=lambda m: print(m, file=sys.stderr, flush=True)) as con:

@@ -67,6 +67,12 @@ def test_first_challenger_becomes_champion_and_scores_everyone(bank):
                      if e.asset_key == dg.AssetKey(["serving", "published"])).materialization.metadata
     assert published["dagster/row_count"].value == population
     assert "churn_probability" in published["preview"].value and "customer_id" in published["preview"].value
+    # the run's report: what became of each model, as numbers the UI plots run after run
+    report = next(e for e in result.get_asset_materialization_events()
+                  if e.asset_key == dg.AssetKey(["serving", "run_report"])).materialization.metadata
+    assert report["models_promoted"].value == 5 and report["models_scored"].value == 5
+    assert report["churn_rows_scored"].value == population and report["churn_score_psi"].value < 1e-9
+    assert report["churn_champion"].value == "v1" and report["published_at"].value != "not published"
 
 
 def test_every_model_is_gated_promoted_and_scores_everyone(bank):

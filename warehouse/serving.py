@@ -401,6 +401,12 @@ def read_manifest(path: Path) -> list[tuple]:
                            f"FROM {MANIFEST} ORDER BY table_name").fetchall()
 
 
+def published_at(path: Path, run_id: str) -> datetime | None:
+    """When run `run_id` published the serving file at `path`; None when it did not (or another run has since)."""
+    rows = read_manifest(path) if path.exists() else []
+    return rows[0][3] if rows and rows[0][4] == run_id else None
+
+
 def _sql_str(v: str) -> str:
     return "'" + v.replace("'", "''") + "'"
 
