@@ -82,15 +82,7 @@ def render() -> str:
     return "\n".join(out)
 
 
-def feature_patterns() -> list[tuple[str, re.Pattern]]:
-    """Each documented feature name as a regex: {w} is a window, <x> a value, 'a / b' lists names."""
-    out = []
-    for key in FEATURE_DOCS:
-        for name in key.split(" / "):
-            rx = re.escape(name.strip()).replace(r"\{w\}", "(" + "|".join(map(str, WINDOWS)) + ")")
-            rx = re.sub(r"<[a-z]+>", "[a-z0-9_]+", rx)
-            out.append((key, re.compile(rx + "$")))
-    return out
+feature_patterns = C.feature_patterns  # one definition, also the column schema's (warehouse/columns.py)
 
 
 def render_features() -> str:
