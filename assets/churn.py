@@ -19,6 +19,7 @@ from assets.metadata import counts_md, frame_md
 from ml.registry import Entry
 from ml.split import check_classes, holdout_mask
 from orchestration.resources import Warehouse
+from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 from warehouse.features import training_frame
 
 ml_churn = lazy_module("ml.churn")  # XGBoost/scikit-learn/SciPy load on first use
@@ -72,6 +73,22 @@ SPEC = ModelSpec(
     fit=fit, save=lambda model, models, version: ml_churn.save_churn(model, models, version), score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"xgboost", "duckdb"}),
-    score_columns=("churn_probability", "risk_level"),
     importance=lambda model: model.importance,  # share of the booster's total gain
+    domain="retention",
+    table=ScoredTable(
+        "churn", "customer", "latest churn scores",
+        (ScoreColumn("customer_id", CUSTOMER_ID),
+         ScoreColumn("churn_probability", "Calibrated probability (Platt scaling on a held-out slice) that the customer "
+                     "churns in the outcome window after the snapshot.", customer_scores=True),
+         ScoreColumn("churn_risk_level", "`Low` / `Medium` / `High` from `models.churn.risk_cutoffs` (default: "
+                     "Medium from 0.3, High from 0.6).", customer_scores=True, was="risk_level"),
+         *(ScoreColumn(f"churn_reason_{i}", f"The feature that pushes this customer's churn score up the {nth} most "
+                       "(XGBoost per-feature contributions, `approx_contribs`), named as in "
+                       "`features.customer_features` ([features.md](features.md)); null when fewer push it up.",
+                       customer_scores=True, was=f"reason_{i}")
+           for i, nth in ((1, "first"), (2, "second"), (3, "third"))),
+         ScoreColumn("retention_action", "From `models.churn.actions`: the action of the first reason whose name "
+                     "starts with a configured prefix, else the risk level's action; none for Low.",
+                     customer_scores=True, was="recommended_action")),
+        trend=("churn_probability", "churn_risk_level")),
 )

@@ -21,6 +21,7 @@ from ml.registry import Entry
 from ml.split import holdout_mask
 from orchestration.resources import Warehouse
 from warehouse.clv import clv_summary
+from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 
 ml_clv = lazy_module("ml.clv")
 
@@ -119,7 +120,24 @@ SPEC = ModelSpec(
     train_deps=(CUSTOMER_FEATURES, RAW["transactions"]),
     score_deps=(dg.AssetKey(["features", "population"]), RAW["transactions"]),
     kinds=frozenset({"scipy", "duckdb"}),
-    score_columns=("clv", "p_alive"),
+    domain="marketing",
+    table=ScoredTable(
+        "clv", "customer", "customer lifetime value",
+        (ScoreColumn("customer_id", CUSTOMER_ID),
+         ScoreColumn("expected_purchases_horizon", "BG/NBD expected purchase days over the horizon "
+                     "(`horizon_months`, 12)."),
+         ScoreColumn("p_alive", "Probability the customer is still active at the snapshot (BG/NBD; null: no purchase "
+                     "before the snapshot). It says something only when customers can be seen going quiet: with money "
+                     "out as the purchase (the default `models.clv.event_filter`) everyone whose account pays a fee or "
+                     "a bill each month bought days ago, and on the demo bank it is 1 for every customer (to 1e-10; "
+                     "[model-quality.md](model-quality.md), CLV). Drift monitoring skips it while it is constant.",
+                     customer_scores=True),
+         ScoreColumn("expected_avg_value", "Gamma-Gamma expected value per purchase."),
+         ScoreColumn("clv", "Discounted value over the horizon (`annual_discount_rate` 10%, times `margin`); 0 "
+                     "without purchase history.", customer_scores=True),
+         ScoreColumn("clv_tier", "Platinum (top 10%), Gold (next 20%), Silver (next 30%), Bronze (rest), "
+                     "\"No purchases\".", customer_scores=True)),
+        trend=("clv", "p_alive")),
     # no importance: BG/NBD x Gamma-Gamma use all four summary columns jointly, none is a lesser input, so each
     # weighs a quarter of the input drift
 )

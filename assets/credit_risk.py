@@ -22,6 +22,7 @@ from ml.errors import NotEnoughData
 from ml.registry import Entry
 from ml.split import check_classes, holdout_mask
 from orchestration.resources import Warehouse
+from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 
 ml_credit = lazy_module("ml.credit_risk")  # XGBoost/scikit-learn/SciPy load on first use
 
@@ -90,6 +91,37 @@ SPEC = ModelSpec(
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"scikitlearn", "xgboost", "duckdb"}),
     comparable_on=("target_proxy",),  # a proxy-target model is not compared with one on observed defaults
-    score_columns=("pd", "grade"),
     importance=lambda model: model.importance(),  # the served model's: gain share, or the spread of its points
+    domain="credit",
+    table=ScoredTable(
+        "credit_risk", "customer", "credit risk",
+        (ScoreColumn("customer_id", CUSTOMER_ID),
+         ScoreColumn("credit_points", "Points (more = lower risk): base score 600 at odds 50:1, 20 points to double "
+                     "the odds (`models.credit_risk.params`). From the scorecard: the sum of the customer's bin points. "
+                     "From the XGBoost: the points its PD is worth on the same scale (600 + 20/ln 2 × (ln(good:bad "
+                     "odds) − ln 50)), so points and grades read the same whichever model serves. (Not the bureau's "
+                     "`credit_score` of the customer file.)", was="score"),
+         ScoreColumn("probability_of_default", "Probability of default implied by the points. Trained on the "
+                     "customers with a default outcome (e.g. loan holders); for the others it is the PD they would "
+                     "have as a borrower.", customer_scores=True, was="pd"),
+         ScoreColumn("credit_grade", "A..E by PD (`grade_cutoffs`, default A < 2%, B < 5%, C < 10%, D < 20%, E the "
+                     "rest).", customer_scores=True, was="grade"),
+         *(ScoreColumn(f"credit_reason_{i}", f"The feature costing the customer the {nth}most points, named as in "
+                       "`features.customer_features`; null when no further feature costs any. Scorecard: points lost "
+                       "against the feature's best *populous* bin (one holding at least `min_bin_share`, 5%, of the "
+                       "training customers; a rare category is merged into the bin of the closest WoE, so no bin is "
+                       "smaller, except the missing-value bin). XGBoost: the largest per-customer contributions to its "
+                       "log-odds of default (`pred_contribs`, Saabas; `xgb_reasons: exact` for TreeSHAP), i.e. points "
+                       "lost against the average customer.",
+                       customer_scores=True, was=f"reason_{i}")
+           for i, nth in ((1, ""), (2, "second "), (3, "third "))),
+         ScoreColumn("target_kind", "`defaulted` (observed defaults) or `rfm_proxy` (no default outcomes in the "
+                     "source: the least engaged RFM cluster stands in for \"bad\"; treat as an engagement risk, not "
+                     "a credit PD)."),
+         ScoreColumn("model_kind", "Which model scored the row: `scorecard` (WoE scorecard) or `xgboost` (monotone "
+                     "XGBoost). Both are fitted at each training and judged on the same holdout; "
+                     "`models.credit_risk.champion_policy` picks the one the version serves (`best`, `scorecard`, or "
+                     "`{scorecard_within: delta}`), recorded in the registry's metrics. Null in history rows scored "
+                     "before the column existed (they were scorecards).")),
+        trend=("probability_of_default", "credit_grade")),
 )

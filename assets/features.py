@@ -8,6 +8,7 @@ from orchestration.resources import Settings, Source, Warehouse
 from warehouse import failpoints
 from warehouse import features as F
 from warehouse.contract import TABLES
+from warehouse.db import content_version
 
 GROUP = "features"
 RAW = {t: dg.AssetKey(["raw", t]) for t in TABLES}
@@ -26,9 +27,10 @@ def _feature_asset(name: str, builder, deps: list[dg.AssetKey], description: str
             snap = _snapshot(con)
             n = builder(con, snap)
             md = table_metadata(con, f"features.{name}")
+            version = dg.DataVersion(content_version(con, f"features.{name}"))
         context.log.info(f"features.{name}: {n:,} customers as of {snap}")
         failpoints.reached("features")
-        return dg.MaterializeResult(metadata={**md, "snapshot_date": str(snap)})
+        return dg.MaterializeResult(metadata={**md, "snapshot_date": str(snap)}, data_version=version)
 
     return _asset
 
@@ -45,8 +47,9 @@ def population(context: dg.AssetExecutionContext, warehouse: Warehouse, source: 
         snap = F.resolve_snapshot(con, cfg.snapshot_date, cfg.holdout_days)
         n = F.build_population(con, snap)
         md = table_metadata(con, "features.population")
+        version = dg.DataVersion(content_version(con, "features.population"))
     context.log.info(f"snapshot {snap}: {n:,} customers")
-    return dg.MaterializeResult(metadata={**md, "snapshot_date": str(snap)})
+    return dg.MaterializeResult(metadata={**md, "snapshot_date": str(snap)}, data_version=version)
 
 
 POP = dg.AssetKey(["features", "population"])
@@ -75,6 +78,7 @@ def customer_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -
         snap = _snapshot(con)
         n = F.build_customer_features(con, snap)
         md = table_metadata(con, "features.customer_features")
+        version = dg.DataVersion(content_version(con, "features.customer_features"))
         dist = con.execute("""
             SELECT CASE WHEN financial_health_score IS NULL THEN 'n/a'
                         ELSE lpad((floor(financial_health_score / 20) * 20)::INT::VARCHAR, 3, ' ') || '-' END AS band,
@@ -83,7 +87,7 @@ def customer_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -
     return dg.MaterializeResult(metadata={
         **md, "snapshot_date": str(snap), "columns": len(md["dagster/column_schema"].columns),
         "financial_health_bands": frame_md(dist, ["score band", "customers"]),
-    })
+    }, data_version=version)
 
 
 CF = dg.AssetKey(["features", "customer_features"])
@@ -111,7 +115,9 @@ def features_not_null(warehouse: Warehouse, settings: Settings) -> dg.AssetCheck
             "SELECT " + ", ".join(f'count(*) - count("{c}")' for c in cols) + " FROM features.customer_features"
         ).fetchone()
     nulls = {c: n for c, n in zip(cols, counts, strict=True) if n}
-    return dg.AssetCheckResult(passed=not nulls, metadata={"actual": str(nulls or "no nulls"), "threshold": ", ".join(cols)})
+    return dg.AssetCheckResult(passed=not nulls, metadata={
+        "actual": ", ".join(f"{c}: {n:,} null" for c, n in nulls.items()) or "no nulls",
+        "threshold": "no null in " + ", ".join(cols), "rows_with_nulls": sum(nulls.values())})
 
 
 @dg.asset_check(asset=CF, description="values inside the bounds in features.ranges", pool="warehouse")
@@ -128,9 +134,16 @@ def features_in_range(warehouse: Warehouse, settings: Settings) -> dg.AssetCheck
             "SELECT " + ", ".join(f"count(*) FILTER (WHERE {w})" for w in conds.values())
             + " FROM features.customer_features").fetchone(), strict=True)) if conds else {}
     bad = {c: n for c, n in outside.items() if n}
+
+    def bounds(lo, hi) -> str:
+        return " and ".join(x for x in (f">= {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else "")
+                            if x)
+
     return dg.AssetCheckResult(
         passed=not bad,
-        metadata={"actual": str(bad or "all in range"), "threshold": str({c: ranges[c] for c in conds})},
+        metadata={"actual": ", ".join(f"{c}: {n:,} outside" for c, n in bad.items()) or "all in range",
+                  "threshold": "; ".join(f"{c} {bounds(*ranges[c])}" for c in conds),
+                  "values_outside": sum(bad.values())},
     )
 
 

@@ -10,6 +10,7 @@ from assets.quality import gx_result, gx_spec
 from orchestration.resources import Settings, Source, Warehouse
 from warehouse import deliveries
 from warehouse.contract import TABLES
+from warehouse.db import delivery_version
 from warehouse.ingest import TableReport, ingest_table
 
 GROUP = "ingest"
@@ -99,6 +100,7 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
             md = _report_metadata(con, report, provided)
             held = _held(con, table)
             contract_check = gx_result(context, con, table, provided) if not report.errors else None
+            version = dg.DataVersion(delivery_version(con, table))
         if report.errors:
             # Good files stay loaded; each bad file loaded nothing. Name every file and what is wrong.
             raise dg.Failure(description="\n".join(report.errors), metadata={"files": md["files"]})
@@ -118,7 +120,7 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
             metadata={"actual": round(share, 6), "threshold": limit, "rows_quarantined": quarantined},
         )
         yield guard_result(held)
-        yield dg.MaterializeResult(metadata=md)
+        yield dg.MaterializeResult(metadata=md, data_version=version)
         yield contract_check
 
     return _raw

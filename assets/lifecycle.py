@@ -35,6 +35,7 @@ from ml.errors import MissingInputs, NotEnoughData
 from orchestration.resources import Settings, Warehouse
 from quality import drift
 from warehouse import failpoints
+from warehouse.columns import ScoredTable
 from warehouse.features import GROUP_AGGREGATES
 from warehouse.monitoring import run_drift, write_drift
 from warehouse.scores import write_scores
@@ -72,6 +73,8 @@ class ModelSpec:
     name: str
     train_doc: str
     score_doc: str
+    # scores.<name> column by column: names, meanings, which join bi.customer_scores, the watched outputs
+    table: ScoredTable
     # (context, warehouse, models.<name> settings) -> Trained, or None when the data cannot train this model
     fit: Callable[[dg.AssetExecutionContext, Warehouse, dict], Trained | None]
     save: Callable[[object, Path, int], Path]  # (model, models dir, version) -> artifact folder
@@ -83,10 +86,15 @@ class ModelSpec:
     # metrics that must be equal for a challenger and the champion to be compared at all (e.g. a credit model on
     # the RFM proxy target vs one on observed defaults; segments on different features)
     comparable_on: tuple[str, ...] = ()
-    score_columns: tuple[str, ...] = ()  # the outputs whose distribution is watched for drift (first: the score)
     # (trained model) -> how much the model relies on each input (any scale): the weight of the input's drift.
     # None: every input weighs the same.
     importance: Callable[[object], dict[str, float]] | None = None
+    domain: str = "customers"  # the business domain, a tag on its assets
+
+    @property
+    def score_columns(self) -> tuple[str, ...]:
+        """The outputs whose distribution is watched for drift (first: the score), as scores.<name> names them."""
+        return self.table.trend
 
 
 def read_features(warehouse: Warehouse, columns: list[str] | None = None) -> pd.DataFrame:
@@ -122,6 +130,28 @@ def frame_hash(frame: pd.DataFrame) -> str:
     return str(pd.util.hash_pandas_object(frame, index=False).sum()) if len(frame) else "empty"
 
 
+def _num(v) -> str:
+    return f"{v:.4g}" if isinstance(v, int | float) else "not measured"
+
+
+def _gate_actual(metrics: dict, thresholds: dict[str, tuple[str, float]], higher: dict[str, bool]) -> str:
+    """The challenger against each threshold in words, e.g. `auc 0.8612 >= 0.8; brier 0.2412 not <= 0.2`."""
+    parts = []
+    for k, (op, bound) in thresholds.items():
+        v = metrics.get(k)
+        ok = isinstance(v, int | float) and (v >= bound if op == ">=" else v <= bound)
+        parts.append(f"{k} {_num(v)} {op if ok else 'not ' + op} {bound:g}")
+    parts += [f"{k} {_num(metrics.get(k))}" for k in higher if k not in thresholds]
+    return "; ".join(parts) or "no metric gated"
+
+
+def _gate_threshold(thresholds: dict[str, tuple[str, float]], higher: dict[str, bool], tolerance: float) -> str:
+    parts = [f"{k} {op} {bound:g}" for k, (op, bound) in thresholds.items()]
+    if higher:
+        parts.append(f"not worse than the champion on {', '.join(higher)} (tolerance {tolerance:g})")
+    return "; ".join(parts) or "none"
+
+
 def _thresholds(gate: dict) -> dict[str, tuple[str, float]]:
     return {**{k: (">=", v) for k, v in (gate.get("min") or {}).items()},
             **{k: ("<=", v) for k, v in (gate.get("max") or {}).items()}}
@@ -133,11 +163,31 @@ def _scalars(metrics: dict) -> dict:
     return {k: rounded(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
 
+def score_as_published(spec: ModelSpec, context, warehouse: Warehouse, cfg: dict, entry: registry.Entry) -> Scored:
+    """spec.score with the frame under the names of scores.<name> (ml/ keeps its own; ModelSpec.table maps them) and
+    every float as DOUBLE: float32 from a model would make one probability FLOAT beside its DOUBLE siblings."""
+    scored = spec.score(context, warehouse, cfg, entry)
+    frame = scored.frame.rename(columns=spec.table.renames())
+    floats = frame.select_dtypes("float32").columns
+    scored.frame = frame.astype(dict.fromkeys(floats, "float64")) if len(floats) else frame
+    return scored
+
+
+def load_reference(spec: ModelSpec, path: Path) -> dict | None:
+    """A version's reference profile; score columns saved under a model's own (older) names take the table's."""
+    if not path.exists():
+        return None
+    reference = json.loads(path.read_text())
+    renames = spec.table.renames()
+    reference["scores"] = {renames.get(k, k): v for k, v in reference.get("scores", {}).items()}
+    return reference
+
+
 def _reference(context, spec: ModelSpec, warehouse: Warehouse, cfg: dict, entry: registry.Entry,
                bands: drift.Bands, importance: dict[str, float] | None) -> dict:
     """The population the new version was trained on, as its scoring sees it: input features and scores, and
     how much the model relies on each input (absent: equal weights)."""
-    scored = spec.score(context, warehouse, cfg, entry)
+    scored = score_as_published(spec, context, warehouse, cfg, entry)
     inputs = scored.inputs if scored.inputs is not None else pd.DataFrame()
     features = [f for f in entry.features or [] if f in inputs.columns]
     return {"model": spec.name, "version": entry.version, "snapshot_date": str(scored.snapshot_date),
@@ -222,14 +272,18 @@ def drift_result(rows: pd.DataFrame, bands: drift.Bands) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=v.band == "stable",
         severity=dg.AssetCheckSeverity.ERROR if v.band == "alert" else dg.AssetCheckSeverity.WARN,
+        # numbers only where a plot over runs says something (PSI, how many drifted, rows scored); ids as text
         metadata={"actual": f"score PSI {v.score_psi:.3f} ({v.score_column or 'no score measured'}), "
                             f"importance-weighted input PSI {v.input_psi:.3f}",
                   "threshold": threshold, "band": v.band, "score_band": v.score_band, "input_band": v.input_band,
-                  "input_psi": round(v.input_psi, 4), "model_version": int(rows["model_version"].iloc[0]),
-                  "columns_measured": len(counted), "columns_drifted": int((counted["band"] != "stable").sum()),
-                  "inputs_drifted": len(drifted), "inputs_measured": len(inputs),
-                  "reference_rows": _rows_count(rows, "reference_rows"),
+                  "score_psi": round(v.score_psi, 4), "input_psi": round(v.input_psi, 4),
+                  "model_version": f"v{int(rows['model_version'].iloc[0])}",
+                  "columns_drifted": int((counted["band"] != "stable").sum()), "inputs_drifted": len(drifted),
                   "current_rows": _rows_count(rows, "current_rows"),
+                  "counts": dg.MetadataValue.json({
+                      "reference_rows": _rows_count(rows, "reference_rows"),
+                      "current_rows": _rows_count(rows, "current_rows"), "columns_measured": len(counted),
+                      "inputs_measured": len(inputs), "columns_skipped": len(skipped)}),
                   "drifted": dg.MetadataValue.json(listed),
                   "skipped": dg.MetadataValue.json([{"column": r.feature, "kind": r.kind, "why": getattr(r, "note", None)}
                                                     for r in skipped.itertuples()]),
@@ -306,7 +360,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
                               artifact_path=folder, run_id=run_id)
             registry.record_run(con, run_id, name, challenger_version=version)
         failpoints.reached("registered")
-        yield dg.MaterializeResult(metadata={"version": version, "trained": True, **_scalars(trained.metrics),
+        yield dg.MaterializeResult(metadata={"version": f"v{version}", "trained": True, **_scalars(trained.metrics),
                                              "artifact": str(folder), **trained.metadata})
 
     # Blocking, so that the champion waits for the verdict; a rejection is a WARN (the champion stays in service
@@ -320,7 +374,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         thresholds = _thresholds(cfg)
         higher = {k: v == "higher" for k, v in (cfg.get("not_worse_than_champion") or {}).items()}
         run_id = context.run.run_id
-        threshold_md = str({k: f"{op} {v}" for k, (op, v) in thresholds.items()})
+        threshold_md = _gate_threshold(thresholds, higher, cfg["tolerance"])
         with warehouse.connect() as con:
             new = registry.get(con, name, "challenger", run_id=run_id)
             champion = registry.get(con, name, "champion")
@@ -345,12 +399,14 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
                                     champion_version=champion.version if champion else None)
         if passed:
             failpoints.reached("approved")
-        shown = {k: rounded(new.metrics[k]) for k in sorted({*thresholds, *higher}) if k in new.metrics}
+        gated = {k: rounded(float(new.metrics[k])) for k in sorted({*thresholds, *higher})
+                 if isinstance(new.metrics.get(k), int | float)}
         return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata={
-            "actual": str(shown), "threshold": threshold_md,
-            "challenger_version": new.version,
-            "champion": (f"v{champion.version} {({k: rounded(rival_metrics.get(k)) for k in higher})} "
-                         + ("on this holdout" if same else "from its own training")
+            "actual": _gate_actual(new.metrics, thresholds, higher), "threshold": threshold_md,
+            **gated,  # the gated metrics as numbers: plotted run after run
+            "challenger_version": f"v{new.version}",
+            "champion": (f"v{champion.version} " + ", ".join(f"{k} {_num(rival_metrics.get(k))}" for k in higher)
+                         + (" on this holdout" if same else " from its own training")
                          if rival else f"v{champion.version}, not comparable (differs in {', '.join(spec.comparable_on)})")
                         if champion else "none yet",
             "failed": "; ".join(why) or "none",
@@ -378,7 +434,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
                 row = registry.record_run(con, run_id, name, **fields)
         current = approved or previous
         return dg.MaterializeResult(metadata={
-            "outcome": row["outcome"], "version": current.version if current else 0,
+            "outcome": row["outcome"], "version": f"v{current.version}" if current else "none",
             **(_scalars(current.metrics) if current else {}),
             "replaced": f"v{previous.version}" if approved and previous else "none"})
 
@@ -393,28 +449,28 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             context.log.info(f"{name}: {row['outcome']} (train one: job train_{name}); scores.{name} not written")
             return
         try:
-            scored = spec.score(context, warehouse, settings.get("models", name), entry)
+            scored = score_as_published(spec, context, warehouse, settings.get("models", name), entry)
         except MissingInputs as e:  # this model cannot score today; the others still do
             _record(warehouse, run_id, name, scoring="failed", scoring_note=str(e), champion_version=entry.version)
             raise dg.Failure(description=f"{name} v{entry.version} not scored: {e}") from e
         ref_path = Path(entry.artifact_path) / REFERENCE
         bands = drift.Bands.from_config(settings.get("monitoring", "drift"))
-        reference = json.loads(ref_path.read_text()) if ref_path.exists() else None
+        reference = load_reference(spec, ref_path)
         rows = measure_drift(reference, scored, bands) if reference else None
         with warehouse.connect() as con:
             n = write_scores(con, name, scored.frame, version=entry.version, snapshot_date=scored.snapshot_date,
-                             run_id=context.run.run_id, order_by=scored.order_by)
+                             run_id=context.run.run_id, order_by=scored.order_by, renamed=spec.table.renames())
             failpoints.reached("scoring")
             if rows is not None:
                 write_drift(con, rows, run_id=context.run.run_id, model=name, version=entry.version,
                             snapshot_date=scored.snapshot_date)
-            md = table_metadata(con, f"scores.{name}")
+            md = table_metadata(con, f"scores.{name}", docs=spec.table.docs())
         if rows is None:
             context.log.warning(f"{name} v{entry.version} has no reference profile ({ref_path.name}; trained before "
                                 "drift monitoring): drift not measured until it is retrained")
         drift_md = _drift_metadata(reference, scored, rows, spec.score_columns, bands) if rows is not None else {}
         row = _record(warehouse, run_id, name, scoring="scored", rows_scored=n, champion_version=entry.version)
-        yield dg.MaterializeResult(metadata={**md, "outcome": row["outcome"], "model_version": entry.version,
+        yield dg.MaterializeResult(metadata={**md, "outcome": row["outcome"], "model_version": f"v{entry.version}",
                                              "rows_scored": n, **scored.metadata, **drift_md})
 
     @dg.asset_check(asset=["scores", name], name=f"{name}_drift", pool="warehouse",

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import dagster as dg
 import duckdb
 
+from warehouse.columns import describe
+
 
 def table_metadata(con: duckdb.DuckDBPyConnection, table: str, preview_rows: int = 5,
-                   hide: tuple[str, ...] = (), show: list[str] | None = None) -> dict[str, dg.MetadataValue]:
-    """Row count, column schema and a preview of the first rows (only the columns in `show`, when given)."""
+                   hide: tuple[str, ...] = (), show: list[str] | None = None,
+                   docs: Mapping[str, str] | None = None) -> dict[str, dg.MetadataValue]:
+    """Row count, column schema with what each column means (`docs`, else warehouse/columns.py) and a preview of
+    the first rows (only the columns in `show`, when given)."""
     schema, name = table.split(".")
     cols = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
@@ -22,11 +28,31 @@ def table_metadata(con: duckdb.DuckDBPyConnection, table: str, preview_rows: int
     md = {
         "dagster/row_count": dg.MetadataValue.int(n),
         "dagster/table_name": dg.MetadataValue.text(f"warehouse.{table}"),
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c, t) for c, t in cols]),
+        "dagster/column_schema": dg.TableSchema(columns=[
+            dg.TableColumn(c, t, description=(docs or {}).get(c) or describe(table, c)) for c, t in cols]),
     }
     if preview is not None and len(preview):
         md["preview"] = dg.MetadataValue.md(preview.to_markdown(index=False, floatfmt=".4g"))
     return md
+
+
+# Who answers for an asset, by group: data engineering runs the data in and out, data science the models.
+OWNERS = {"ingest": "team:data-engineering", "features": "team:data-engineering", "training": "team:data-science",
+          "scoring": "team:data-science", "serving": "team:data-engineering"}
+# Tables that hold more about a person than a customer key: birth dates and gender (customers), names (managers;
+# a bank's extra columns, kept in raw though never published), free text of transactions, age and city (features).
+PII = {dg.AssetKey(["raw", "customers"]), dg.AssetKey(["raw", "managers"]), dg.AssetKey(["raw", "transactions"]),
+       dg.AssetKey(["features", "customer_features"])}
+GROUP_DOMAINS = {"ingest": "customer-data", "features": "customer-data", "serving": "bi"}
+
+
+def catalogued(spec: dg.AssetSpec, domains: Mapping[dg.AssetKey, str]) -> dg.AssetSpec:
+    """An asset with its owner (by group) and tags: `domain` (a model's own, else its group's) and `pii`."""
+    tags = {**spec.tags, "domain": domains.get(spec.key) or GROUP_DOMAINS.get(spec.group_name or "", "customer-data")}
+    if spec.key in PII:
+        tags["pii"] = "true"
+    owner = OWNERS.get(spec.group_name or "")
+    return spec.replace_attributes(owners=[owner] if owner else [], tags=tags)
 
 
 def frame_md(rows: list[tuple], headers: list[str]) -> dg.MetadataValue:

@@ -9,3 +9,9 @@ for _spec in SPECS:
     _assets, _checks = lifecycle.model_assets(_spec)
     model_assets += _assets
     model_checks += _checks
+
+
+if __name__ == "__main__":  # docs/scores.md from the ScoredTables above
+    from warehouse.contract_doc import render_scores
+
+    print(render_scores([s.table for s in SPECS]), end="")

@@ -12,6 +12,7 @@ from assets.metadata import counts_md, frame_md, rounded
 from ml.errors import NotEnoughData
 from ml.registry import Entry
 from orchestration.resources import Warehouse
+from warehouse.columns import CUSTOMER_ID, Derived, ScoreColumn, ScoredTable
 from warehouse.recommend import load_inputs
 
 ml_recommend = lazy_module("ml.recommend")  # XGBoost/scikit-learn/SciPy load on first use
@@ -80,6 +81,23 @@ SPEC = ModelSpec(
     train_deps=(CUSTOMER_FEATURES, LABELS, RAW["accounts"]),
     score_deps=(CUSTOMER_FEATURES, RAW["accounts"]),
     kinds=frozenset({"xgboost", "duckdb"}),
-    score_columns=("score", "product_id"),
     importance=lambda model: model.importance(),  # share of the propensity models' total gain
+    domain="sales",
+    table=ScoredTable(
+        "recommendations", "customer and rank", "next-best products",
+        (ScoreColumn("customer_id", CUSTOMER_ID),
+         ScoreColumn("rank", "Rank 1 is the best next product; up to `models.recommendations.params.top_n` (5) "
+                     "products the customer does not hold."),
+         ScoreColumn("product_id", "The product (`bi.products`), or the label name for label products such as "
+                     "`term_deposit`."),
+         ScoreColumn("product_name", "Its display name, from `raw.products`."),
+         ScoreColumn("propensity", "Probability that the customer takes the product up within the window (90 days).",
+                     was="score"),
+         ScoreColumn("source", "`model` (propensity model) or `popularity` (the product has too few acquisitions to "
+                     "model, or the customer has no history).")),
+        derived=(Derived("top_products", "The customer's best 3 recommended products, in rank order "
+                         "(`scores.recommendations`).",
+                         "string_agg(coalesce(product_name, product_id), ', ' ORDER BY rank) FILTER (WHERE rank <= 3)",
+                         ("rank", "product_id", "product_name")),),
+        trend=("propensity", "product_id")),
 )

@@ -11,6 +11,7 @@ from assets.metadata import counts_md, frame_md
 from ml.errors import NotEnoughData
 from ml.registry import Entry
 from orchestration.resources import Warehouse
+from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 
 ml_segments = lazy_module("ml.segments")  # XGBoost/scikit-learn/SciPy load on first use
 
@@ -42,9 +43,9 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
     model = ml_segments.load_segments(champion.artifact_path)
     features = read_features(warehouse, [*model.features, *RFM_COLUMNS])
-    scored = model.score(features)
+    scored = model.score(features, rfm_active_days=cfg["rfm_active_days"])
     n = max(len(scored), 1)
-    seg = scored["segment_name"].value_counts()
+    seg = scored["segment_name"].value_counts()  # ml/'s names: scores.segments calls it behaviour_segment
     rfm = scored["rfm_segment"].value_counts()
     return Scored(scored, features["snapshot_date"].max(), {
         "segments": counts_md(seg, n, "segment"),
@@ -61,6 +62,24 @@ SPEC = ModelSpec(
     fit=fit, save=lambda model, models, version: ml_segments.save_segments(model, models, version), score=score,
     kinds=frozenset({"scikitlearn", "duckdb"}),
     comparable_on=("features",),
-    score_columns=("segment_name", "rfm_segment"),  # silhouettes on different feature spaces are not comparable
     importance=lambda model: model.importance(),  # how far apart the segment centres lie along each feature
+    domain="marketing",
+    table=ScoredTable(
+        "segments", "customer", "K-Means and RFM segments",
+        (ScoreColumn("customer_id", CUSTOMER_ID),
+         ScoreColumn("behaviour_segment_id", "The customer's K-Means cluster, numbered by size (0 = largest). k is "
+                     "chosen in 4..6 by silhouette.", was="segment_id"),
+         ScoreColumn("behaviour_segment", "The K-Means cluster's human name, from its profile of behaviour, e.g. "
+                     "\"affluent multi-product spenders\", \"new customers\" (rules in `ml/segments.py`); the training "
+                     "asset's metadata lists each cluster with its profile. Not the bank's own segment "
+                     "(`bank_segment`).", customer_scores=True, was="segment_name"),
+         ScoreColumn("rfm_segment", "The classic R x F grid on `rfm_r` / `rfm_f`: Champions, Loyal customers, "
+                     "Potential loyalists, New customers, Promising, Need attention, About to sleep, At risk, Can't lose "
+                     "them, Hibernating, Lost; \"No activity\" without transactions. A customer whose last transaction "
+                     "is at most `models.segments.rfm_active_days` (7) before the snapshot counts as recent (R at least "
+                     "4) whatever the quintiles say: when most customers were seen in the last days, a tie, the "
+                     "quintiles alone would call some of them Hibernating.", customer_scores=True),
+         ScoreColumn("centroid_distance", "Distance to the cluster centre in scaled units (large: an atypical "
+                     "member).")),
+        trend=("behaviour_segment", "rfm_segment")),  # silhouettes on different feature spaces are not comparable
 )

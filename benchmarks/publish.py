@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from assets.models import SPECS
 from orchestration.settings import load_settings
 from warehouse.db import Home, connect
 from warehouse.serving import publish
@@ -36,20 +37,20 @@ def build(home: Home, n: int) -> None:
         con.execute("CREATE TABLE raw.agencies AS SELECT 'AG' || i AS agency_id, 'Agency ' || i AS agency_name, "
                     "'North' AS region, 'City' AS city FROM range(40) t(i)")
         con.execute(f"CREATE TABLE scores.churn AS SELECT customer_id, random() AS churn_probability, "
-                    f"CASE WHEN i % 10 = 0 THEN 'High' WHEN i % 3 = 0 THEN 'Medium' ELSE 'Low' END AS risk_level, "
-                    f"'recency_days' AS reason_1, 'balance_trend' AS reason_2, NULL::VARCHAR AS reason_3, "
-                    f"NULL::VARCHAR AS recommended_action, {meta.format(m='churn')} FROM ({ids})")
-        con.execute(f"CREATE TABLE scores.segments AS SELECT customer_id, i % 5 AS segment_id, 'segment ' || (i % 5) "
-                    f"AS segment_name, 'Loyal customers' AS rfm_segment, random() AS centroid_distance, "
+                    f"CASE WHEN i % 10 = 0 THEN 'High' WHEN i % 3 = 0 THEN 'Medium' ELSE 'Low' END AS churn_risk_level, "
+                    f"'recency_days' AS churn_reason_1, 'balance_trend' AS churn_reason_2, NULL::VARCHAR AS churn_reason_3, "
+                    f"NULL::VARCHAR AS retention_action, {meta.format(m='churn')} FROM ({ids})")
+        con.execute(f"CREATE TABLE scores.segments AS SELECT customer_id, i % 5 AS behaviour_segment_id, 'segment ' || (i % 5) "
+                    f"AS behaviour_segment, 'Loyal customers' AS rfm_segment, random() AS centroid_distance, "
                     f"{meta.format(m='segments')} FROM ({ids})")
-        con.execute(f"CREATE TABLE scores.credit_risk AS SELECT customer_id, 600 + i % 100 AS score, random() / 5 AS pd, "
-                    f"chr(65 + (i % 5)::INT) AS grade, 'income' AS reason_1, NULL::VARCHAR AS reason_2, "
-                    f"NULL::VARCHAR AS reason_3, 'defaulted' AS target_kind, {meta.format(m='credit_risk')} FROM ({ids})")
+        con.execute(f"CREATE TABLE scores.credit_risk AS SELECT customer_id, 600 + i % 100 AS credit_points, random() / 5 AS probability_of_default, "
+                    f"chr(65 + (i % 5)::INT) AS credit_grade, 'income' AS credit_reason_1, NULL::VARCHAR AS credit_reason_2, "
+                    f"NULL::VARCHAR AS credit_reason_3, 'defaulted' AS target_kind, {meta.format(m='credit_risk')} FROM ({ids})")
         con.execute(f"CREATE TABLE scores.clv AS SELECT customer_id, random() * 10 AS expected_purchases_horizon, "
                     f"random() AS p_alive, random() * 100 AS expected_avg_value, random() * 5000 AS clv, 'Gold' AS clv_tier, "
                     f"{meta.format(m='clv')} FROM ({ids})")
         con.execute(f"CREATE TABLE scores.recommendations AS SELECT customer_id, r AS rank, 'P' || r AS product_id, "
-                    f"'Product ' || r AS product_name, random() AS score, 'model' AS source, "
+                    f"'Product ' || r AS product_name, random() AS propensity, 'model' AS source, "
                     f"{meta.format(m='recommendations')} FROM ({ids}), range(1, 6) t(r)")
 
 
@@ -63,7 +64,8 @@ def main() -> None:
     cfg = load_settings()["serving"]
     t0 = time.monotonic()
     with connect(home.warehouse) as con:
-        out = publish(con, home, run_id="benchmark", shareable=cfg["shareable"], keep_previous=cfg["keep_previous"])
+        out = publish(con, home, run_id="benchmark", shareable=cfg["shareable"], keep_previous=cfg["keep_previous"],
+                      models=[s.table for s in SPECS])
     secs = time.monotonic() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     size = out.version.stat().st_size / 1024**2

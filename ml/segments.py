@@ -50,7 +50,9 @@ one (churn_modelling: 16.7 s against 3.9 s, same result); `threads: null` uses e
 Scoring is plain numpy (nearest centre by one matrix product per chunk): ~0.4-0.5 M customers/s on 2 cores.
 
 RFM segments (`rfm_segments`): the classic R x F grid on the 1-5 scores rfm_r and rfm_f, plus "Lost" and
-"No activity"; see RFM_GRID.
+"No activity"; see RFM_GRID. The quintiles are relative: when most customers were seen in the last days (a tie),
+some recent customers land in the low R quintiles. The grid's names are about behaviour, so a customer active
+within `active_days` of the snapshot has R at least 4 (RECENT_R), never an inactive segment.
 """
 
 from __future__ import annotations
@@ -287,9 +289,13 @@ RFM_SEGMENTS = ("Champions", "Loyal customers", "Potential loyalists", "New cust
                 NO_ACTIVITY)
 
 
-def rfm_segments(frame: pd.DataFrame) -> np.ndarray:
+RECENT_R = 4  # the R row of a customer active within `active_days`: Promising .. Loyal customers, never asleep
+
+
+def rfm_segments(frame: pd.DataFrame, active_days: int | None = None) -> np.ndarray:
     """The RFM segment of every row, vectorised. No activity: recency_days missing (no transaction ever;
-    when the column is absent, frequency 0), or missing R/F scores."""
+    when the column is absent, frequency 0), or missing R/F scores. With `active_days`, a row whose
+    recency_days is at most that has R at least RECENT_R, whatever its quintile."""
     n = len(frame)
     if "rfm_r" not in frame or "rfm_f" not in frame:
         return np.full(n, NO_ACTIVITY, dtype=object)
@@ -300,6 +306,9 @@ def rfm_segments(frame: pd.DataFrame) -> np.ndarray:
         none |= frame["recency_days"].isna().to_numpy()
     elif "frequency" in frame:
         none |= _numbers(frame, ["frequency"])[:, 0] == 0
+    if active_days is not None and "recency_days" in frame:
+        recent = _numbers(frame, ["recency_days"])[:, 0] <= active_days  # NaN (never active) compares False
+        r = np.where(recent, np.fmax(r, RECENT_R), r)
     ri = np.clip(np.nan_to_num(r, nan=1), 1, 5).astype(np.int64) - 1
     fi = np.clip(np.nan_to_num(f, nan=1), 1, 5).astype(np.int64) - 1
     out = RFM_GRID.ravel()[ri * 5 + fi]
@@ -477,13 +486,13 @@ class SegmentModel:
         """segment_id and distance to its centroid (scaled units) per row."""
         return assign(self.transform.apply(frame), self.centers)
 
-    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def score(self, frame: pd.DataFrame, rfm_active_days: int | None = None) -> pd.DataFrame:
         labels, dist = self.predict(frame)
         return pd.DataFrame({
             "customer_id": frame["customer_id"].to_numpy(),
             "segment_id": labels,
             "segment_name": np.asarray(self.names, dtype=object)[labels],
-            "rfm_segment": rfm_segments(frame),
+            "rfm_segment": rfm_segments(frame, rfm_active_days),
             "centroid_distance": dist.astype(np.float32),
         })
 

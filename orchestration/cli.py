@@ -136,13 +136,12 @@ def _summary(home: Home, result, run_id: str) -> None:
             if schema == "quarantine" and n == 0:
                 continue
             print(f"  {schema + '.' + name:<34}{n:>12,}")
-    from orchestration.alerting import model_outcomes
-
-    outcomes = model_outcomes(home.root, run_id)
-    if outcomes:
+    report = _report(home, run_id)
+    if report is not None and report.models:
         print("\nModels:")
-        for m in outcomes:
-            print(f"  {m['model']:<16}{m['outcome']}")
+        for line in report.lines():
+            print(f"  {line}")
+        _tag(run_id, report)
     checks = result.get_asset_check_evaluations()
     failed = [c for c in checks if not c.passed]
     print(f"\nChecks: {len(checks) - len(failed)} passed, {len(failed)} failed")
@@ -154,8 +153,34 @@ def _summary(home: Home, result, run_id: str) -> None:
     print(f"\nRun {run_id}: {'SUCCESS' if result.success else 'FAILURE'}")
     print(f"Home: {home.root}  (warehouse.duckdb, dagster/ run history)")
     if home.serving.exists():
-        print(f"BI:   {home.serving} (open read-only: duckdb -readonly {home.serving}; docs/bi.md)")
+        print(f"BI:   {home.serving} (query it: scorehouse sql --home {home.root}; docs/bi.md)")
     print(f"UI:   make ui  (or scorehouse ui --home {home.root}), then http://{UI_HOST}:3000/runs/{run_id}")
+
+
+def _report(home: Home, run_id: str, wait: float = 0.0):
+    """The run's report (quality/run_report.py) from the warehouse; None when there is none to read."""
+    from orchestration.settings import load_settings
+    from quality.drift import Bands
+    from quality.run_report import build_report
+    from warehouse.db import connect
+    from warehouse.serving import published_at
+
+    if not home.warehouse.exists():
+        return None
+    published = published_at(home.serving, run_id)
+    bands = Bands.from_config(load_settings(home.root, _source(argparse.Namespace()))["monitoring"]["drift"])
+    with connect(home.warehouse, read_only=True, wait_seconds=wait,
+                 on_wait=lambda m: print(m, file=sys.stderr, flush=True)) as con:
+        return build_report(con, run_id, bands, published)
+
+
+def _tag(run_id: str, report) -> None:
+    """The report's tags on the run, also when its report asset did not run (a run that failed before it)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        if instance.has_run(run_id):
+            instance.add_run_tags(run_id, report.tags())
 
 
 def _writable(root: Path) -> None:
@@ -361,6 +386,97 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- status
+def cmd_status(args: argparse.Namespace) -> int:
+    """The last run of the home: how it ended, its tags, failed checks and the report of every model."""
+    home = Home.resolve(args.home)
+    if not home.dagster_home.is_dir():
+        print(f"no run recorded in {home.dagster_home} yet: scorehouse run --home {home.root}")
+        return 0
+    _set_env(home)
+    import dagster as dg
+
+    from orchestration.alerting import run_checks
+
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(limit=1)
+        if not runs:
+            print(f"no run recorded in {home.dagster_home} yet: scorehouse run --home {home.root}")
+            return 0
+        run = runs[0]
+        stats = instance.get_run_stats(run.run_id)
+        failed = [c for c in run_checks(instance, run.run_id) if not c["passed"]]
+    started, ended = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+                      for t in (stats.start_time, stats.end_time))
+    print(f"Last run {run.run_id}: job {run.job_name}, {run.status.value}, started {started}, ended {ended} "
+          f"(by {run.tags.get('scorehouse/trigger') or run.tags.get('dagster/schedule_name') or 'the UI'})")
+    for k, v in sorted(run.tags.items()):
+        if k.startswith("scorehouse/") and k not in ("scorehouse/pid", "scorehouse/host", "scorehouse/trigger",
+                                                   "scorehouse/warehouse"):  # how it ran, not what it did
+            print(f"  {k}: {v}")
+    if failed:
+        print(f"Checks failed: {len(failed)}")
+        for c in failed:
+            why = c["metadata"].get("failed") or c["metadata"].get("actual") or ""
+            print(f"  ✗ {c['asset']} {c['check']} ({c['severity']}): {why}")
+    report = _report(home, run.run_id, args.wait)
+    if report is None or not report.models:
+        print("No model trained or scored in this run.")
+    else:
+        print("Models:")
+        for line in report.lines():
+            print(f"  {line}")
+    if not run.is_finished:
+        print("(the run is still going: the report so far)")
+    return 0 if run.status != dg.DagsterRunStatus.FAILURE else 1
+
+
+# ---------------------------------------------------------------- sql
+def cmd_sql(args: argparse.Namespace) -> int:
+    """Query the serving file read-only, as BI does: one query, or a prompt (one statement per line)."""
+    import shutil
+
+    import duckdb
+
+    home = Home.resolve(args.home)
+    if not home.serving.exists():
+        print(f"error: no serving file at {home.serving} yet: scorehouse run --home {home.root} publishes it",
+              file=sys.stderr)
+        return 1
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 10_000
+
+    def run(sql: str) -> bool:
+        # a new connection per query, as the docs advise BI: each sees the latest publish, whole
+        try:
+            with duckdb.connect(str(home.serving), read_only=True) as con:
+                rel = con.sql(sql)
+                if rel is None:
+                    print("ok")
+                else:
+                    rel.show(max_rows=args.max_rows, max_width=width)
+            return True
+        except duckdb.Error as e:
+            print(f"error: {e}", file=sys.stderr)
+            return False
+
+    if args.query:
+        return 0 if run(args.query) else 1
+    print(f"{home.serving} (read-only). One statement per line; .tables lists what is published; .quit or Ctrl-D "
+          "ends.", flush=True)
+    while True:
+        try:
+            line = input("sql> " if sys.stdin.isatty() else "").strip()
+        except EOFError:
+            print()
+            return 0
+        if line in (".quit", ".exit", "\\q"):
+            return 0
+        if line == ".tables":
+            line = "SELECT table_name, kind, row_count FROM manifest ORDER BY table_name"
+        if line:
+            run(line)
+
+
 # ---------------------------------------------------------------- settings
 def cmd_settings(args: argparse.Namespace) -> int:
     from orchestration.settings import CONFIG_ERRORS, effective
@@ -464,6 +580,17 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--to", help="a version name from --list instead of the previous one")
     b.add_argument("--list", action="store_true", help="list the kept versions (* = served now)")
     b.set_defaults(func=cmd_rollback)
+
+    st = sub.add_parser("status", help="the last run: how it ended, what became of each model, drift, publish")
+    st.add_argument("--home")
+    st.add_argument("--wait", type=float, default=60, help="seconds to wait while a run holds the warehouse")
+    st.set_defaults(func=cmd_status)
+
+    q = sub.add_parser("sql", help="query the serving file read-only (a prompt without QUERY): what BI sees")
+    q.add_argument("query", nargs="?", help="one SQL statement, e.g. \"SELECT * FROM manifest\"")
+    q.add_argument("--home")
+    q.add_argument("--max-rows", type=int, default=40, help="rows shown (the first and last half)")
+    q.set_defaults(func=cmd_sql)
 
     s = sub.add_parser("settings", help="show the effective settings and where each value comes from")
     s.add_argument("--home")

@@ -8,8 +8,10 @@ import dagster as dg
 
 from assets.features import feature_assets, feature_checks
 from assets.ingest import raw_assets
+from assets.lifecycle import training_keys
+from assets.metadata import catalogued
 from assets.models import SPECS, model_assets, model_checks
-from assets.serving import build_publish
+from assets.serving import build_publish, build_run_report
 from orchestration.jobs import build_jobs, build_schedules, due_selection
 from orchestration.resources import resources_for_env
 from orchestration.sensors import build_alert_sensors, build_freshness, build_landing_sensor
@@ -31,8 +33,11 @@ def _due() -> list[dg.AssetKey] | None:
 SCORE_KEYS = [a.key for a in model_assets if a.key.path[0] == "scores"]
 freshness_checks, freshness_sensor = build_freshness(SCORE_KEYS, settings["monitoring"]["freshness"]["max_age_hours"])
 
+DOMAINS = {k: s.domain for s in SPECS for k in (*training_keys(s.name), dg.AssetKey(["scores", s.name]))}
+
 defs = dg.Definitions(
-    assets=[*raw_assets, *feature_assets, *model_assets, build_publish(SCORE_KEYS)],
+    assets=dg.map_asset_specs(lambda spec: catalogued(spec, DOMAINS), [
+        *raw_assets, *feature_assets, *model_assets, build_publish(SPECS), build_run_report(SPECS)]),
     asset_checks=[*feature_checks, *model_checks, *freshness_checks],
     jobs=list(jobs.values()),
     schedules=build_schedules(settings, jobs),

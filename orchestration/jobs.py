@@ -30,6 +30,7 @@ from orchestration.home import WRITES
 TRAINING = dg.AssetSelection.groups("training")
 SCORING = dg.AssetSelection.groups("scoring")
 SERVING = dg.AssetSelection.groups("serving")
+REPORT = dg.AssetSelection.assets(dg.AssetKey(["serving", "run_report"]))  # every job with models reports
 
 
 def _job(name: str, selection: dg.AssetSelection, description: str,
@@ -46,12 +47,12 @@ def build_jobs(model_names: list[str]) -> list[dg.UnresolvedAssetJobDefinition]:
              "customer, measure drift and publish the serving file for BI."),
         _job("score", (SCORING | SERVING).upstream() - TRAINING, "Daily: ingest new landing files, build features, "
              "score every customer with each model's current champion and publish the serving file."),
-        _job("retrain", TRAINING.upstream(), "Weekly: ingest, build features, train a challenger per model; each "
-             "is promoted only if its gate passes."),
+        _job("retrain", TRAINING.upstream() | REPORT, "Weekly: ingest, build features, train a challenger per model; "
+             "each is promoted only if its gate passes."),
         _job("features", dg.AssetSelection.groups("ingest", "features"), "Ingest, validate and build the feature "
              "tables (no models)."),
         _job("ingest", dg.AssetSelection.groups("ingest"), "Ingest and validate the landing files only."),
-        *(_job(f"train_{m}", dg.AssetSelection.assets(*training_keys(m)),
+        *(_job(f"train_{m}", dg.AssetSelection.assets(*training_keys(m)) | REPORT,
                f"Retrain {m} alone on the features already built: challenger, gate, promotion.")
           for m in model_names),
     ]

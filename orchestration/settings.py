@@ -186,6 +186,9 @@ def _all_or_columns(value: Any) -> str | list[str]:
 class ServingSettings(Strict):
     keep_previous: int = Field(3, ge=0, description="earlier serving files kept under <home>/serving/ for `scorehouse rollback`")
     exports: bool = Field(True, description="also Parquet: <home>/exports/<model>/snapshot_date=<date>/scores.parquet")
+    history_snapshots: int = Field(12, ge=1, description=(
+        "the last N snapshots of each model in the serving file (scores.<model>_history, bi.score_trend) for "
+        "trends; every snapshot stays in the Parquet exports"))
     shareable: dict[str, Annotated[Any, AfterValidator(_all_or_columns)]] = Field(
         {"scores.*": "all",
          "raw.customers": ["customer_id", "agency_id", "segment", "region"],
@@ -274,6 +277,10 @@ class ChurnSettings(Strict):
 
 class SegmentSettings(Strict):
     params: SegmentParams = Field(default_factory=SegmentParams, description="ml/params.py SegmentParams")
+    rfm_active_days: int = Field(7, ge=0, description=(
+        "a customer whose last transaction is at most this many days before the snapshot is recent in the RFM "
+        "segments (R at least 4: never Hibernating, At risk, Can't lose them, About to sleep or Lost), whatever "
+        "the recency quintile says when most customers were seen in the last days"))
     gate: Gate = Field(default_factory=lambda: Gate(
         min={"silhouette": 0.10, "min_share": 0.02}, not_worse_than_champion={"silhouette": "higher"},
         tolerance=0.02), description=f"{GATE}; min_share: the smallest segment's share of customers")

@@ -78,7 +78,8 @@ def _column(d: dict) -> str:
 
 
 def _rows(md: dict) -> str:
-    ref, cur = md.get("reference_rows"), md.get("current_rows")
+    counts = md.get("counts") or md
+    ref, cur = counts.get("reference_rows"), counts.get("current_rows")
     if ref is None and cur is None:
         return ""
     return f"; rows {'?' if ref is None else f'{ref:,}'} (reference) → {'?' if cur is None else f'{cur:,}'} (this run)"
@@ -90,9 +91,11 @@ def _drift_detail(check: dict) -> str:
     scores = ", ".join(_column(d) for d in listed if d["kind"] == "score") or "none measured"
     inputs = ", ".join(_column(d) for d in listed if d["kind"] != "score") or "none drifted"
     skipped = f"; not counted: {', '.join(d['column'] for d in md['skipped'])}" if md.get("skipped") else ""
-    return (f"{_model(check)} v{md.get('model_version', '?')} [{md.get('band', 'alert')}]: score {scores}; "
+    measured = (md.get("counts") or md).get("inputs_measured", "?")
+    version = str(md.get("model_version", "?")).removeprefix("v")
+    return (f"{_model(check)} v{version} [{md.get('band', 'alert')}]: score {scores}; "
             f"inputs (importance-weighted PSI {md.get('input_psi', 0):.2f}, {md.get('inputs_drifted', '?')} of "
-            f"{md.get('inputs_measured', '?')} drifted): {inputs}{_rows(md)}{skipped}")
+            f"{measured} drifted): {inputs}{_rows(md)}{skipped}")
 
 
 def _published(run: dict) -> str:

@@ -65,7 +65,7 @@ def query(home: Path, sql: str):
             # issue 3's bar: the scorecard's holdout AUC >= 0.76, on observed defaults (not the RFM proxy)
             "SELECT count(*) FROM ml.model_registry WHERE model = 'credit_risk' AND alias = 'champion' "
             "AND (metrics->>'auc')::DOUBLE >= 0.76 AND (metrics->>'target_proxy')::INT = 0": 1,
-            "SELECT count(*) FILTER (WHERE target_kind = 'defaulted' AND pd BETWEEN 0 AND 1) FROM scores.credit_risk": 1000,
+            "SELECT count(*) FILTER (WHERE target_kind = 'defaulted' AND probability_of_default BETWEEN 0 AND 1) FROM scores.credit_risk": 1000,
         }),
         ("bank_marketing", "bank_marketing", {
             "SELECT count(*) FROM raw.customers": 41188,

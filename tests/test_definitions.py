@@ -72,7 +72,23 @@ def test_score_job_scores_without_training_and_retrain_trains_without_scoring():
 
     assert "scores/churn" in keys("score") and not any(k.startswith("ml/") for k in keys("score"))
     assert "ml/churn_champion" in keys("retrain") and not any(k.startswith("scores/") for k in keys("retrain"))
-    assert keys("train_churn") == {"ml/churn_challenger", "ml/churn_champion"}
+    assert keys("train_churn") == {"ml/churn_challenger", "ml/churn_champion", "serving/run_report"}
+    # every job with models reports what became of them (and tags its run); the ingest-only ones do not
+    for job in ("scorehouse", "score", "retrain", "train_churn"):
+        assert "serving/run_report" in keys(job), job
+    assert "serving/run_report" not in keys("ingest") | keys("features")
+
+
+def test_assets_have_owners_domains_and_described_columns():
+    graph = defs.resolve_asset_graph()
+    churn, raw_customers = graph.get(dg.AssetKey(["scores", "churn"])), graph.get(dg.AssetKey(["raw", "customers"]))
+    assert churn.owners == ["team:data-science"] and churn.tags["domain"] == "retention"
+    assert raw_customers.owners == ["team:data-engineering"] and raw_customers.tags["pii"] == "true"
+    assert all(graph.get(k).owners for k in graph.get_all_asset_keys())
+    # no `<model>`-like placeholder that the UI's markdown would take for an HTML tag
+    import re
+    for key in graph.get_all_asset_keys():
+        assert not re.search(r"(?<!`)<[a-z_]+>(?!`)", graph.get(key).description or ""), key
 
 
 def test_scorehouse_run_leaves_out_training_of_models_whose_champion_is_not_due(tmp_path):

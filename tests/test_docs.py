@@ -19,6 +19,14 @@ def test_features_doc_is_current():
     )
 
 
+def test_scores_doc_is_current():
+    from assets.models import SPECS
+
+    assert (DOCS / "scores.md").read_text() == contract_doc.render_scores([s.table for s in SPECS]), (
+        "docs/scores.md is stale: run `python -m assets.models > docs/scores.md`"
+    )
+
+
 def test_every_feature_column_is_documented(tmp_path):
     """Build the features on a small generated bank and on Berka-like extras; every column has a doc entry."""
     from warehouse import features as F

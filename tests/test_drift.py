@@ -214,7 +214,7 @@ def test_fewer_customers_from_the_same_population_is_not_drift(bank_and_subset):
         assert by.loc[c, "band"] in ("stable", "skipped"), (c, by.loc[c, "psi"])  # ... and is not counted
     result, md = _checked(rows)
     assert result.passed or result.severity == dg.AssetCheckSeverity.WARN, md["actual"]
-    assert md["band"] != "alert" and md["reference_rows"] == len(full) and md["current_rows"] == len(part)
+    assert md["band"] != "alert" and md["counts"]["reference_rows"] == len(full) and md["current_rows"] == len(part)
 
 
 # --------------------------------------------------------------------------------------------- the drift alert

@@ -227,3 +227,39 @@ def test_feature_choice():
     assert "balance_now" in skipped and "age" not in cols
     cols, _ = choose_features(rich.assign(age=rng.integers(18, 90, n)), p)
     assert cols == ["recency_days", "frequency", "monetary", "income", "age", "tenure_months"]
+
+
+def test_rfm_segments_follow_recency_not_a_tie_in_the_quintiles(tmp_path):
+    """A delivery where most customers were seen 2 days before the snapshot (a tie at the top of recency): the
+    mid-rank quintiles put them in R 2, but nobody active within models.segments.rfm_active_days is
+    called Hibernating, At risk, Can't lose them, About to sleep or Lost; long-quiet customers still are."""
+    from datetime import date
+
+    from orchestration.settings import load_settings
+    from warehouse import features as F
+    from warehouse.schema import ensure_all_raw_tables, ensure_schemas
+
+    snap = date(2025, 6, 30)
+    with connect(tmp_path / "w.duckdb") as con:
+        ensure_schemas(con)
+        ensure_all_raw_tables(con)
+        # 1,000 customers: 45% seen on the snapshot day, 50% two days before (a tie that mid-rank places at
+        # 0.7 of the scale: R 2), 5% 60-300 days before; each with 1-12 transactions over the year before that
+        con.execute(f"""
+            INSERT INTO raw.transactions BY NAME
+            SELECT 'T' || c || '-' || k AS transaction_id, 'C' || lpad(c::VARCHAR, 4, '0') AS customer_id,
+                   (DATE '{snap}' - (CASE WHEN c < 450 THEN 0 WHEN c < 950 THEN 2 ELSE 60 + (c - 950) * 5 END)::INTEGER
+                    - (k * 25)::INTEGER)::TIMESTAMP AS transaction_date, -10.0 AS amount
+            FROM range(1000) r(c), range(12) t(k) WHERE k <= c % 12""")
+        F.build_population(con, snap)
+        F.build_rfm(con, snap)
+        frame = con.execute("SELECT * FROM features.rfm").df()
+    recent = frame["recency_days"] <= 2
+    assert recent.mean() == 0.95 and set(frame.loc[frame["recency_days"] == 2, "rfm_r"]) == {2}  # the premise
+    assert set(rfm_segments(frame)[(frame["recency_days"] == 2).to_numpy()]) & {"Hibernating", "At risk"}  # the bug
+    days = load_settings()["models"]["segments"]["rfm_active_days"]
+    segments = pd.Series(rfm_segments(frame, days), index=frame.index)
+    asleep = {"Hibernating", "At risk", "Can't lose them", "About to sleep", "Lost"}
+    assert not segments[frame["recency_days"] <= days].isin(asleep).any()
+    assert segments[frame["recency_days"] >= 200].isin(asleep).all()
+    assert set(segments[recent]) <= {"Champions", "Loyal customers", "Potential loyalists", "New customers", "Promising"}

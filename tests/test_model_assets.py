@@ -50,9 +50,9 @@ def test_first_challenger_becomes_champion_and_scores_everyone(bank):
         SELECT avg(churn_probability) FILTER (WHERE l.value = 1), avg(churn_probability) FILTER (WHERE l.value = 0)
         FROM scores.churn s JOIN features.labels l ON l.customer_id = s.customer_id AND l.label = 'churned'""")
     assert churned > 2 * stayed
-    levels = dict(q(home, "SELECT risk_level, count(*) FROM scores.churn GROUP BY 1"))
+    levels = dict(q(home, "SELECT churn_risk_level, count(*) FROM scores.churn GROUP BY 1"))
     assert set(levels) <= {"Low", "Medium", "High"} and levels.get("High", 0) > 0
-    assert q(home, "SELECT count(*) FROM scores.churn WHERE risk_level = 'High' AND recommended_action IS NULL") == [(0,)]
+    assert q(home, "SELECT count(*) FROM scores.churn WHERE churn_risk_level = 'High' AND retention_action IS NULL") == [(0,)]
     # the population scored is the one trained on: every drift check passes with PSI 0 on the same data
     drift = {c.check_name: c for c in result.get_asset_check_evaluations() if c.check_name.endswith("_drift")}
     assert set(drift) == {f"{m}_drift" for m in ("churn", "segments", "recommendations", "credit_risk", "clv")}
@@ -67,6 +67,12 @@ def test_first_challenger_becomes_champion_and_scores_everyone(bank):
                      if e.asset_key == dg.AssetKey(["serving", "published"])).materialization.metadata
     assert published["dagster/row_count"].value == population
     assert "churn_probability" in published["preview"].value and "customer_id" in published["preview"].value
+    # the run's report: what became of each model, as numbers the UI plots run after run
+    report = next(e for e in result.get_asset_materialization_events()
+                  if e.asset_key == dg.AssetKey(["serving", "run_report"])).materialization.metadata
+    assert report["models_promoted"].value == 5 and report["models_scored"].value == 5
+    assert report["churn_rows_scored"].value == population and report["churn_score_psi"].value < 1e-9
+    assert report["churn_champion"].value == "v1" and report["published_at"].value != "not published"
 
 
 def test_every_model_is_gated_promoted_and_scores_everyone(bank):
@@ -75,13 +81,13 @@ def test_every_model_is_gated_promoted_and_scores_everyone(bank):
     assert q(home, "SELECT model, version, alias FROM ml.model_registry ORDER BY 1") == [
         (m, 1, "champion") for m in ("churn", "clv", "credit_risk", "recommendations", "segments")]
     population = q(home, "SELECT count(*) FROM features.population")[0][0]
-    (n, ids, k, unnamed, no_rfm), = q(home, """SELECT count(*), count(DISTINCT customer_id), count(DISTINCT segment_name),
-        count(*) FILTER (WHERE segment_name IS NULL OR segment_name = ''), count(*) FILTER (WHERE rfm_segment IS NULL)
+    (n, ids, k, unnamed, no_rfm), = q(home, """SELECT count(*), count(DISTINCT customer_id), count(DISTINCT behaviour_segment),
+        count(*) FILTER (WHERE behaviour_segment IS NULL OR behaviour_segment = ''), count(*) FILTER (WHERE rfm_segment IS NULL)
         FROM scores.segments""")
     assert (n, ids, unnamed, no_rfm) == (population, population, 0, 0) and 4 <= k <= 6
     for model in ("credit_risk", "clv"):
         assert q(home, f"SELECT count(*), count(DISTINCT customer_id) FROM scores.{model}") == [(population, population)]
-    assert q(home, "SELECT count(*) FROM scores.credit_risk WHERE target_kind = 'defaulted' AND pd BETWEEN 0 AND 1"
+    assert q(home, "SELECT count(*) FROM scores.credit_risk WHERE target_kind = 'defaulted' AND probability_of_default BETWEEN 0 AND 1"
                    ) == [(population,)]
     # credit risk: the kind the champion policy chose scored every customer; the registry says which and why
     (credit,) = [json.loads(v) for (v,) in q(home, "SELECT metrics FROM ml.model_registry WHERE model = 'credit_risk'")]

@@ -13,10 +13,11 @@ from warehouse.db import transaction
 
 def write_scores(con: duckdb.DuckDBPyConnection, model: str, scored: pd.DataFrame, *, version: int,
                  snapshot_date: date, run_id: str, scored_at: datetime | None = None,
-                 order_by: str = "customer_id") -> int:
+                 order_by: str = "customer_id", renamed: dict[str, str] | None = None) -> int:
     """Replace scores.<model> with `scored` (+ model, version, snapshot, scored_at, run id) and put the same
     rows in scores.<model>_history in place of any earlier ones of the same snapshot and version. Readers see
-    the old tables or the new ones, never half of them."""
+    the old tables or the new ones, never half of them. `renamed` (old name -> name): columns a history made
+    before a rename still has under the old name take the new one, so the history stays one series."""
     scored_at = scored_at or datetime.now()
     with transaction(con, {"_scored": scored}):
         con.execute(f"""
@@ -27,10 +28,16 @@ def write_scores(con: duckdb.DuckDBPyConnection, model: str, scored: pd.DataFram
         con.execute(f"CREATE TABLE IF NOT EXISTS scores.{model}_history AS SELECT * FROM scores.{model} LIMIT 0")
         # a column a newer version of the model adds (credit_risk's model_kind) joins the history, NULL in the
         # rows scored before it
-        have = {r[0] for r in con.execute(f"DESCRIBE scores.{model}_history").fetchall()}
+        have = {r[0]: r[1] for r in con.execute(f"DESCRIBE scores.{model}_history").fetchall()}
+        for old, new in (renamed or {}).items():
+            if old in have and new not in have:
+                con.execute(f'ALTER TABLE scores.{model}_history RENAME COLUMN "{old}" TO "{new}"')
+                have[new] = have.pop(old)
         for name, kind, *_ in con.execute(f"DESCRIBE scores.{model}").fetchall():
             if name not in have:
                 con.execute(f'ALTER TABLE scores.{model}_history ADD COLUMN "{name}" {kind}')
+            elif have[name] == "FLOAT" and kind == "DOUBLE":  # scored as float32 before: one type for the series
+                con.execute(f'ALTER TABLE scores.{model}_history ALTER COLUMN "{name}" TYPE DOUBLE')
         # One set of rows per snapshot and model version: a rerun (after a crash, or twice a day on the same
         # data) replaces its earlier rows instead of doubling them.
         con.execute(f"DELETE FROM scores.{model}_history WHERE snapshot_date IS NOT DISTINCT FROM ?::DATE "

@@ -6,6 +6,10 @@ registry and drift summaries and the views BI needs into a new file under `<home
 fsyncs it, then makes `serving.duckdb` point at it with one `rename` (a hard link to the version file). A reader
 that opened the old file keeps reading the old file; a reader that opens after the rename sees the new one whole.
 The table `manifest` says what each published table holds. Earlier versions stay for `rollback`.
+
+What the file holds follows the models (their ScoredTables, passed in): each scored table and the last
+`history_snapshots` snapshots of its history, the columns each gives `bi.customer_scores` under the same names,
+and a comment on every table, view and column (warehouse/columns.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,22 @@ from pathlib import Path
 import duckdb
 
 from warehouse import failpoints
+from warehouse.columns import (
+    BANK_EXTRA,
+    CUSTOMER_SCORES,
+    DIMENSION_RENAMES,
+    DRIFT,
+    DRIFT_SUMMARY,
+    MODEL_RUNS,
+    MODEL_SUMMARY,
+    MODEL_VERSION,
+    REGISTRY,
+    SCORE_TREND,
+    TABLE_DOCS,
+    ScoredTable,
+    describe,
+)
+from warehouse.columns import MANIFEST as MANIFEST_DOCS
 from warehouse.db import Home
 
 MANIFEST = "manifest"
@@ -75,80 +95,137 @@ def shareable_columns(table: str, columns: list[str], shareable: dict) -> list[s
     return [c for c in columns if c in allowed]
 
 
-def _customer_scores_sql(present: dict[str, list[str]]) -> str | None:
-    """One row per scored customer: dimensions, segment, churn, credit grade, CLV tier, top 3 products."""
-    parts = {  # table -> (alias, [(column, name in the view)])
-        "scores.segments": ("seg", [("segment_name", "segment_name"), ("rfm_segment", "rfm_segment")]),
-        "scores.churn": ("ch", [("churn_probability", "churn_probability"), ("risk_level", "churn_risk_level"),
-                                ("recommended_action", "retention_action")]),
-        "scores.credit_risk": ("cr", [("grade", "credit_grade"), ("pd", "probability_of_default")]),
-        "scores.clv": ("clv", [("clv", "clv"), ("clv_tier", "clv_tier"), ("p_alive", "p_alive")]),
-    }
-    scored = [t for t in (*parts, "scores.recommendations") if "customer_id" in present.get(t, [])]
+def _customer_scores_sql(present: dict[str, list[str]], models: list[ScoredTable]) -> tuple[str, dict] | None:
+    """One row per scored customer: the shareable customer attributes, the agency, each model's
+    `customer_scores` columns under their own names and the champion version that scored them; with what each
+    column means."""
+    scored = [m for m in models if "customer_id" in present.get(m.table, [])]
     if not scored:
         return None
-    base = " UNION ".join(f"SELECT customer_id FROM {t}" for t in scored)
+    docs = dict(CUSTOMER_SCORES)
+    base = " UNION ".join(f"SELECT customer_id FROM {m.table}" for m in scored)
     select, joins = ["ids.customer_id"], []
     dims = present.get("bi.customers", [])
     if "customer_id" in dims:
         select += [f"cu.{_q(c)}" for c in dims if c != "customer_id"]
+        docs.update({c: _dimension_doc("bi.customers", c) for c in dims if c != "customer_id"})
         joins.append("LEFT JOIN bi.customers cu ON cu.customer_id = ids.customer_id")
         agencies = present.get("bi.agencies", [])
         if "agency_id" in dims and "agency_id" in agencies and "agency_name" in agencies:
             select.append("ag.agency_name")
             joins.append("LEFT JOIN bi.agencies ag ON ag.agency_id = cu.agency_id")
-    for table, (alias, cols) in parts.items():
-        have = [(c, n) for c, n in cols if c in present.get(table, [])]
-        if "customer_id" in present.get(table, []) and have:
-            select += [f"{alias}.{_q(c)} AS {_q(n)}" for c, n in have]
-            joins.append(f"LEFT JOIN {table} {alias} ON {alias}.customer_id = ids.customer_id")
-    recs = present.get("scores.recommendations", [])
-    if {"customer_id", "rank"} <= set(recs) and ("product_name" in recs or "product_id" in recs):
-        label = "coalesce(product_name, product_id)" if "product_name" in recs else "product_id"
-        select.append("rec.top_products")
-        joins.append(f"""LEFT JOIN (SELECT customer_id, string_agg({label}, ', ' ORDER BY rank) AS top_products
-                                    FROM scores.recommendations WHERE rank <= 3 GROUP BY customer_id) rec
-                         ON rec.customer_id = ids.customer_id""")
-    snapshots = [f"{parts[t][0]}.snapshot_date" for t in parts if "snapshot_date" in present.get(t, [])
-                 and any(j.startswith(f"LEFT JOIN {t} ") for j in joins)]
-    if snapshots:
-        select.append(f"coalesce({', '.join(snapshots)}) AS snapshot_date")
-    return (f"SELECT {', '.join(select)} FROM ({base}) ids\n" + "\n".join(joins))
+    snapshots = []
+    for i, m in enumerate(scored):
+        have, alias = present[m.table], f"m{i}"
+        derived = [d for d in m.derived if set(d.needs) <= set(have)]
+        if m.grain == "customer":
+            cols = [c for c in m.customer_scores() if c.name in have]
+            select += [f"{alias}.{_q(c.name)}" for c in cols]
+            docs.update({c.name: c.doc for c in cols})
+            source = m.table
+            if derived:  # a per-customer table with a column made from several rows: not a case yet
+                raise ValueError(f"{m.table}: derived bi.customer_scores columns need a table of several rows "
+                                 "per customer")
+        else:  # several rows per customer: only aggregates join the one-row-per-customer table
+            aggregates = [f"{d.sql} AS {_q(d.name)}" for d in derived]
+            aggregates += ["any_value(model_version) AS model_version", "max(snapshot_date) AS snapshot_date"]
+            source = f"(SELECT customer_id, {', '.join(aggregates)} FROM {m.table} GROUP BY customer_id)"
+        select += [f"{alias}.{_q(d.name)}" for d in derived]
+        docs.update({d.name: d.doc for d in derived})
+        select.append(f"{alias}.model_version AS {_q(m.model + '_model_version')}")
+        docs[f"{m.model}_model_version"] = MODEL_VERSION.format(model=m.model)
+        snapshots.append(f"{alias}.snapshot_date")
+        joins.append(f"LEFT JOIN {source} {alias} ON {alias}.customer_id = ids.customer_id")
+    select.append(f"greatest({', '.join(snapshots)}) AS snapshot_date")
+    return f"SELECT {', '.join(select)} FROM ({base}) ids\n" + "\n".join(joins), docs
+
+
+def _dimension_doc(target: str, column: str) -> str:
+    """A dimension column's meaning from the data contract (under its raw name), else a bank's extra column."""
+    raw = {v: k for k, v in DIMENSION_RENAMES.get(target, {}).items()}.get(column, column)
+    return describe(DIMENSIONS[target], raw) or BANK_EXTRA
 
 
 VIEWS = {
-    "bi.model_summary": """
+    "bi.model_summary": ("""
         SELECT model, version, alias, trained_at, snapshot_date, metrics, note
-        FROM ml.model_registry WHERE alias = 'champion'""",
-    "bi.drift_summary": """
+        FROM ml.model_registry WHERE alias = 'champion'""", MODEL_SUMMARY),
+    "bi.drift_summary": ("""
         SELECT d.model, d.model_version, d.feature, d.kind, d.psi, d.ks, d.band, d.snapshot_date, d.measured_at
         FROM monitoring.drift d
         JOIN (SELECT model, arg_max(run_id, measured_at) AS run_id FROM monitoring.drift GROUP BY model) last
-          USING (model, run_id)""",
+          USING (model, run_id)""", DRIFT_SUMMARY),
 }
+NUMERIC = ("DOUBLE", "FLOAT", "INTEGER", "BIGINT", "SMALLINT", "TINYINT", "HUGEINT", "DECIMAL")
 
 
-def _build(con: duckdb.DuckDBPyConnection, src: str, shareable: dict, run_id: str, now: datetime
-           ) -> list[tuple[str, str, int]]:
+def _score_trend_sql(con: duckdb.DuckDBPyConnection, present: dict[str, list[str]],
+                     models: list[ScoredTable]) -> str | None:
+    """bi.score_trend: per model, snapshot and watched column, the counts and shares of a category or the mean
+    of a number, over the snapshots the serving file keeps."""
+    parts = []
+    for m in models:
+        history = f"{m.table}_history"
+        types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE srv.{history})").fetchall()) \
+            if history in present else {}
+        for col in (c for c in m.trend if c in types):
+            head = f"SELECT '{m.model}' AS model, snapshot_date, any_value(model_version) AS model_version, " \
+                   f"'{col}' AS column_name"
+            if types[col].startswith(NUMERIC):
+                parts.append(f"{head}, NULL::VARCHAR AS category, count({_q(col)}) AS customers, "
+                             f"count({_q(col)}) / count(*) AS share, avg({_q(col)})::DOUBLE AS mean_value "
+                             f"FROM {history} GROUP BY snapshot_date")
+            else:
+                parts.append(f"{head}, {_q(col)}::VARCHAR AS category, count(*) AS customers, "
+                             "count(*) / sum(count(*)) OVER (PARTITION BY snapshot_date) AS share, "
+                             f"NULL::DOUBLE AS mean_value FROM {history} GROUP BY snapshot_date, {_q(col)}")
+    return "\nUNION ALL ".join(parts) if parts else None
+
+
+def _build(con: duckdb.DuckDBPyConnection, src: str, shareable: dict, run_id: str, now: datetime,
+           models: list[ScoredTable], history_snapshots: int) -> list[tuple[str, str, int]]:
     """Fill the attached, empty catalog `srv` from the working catalog `src`; return the manifest rows."""
     present: dict[str, list[str]] = {}
+    docs: dict[str, dict[str, str]] = {}  # table -> column -> meaning: the comments
+    by_table = {m.table: m for m in models}
 
-    def copy(target: str, source: str, columns: list[str], last: str = "") -> None:
+    def copy(target: str, source: str, columns: list[str], last: str = "", renames: dict | None = None) -> None:
         if not columns:
             return
+        renames = renames or {}
+        types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {src}.{source})").fetchall())
+        # one numeric type per kind of figure: a float32 column of an older history is DOUBLE here
+        cols = [(f"{_q(c)}::DOUBLE" if types.get(c) == "FLOAT" else _q(c)) + f" AS {_q(renames.get(c, c))}"
+                for c in columns]
         con.execute(f"CREATE SCHEMA IF NOT EXISTS srv.{target.split('.')[0]}")
-        con.execute(f"CREATE TABLE srv.{target} AS SELECT {', '.join(_q(c) for c in columns)} "
-                    f"FROM {src}.{source} {last}")
-        present[target] = columns
+        con.execute(f"CREATE TABLE srv.{target} AS SELECT {', '.join(cols)} FROM {src}.{source} {last}")
+        present[target] = [renames.get(c, c) for c in columns]
 
     for name in _tables(con, src, "scores"):
         if name.endswith("_history"):
-            continue  # history goes to the Parquet exports, by snapshot date
+            continue
         table = f"scores.{name}"
         copy(table, table, shareable_columns(table, _columns(con, src, table), shareable))
+        spec = by_table.get(table)
+        if spec:
+            docs[table] = spec.docs()
+        history = f"{table}_history"
+        if f"{name}_history" in _tables(con, src, "scores") and table in present:
+            # the last N snapshots, each with the version that scored it last: a trend, not every rerun
+            have = _columns(con, src, history)
+            copy(history, history, [c for c in present[table] if c in have], f"""
+                 WHERE (snapshot_date, model_version) IN (
+                     SELECT (snapshot_date, arg_max(model_version, scored_at)) FROM {src}.{history}
+                     GROUP BY snapshot_date ORDER BY snapshot_date DESC LIMIT {int(history_snapshots)})
+                 ORDER BY snapshot_date, customer_id""")
+            if spec:
+                docs[history] = spec.docs()
     for target, source in DIMENSIONS.items():
         if source.split(".")[1] in _tables(con, src, "raw"):
-            copy(target, source, shareable_columns(source, _columns(con, src, source), shareable))
+            copy(target, source, shareable_columns(source, _columns(con, src, source), shareable),
+                 renames=DIMENSION_RENAMES.get(target))
+            if target in present:
+                docs[target] = {c: _dimension_doc(target, c) for c in present[target]}
     if "model_registry" in _tables(con, src, "ml"):
         copy("ml.model_registry", "ml.model_registry", REGISTRY_COLUMNS)
     if "drift" in _tables(con, src, "monitoring"):
@@ -156,6 +233,7 @@ def _build(con: duckdb.DuckDBPyConnection, src: str, shareable: dict, run_id: st
     if "model_runs" in _tables(con, src, "ml"):  # what became of each model in its last run
         copy("ml.model_runs", "ml.model_runs", MODEL_RUN_COLUMNS,
              "QUALIFY row_number() OVER (PARTITION BY model ORDER BY updated_at DESC) = 1")
+    docs.update({"ml.model_registry": REGISTRY, "monitoring.drift": DRIFT, "ml.model_runs": MODEL_RUNS})
 
     outcomes = dict(con.execute("SELECT model, outcome FROM srv.ml.model_runs").fetchall()) \
         if "ml.model_runs" in present else {}
@@ -164,15 +242,18 @@ def _build(con: duckdb.DuckDBPyConnection, src: str, shareable: dict, run_id: st
         versions = dict(con.execute(
             "SELECT model, max(version) FROM srv.ml.model_registry WHERE alias = 'champion' GROUP BY model").fetchall())
     views, joined = {}, {}
-    customer_scores = _customer_scores_sql(present)
+    customer_scores = _customer_scores_sql(present, models)
     if customer_scores:
         # Stored, not a view: at 1M customers the join over five tables costs ~1.7 s per query, and every
         # dashboard tile would pay it; the file is written once per run and read all day.
-        joined["bi.customer_scores"] = customer_scores
+        joined["bi.customer_scores"], docs["bi.customer_scores"] = customer_scores
     if "ml.model_registry" in present:
-        views["bi.model_summary"] = VIEWS["bi.model_summary"]
+        views["bi.model_summary"], docs["bi.model_summary"] = VIEWS["bi.model_summary"]
     if "monitoring.drift" in present:
-        views["bi.drift_summary"] = VIEWS["bi.drift_summary"]
+        views["bi.drift_summary"], docs["bi.drift_summary"] = VIEWS["bi.drift_summary"]
+    trend = _score_trend_sql(con, present, models)
+    if trend:
+        views["bi.score_trend"], docs["bi.score_trend"] = trend, SCORE_TREND
     # Views are bound inside the serving catalog, so their names resolve there when BI opens the file alone.
     con.execute("USE srv")
     try:
@@ -183,17 +264,46 @@ def _build(con: duckdb.DuckDBPyConnection, src: str, shareable: dict, run_id: st
             con.execute(f"CREATE VIEW {name} AS {sql}")
         rows = []
         tables = [*present, *joined]
+        held = {t: con.execute(f"SELECT max(model_version) FROM {t}").fetchone()[0]
+                for t in present if t.startswith("scores.") and "model_version" in present[t]}
         for name, kind in [*((t, "table") for t in tables), *((v, "view") for v in views)]:
             n = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
-            model = name.split(".")[1] if name.startswith("scores.") else None
-            mv = {model: versions[model]} if model in versions else (versions if kind == "view" else {})
+            model = name.split(".")[1].removesuffix("_history") if name.startswith("scores.") else None
+            if name == "bi.customer_scores":  # the versions whose scores it joins, as the rows say
+                mv = {m.model: held[m.table] for m in models if held.get(m.table)}
+            elif name.startswith("scores.") and not name.endswith("_history"):
+                mv = {model: held[name]} if held.get(name) else {}
+            elif model:  # a history: the champion now (its rows name the versions that scored them)
+                mv = {model: versions[model]} if model in versions else {}
+            else:  # the registry, runs, drift and their views: about every model's champion
+                mv = versions if kind == "view" or name.split(".")[0] in ("ml", "monitoring") else {}
             rows.append((name, kind, n, now, run_id, json.dumps(mv, sort_keys=True), outcomes.get(model)))
         con.execute(f"""CREATE TABLE main.{MANIFEST} (table_name VARCHAR, kind VARCHAR, row_count BIGINT,
                         published_at TIMESTAMP, run_id VARCHAR, model_versions JSON, outcome VARCHAR)""")
         con.executemany(f"INSERT INTO main.{MANIFEST} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        docs[MANIFEST] = MANIFEST_DOCS
+        _comment(con, docs, {**{t: "TABLE" for t in [*tables, MANIFEST]}, **{v: "VIEW" for v in views}}, by_table)
     finally:
         con.execute(f"USE {_q(src)}")
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _comment(con: duckdb.DuckDBPyConnection, docs: dict[str, dict[str, str]], kinds: dict[str, str],
+             models: dict[str, ScoredTable]) -> None:
+    """COMMENT ON every table, view and column of the serving file that has a meaning written down: BI tools
+    show them beside the names (DBeaver, DataGrip, Superset's dataset editor; `scorehouse sql` with DESCRIBE)."""
+    for name, kind in kinds.items():
+        spec = models.get(name.removesuffix("_history"))
+        about = TABLE_DOCS.get(name) or (f"{spec.summary}, one row per {spec.grain}" + (
+            "; the last snapshots (`serving.history_snapshots`)" if name.endswith("_history") else "") if spec else None)
+        if about:
+            con.execute(f"COMMENT ON {kind} {name} IS {_sql_str(about)}")
+        meanings = docs.get(name, {})
+        for (column,) in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = 'srv' AND "
+                                     "(schema_name || '.' || table_name = ? OR (schema_name = 'main' AND "
+                                     "table_name = ?))", [name, name]).fetchall():
+            if meanings.get(column):
+                con.execute(f"COMMENT ON COLUMN {name}.{_q(column)} IS {_sql_str(meanings[column])}")
 
 
 def _fsync(path: Path) -> None:
@@ -228,9 +338,11 @@ def current_version(home: Home) -> Path | None:
     return next((v for v in versions(home) if v.stat().st_ino == st.st_ino and v.stat().st_dev == st.st_dev), None)
 
 
-def publish(con: duckdb.DuckDBPyConnection, home: Home, *, run_id: str, shareable: dict, keep_previous: int = 3,
-            exports: bool = True, now: datetime | None = None) -> Published:
-    """Publish what the working database `con` holds now; see the module docstring."""
+def publish(con: duckdb.DuckDBPyConnection, home: Home, *, run_id: str, shareable: dict, models: list[ScoredTable],
+            keep_previous: int = 3, exports: bool = True, history_snapshots: int = 12,
+            now: datetime | None = None) -> Published:
+    """Publish what the working database `con` holds now; see the module docstring. `models`: what each model's
+    scored table holds and gives bi.customer_scores (assets/models.py SPECS), in the order of its columns."""
     now = now or datetime.now()
     folder = home.serving_versions
     folder.mkdir(parents=True, exist_ok=True)
@@ -241,7 +353,7 @@ def publish(con: duckdb.DuckDBPyConnection, home: Home, *, run_id: str, shareabl
     tmp = folder / (name + ".tmp")
     con.execute(f"ATTACH {_sql_str(str(tmp))} AS srv")
     try:
-        rows = _build(con, src, shareable, run_id, now)
+        rows = _build(con, src, shareable, run_id, now, list(models), history_snapshots)
         con.execute("CHECKPOINT srv")
     finally:
         con.execute("DETACH srv")
@@ -287,6 +399,12 @@ def read_manifest(path: Path) -> list[tuple]:
     with duckdb.connect(str(path), read_only=True) as con:
         return con.execute(f"SELECT table_name, kind, row_count, published_at, run_id, model_versions "
                            f"FROM {MANIFEST} ORDER BY table_name").fetchall()
+
+
+def published_at(path: Path, run_id: str) -> datetime | None:
+    """When run `run_id` published the serving file at `path`; None when it did not (or another run has since)."""
+    rows = read_manifest(path) if path.exists() else []
+    return rows[0][3] if rows and rows[0][4] == run_id else None
 
 
 def _sql_str(v: str) -> str:
