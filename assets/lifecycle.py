@@ -102,11 +102,15 @@ def read_features(warehouse: Warehouse, columns: list[str] | None = None) -> pd.
     its model uses (the whole 85-column table costs seconds to load at 1M customers). A column the model was
     trained on that today's features lack is MissingInputs, never a column of NaN."""
     with warehouse.connect() as con:
-        if columns is None:
-            return con.execute("SELECT * FROM features.customer_features").df()
         have = {r[0] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' "
             "AND table_name = 'customer_features'").fetchall()}
+        if not have:  # e.g. `--job train_churn` on a new home: say what to run, not a catalog error
+            raise dg.Failure(description=f"features.customer_features is not built yet in {warehouse.home}: run "
+                                         "the whole pipeline once (`scorehouse run`); the train and score jobs "
+                                         "read the features it builds.")
+        if columns is None:
+            return con.execute("SELECT * FROM features.customer_features").df()
         missing = [c for c in dict.fromkeys(columns) if c not in have]
         if missing:
             raise MissingInputs(missing)

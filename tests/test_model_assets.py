@@ -4,6 +4,7 @@ challenger that fails its gate leaves the champion and the scores as they were."
 from __future__ import annotations
 
 import json
+import shutil
 
 import dagster as dg
 import duckdb
@@ -28,15 +29,30 @@ def q(home, sql):
 
 
 @pytest.fixture(scope="module")
-def bank(tmp_path_factory):
+def runs(tmp_path_factory):
+    """The demo's bank through three runs, once: everything trained; a retrain whose churn gate is out of reach;
+    daily scoring. Each run's warehouse is kept as it was after it, so every test reads the state it is about
+    whatever order the tests run in."""
     tmp = tmp_path_factory.mktemp("models")
-    generate_bank(tmp / "landing", customers=20_000)  # exactly the bank `make demo` generates
-    return tmp / "landing", tmp / "home"
+    landing, home = tmp / "landing", tmp / "home"
+    generate_bank(landing, customers=20_000)  # exactly the bank `make demo` generates
+    out = {}
+    for name, job, config in (("first", "scorehouse", None),
+                              ("retrain", "retrain", "models:\n  churn:\n    gate:\n      min: {auc: 0.999}\n"),
+                              ("score", "score", None)):
+        if config:
+            (home / "scorehouse.yaml").write_text(config)
+        result = materialize(landing, home, job)
+        (home / "scorehouse.yaml").unlink(missing_ok=True)
+        kept = tmp / f"after-{name}"
+        kept.mkdir()
+        shutil.copy(home / "warehouse.duckdb", kept / "warehouse.duckdb")
+        out[name] = (result, kept)
+    return out
 
 
-def test_first_challenger_becomes_champion_and_scores_everyone(bank):
-    landing, home = bank
-    result = materialize(landing, home)
+def test_first_challenger_becomes_champion_and_scores_everyone(runs):
+    result, home = runs["first"]
     assert result.success
     gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "churn_gate")
     assert gate.passed and gate.metadata["champion"].value == "none yet"
@@ -75,8 +91,8 @@ def test_first_challenger_becomes_champion_and_scores_everyone(bank):
     assert report["churn_champion"].value == "v1" and report["published_at"].value != "not published"
 
 
-def test_every_model_is_gated_promoted_and_scores_everyone(bank):
-    landing, home = bank  # after the first run
+def test_every_model_is_gated_promoted_and_scores_everyone(runs):
+    _, home = runs["first"]
     # the demo's bank: every model passes its gate on the first run
     assert q(home, "SELECT model, version, alias FROM ml.model_registry ORDER BY 1") == [
         (m, 1, "champion") for m in ("churn", "clv", "credit_risk", "recommendations", "segments")]
@@ -102,14 +118,9 @@ def test_every_model_is_gated_promoted_and_scores_everyone(bank):
         WHERE a.opened_date <= r.snapshot_date AND (a.closed_date IS NULL OR a.closed_date > r.snapshot_date)""") == [(0,)]
 
 
-def test_failing_challenger_is_rejected_and_changes_nothing(bank):
-    landing, home = bank
-    before = q(home, "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1")
-    (home / "scorehouse.yaml").write_text("models:\n  churn:\n    gate:\n      min: {auc: 0.999}\n")
-    try:
-        result = materialize(landing, home, "retrain")
-    finally:
-        (home / "scorehouse.yaml").unlink()
+def test_failing_challenger_is_rejected_and_changes_nothing(runs):
+    before = q(runs["first"][1], "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1")
+    result, home = runs["retrain"]
     # a rejected challenger is an outcome, not a failure: the run goes through, the champion stays
     assert result.success
     gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "churn_gate")
@@ -132,10 +143,9 @@ def test_failing_challenger_is_rejected_and_changes_nothing(bank):
     assert gates["churn_gate"].metadata["champion"].value.endswith("on this holdout")
 
 
-def test_daily_scoring_goes_on_with_the_champion_after_a_failed_retrain(bank):
-    landing, home = bank  # after the test above: v1 champion, v2 rejected
-    before = q(home, "SELECT max(scored_at) FROM scores.churn")[0][0]
-    result = materialize(landing, home, "score")
+def test_daily_scoring_goes_on_with_the_champion_after_a_failed_retrain(runs):
+    before = q(runs["retrain"][1], "SELECT max(scored_at) FROM scores.churn")[0][0]  # v1 champion, v2 rejected
+    result, home = runs["score"]
     assert result.success
     ran = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "scores/churn" in ran and not any(k.startswith("ml/") for k in ran)  # scoring only, no training
@@ -148,25 +158,10 @@ def test_daily_scoring_goes_on_with_the_champion_after_a_failed_retrain(bank):
     ]
 
 
-def test_the_champion_step_alone_promotes_nothing_it_did_not_approve(bank):
-    from assets.models import model_assets
-
-    churn_champion = next(a for a in model_assets if a.key == dg.AssetKey(["ml", "churn_champion"]))
-    landing, home = bank  # after the tests above: v1 champion, v2 rejected, nothing approved in this run
-    resources = {"warehouse": Warehouse(home=str(home)), "settings": Settings(home=str(home), source="synthetic")}
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([churn_champion], resources=resources, instance=instance)
-    (event,) = result.get_asset_materialization_events()
-    md = event.materialization.metadata
-    assert md["version"].value == 1 and md["replaced"].value == "none"
-    assert md["outcome"].value.startswith("kept champion v1 (no challenger approved")
-    assert q(home, "SELECT version, alias FROM ml.model_registry WHERE model = 'churn' ORDER BY 1") == [(1, "champion"), (2, "rejected")]
-
-
-def test_a_champion_that_cannot_be_rescored_is_compared_by_its_training_figures(bank):
+def test_a_champion_that_cannot_be_rescored_is_compared_by_its_training_figures(runs):
     from assets.lifecycle import Trained, _champion_on_holdout
 
-    _, home = bank  # churn v1 is the champion
+    _, home = runs["first"]  # churn v1 is the champion
 
     def gone(entry):
         raise KeyError("attr_income")  # the champion's input is no longer in the features

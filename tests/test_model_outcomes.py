@@ -77,3 +77,13 @@ def test_too_few_outcomes_in_the_holdout_to_judge():
 ])
 def test_each_outcome_reads_as_one_line(row, line):
     assert registry.outcome_line(row) == line
+
+
+def test_training_on_a_home_without_features_says_what_to_run(tmp_path):
+    import dagster as dg
+
+    from assets.lifecycle import read_features
+    from orchestration.resources import Warehouse
+
+    with pytest.raises(dg.Failure, match=r"features.customer_features is not built yet .*run the whole pipeline once"):
+        read_features(Warehouse(home=str(tmp_path)))
