@@ -4,6 +4,7 @@ VENV     := .venv
 BIN      := $(VENV)/bin
 HOME_DIR ?= .scorehouse
 CUSTOMERS ?= 20000
+PORT     ?= 3000
 STAMP    := $(VENV)/.installed
 
 .PHONY: demo test ui lint bench clean
@@ -26,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 ui: $(STAMP)
-	$(BIN)/scorehouse ui --home $(HOME_DIR) --landing $(HOME_DIR)/landing
+	$(BIN)/scorehouse ui --home $(HOME_DIR) --landing $(HOME_DIR)/landing --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
