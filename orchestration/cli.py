@@ -445,10 +445,9 @@ def _stop_all(instance, procs: list[subprocess.Popen]) -> None:
     from orchestration.stale_runs import fail_runs
 
     tree = psutil.Process().children(recursive=True)
-    unfinished = [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(statuses=[
-        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))]
-    # The runs whose workers are in the tree (a run worker's command line holds its run id).
-    workers = {r for p in tree for r in unfinished if r in " ".join(_cmdline(p))}
+    unfinished = instance.get_runs(filters=dg.RunsFilter(statuses=[
+        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
+    workers = [r.run_id for r in unfinished if _launched_by(r, tree)]
     for p in procs:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGTERM)
@@ -463,6 +462,23 @@ def _stop_all(instance, procs: list[subprocess.Popen]) -> None:
         p.wait()
     # A run whose worker was killed would stay STARTED in the UI and keep its `warehouse` pool slot.
     fail_runs(instance, workers, "its run worker was stopped with `scorehouse ui`")
+
+
+def _launched_by(run, tree) -> bool:
+    """Whether the run's worker is in the tree. A worker is a multiprocessing child of the code server that launched
+    it, its command line says nothing of the run; the run's tags name that server's port or socket, which the code
+    server's command line holds. CLI runs (another process) and other UIs' runs are left alone."""
+    import json
+
+    # Dagster's own tag, set by its DefaultRunLauncher; it has no public name.
+    from dagster._core.storage.tags import GRPC_INFO_TAG
+
+    info = json.loads(run.tags.get(GRPC_INFO_TAG) or "{}")
+    kind = next((k for k in ("port", "socket") if info.get(k)), None)
+    if kind is None:
+        return False
+    address = [f"--{kind}", str(info[kind])]
+    return any(cmd[i:i + 2] == address for cmd in map(_cmdline, tree) for i in range(len(cmd) - 1))
 
 
 def _cmdline(p) -> list[str]:

@@ -38,13 +38,16 @@ def fail_dead_cli_runs(instance: dg.DagsterInstance) -> list[str]:
 
 
 def fail_runs(instance: dg.DagsterInstance, run_ids, why: str) -> list[str]:
-    """Marks failed those of `run_ids` not finished: their process was stopped (`scorehouse ui`)."""
+    """Marks failed those of `run_ids` not finished: their process was stopped (`scorehouse ui`). A worker that
+    had time to fail its run itself may still hold slots, which the daemon, stopped too, would have freed."""
     failed = []
     for run_id in run_ids:
         run = instance.get_run_by_id(run_id)
         if run is not None and not run.is_finished:
             _fail(instance, run, why)
             failed.append(run_id)
+        else:
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
     return failed
 
 

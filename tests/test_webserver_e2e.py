@@ -13,11 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import psutil
 import pytest
 import requests
 
+from orchestration.cli import _launched_by
 from tests.receivers import HttpReceiver
 
 ROOT = Path(__file__).parents[1]
@@ -187,9 +189,22 @@ def test_ui_serves_graph_shows_cli_runs_runs_job_alerts_with_links_and_stops_cle
             # What the daemon's alert sensors send links to the run in this UI, with no SCOREHOUSE_UI_URL set.
             sent = wait_for(lambda: hook.bodies("check_failure"), "the daemon's alert on the UI's run", timeout=120)
             assert [(b["run_id"], b["run_url"]) for b in sent] == [(run_id, f"{url}/runs/{run_id}")], sent
+
+            # Stopped mid-run: the run worker goes with everything else, within the same 5 s.
+            killed = gql(url, LAUNCH, {"p": params})["launchRun"]["run"]["runId"]
+            wait_for(lambda: gql(url, STATUS, {"id": killed})["runOrError"]["status"] == "STARTED",
+                     "the second run to start", timeout=300)
+            ui.children = psutil.Process(ui.proc.pid).children(recursive=True)
+            with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:  # how `scorehouse ui` finds it
+                assert _launched_by(instance.get_run_by_id(killed), ui.children)
         finally:
             ui.stop()
         ui.assert_stopped_cleanly()
+        # ... and its run is failed (by the worker SIGTERM interrupted, or by `scorehouse ui` if it had to be killed),
+        # not left STARTED holding the warehouse slot every later run would wait for.
+        with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+            assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
+            assert not instance.event_log_storage.get_concurrency_info("warehouse").claimed_slots
 
         # The CLI, which cannot know whether or where a UI runs, links to the address the UI recorded in the home.
         assert (home / "dagster" / "ui_url").read_text().strip() == url
@@ -223,8 +238,6 @@ def test_ui_comes_up_cleanly_on_a_fresh_home_ten_times_in_a_row(tmp_path):
 def test_ui_repairs_a_home_left_with_two_storage_heads(tmp_path, monkeypatch):
     """A home broken by that race before the fix: schedules.db holds the head and the revision the losing
     process stamped (what two racing processes leave, reproduced with dagster 1.13.27)."""
-    import dagster as dg
-
     home = tmp_path / "home"
     (home / "dagster").mkdir(parents=True)
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
