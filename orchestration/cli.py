@@ -255,7 +255,8 @@ def _alerts(instance, run_id: str, home: Home, settings: dict) -> None:
         return
     if not any(not c.missing(os.environ) for c in channels_from_settings(settings["alerts"])):
         # said once for the run, not once per alert: nobody hears any of them
-        print("\nAlerts: no alert channel configured, nothing is sent (Slack, webhook, email: docs/alerts.md)")
+        print("\nAlerts: no alert channel configured: nothing was sent (Slack, webhook, email: docs/alerts.md)"
+              + ("; these would have been:" if outcomes else ""))
         for o in outcomes:
             print(f"  {o.alert.kind}: {o.alert.title}", flush=True)
     elif outcomes:
