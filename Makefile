@@ -4,6 +4,7 @@ VENV     := .venv
 BIN      := $(VENV)/bin
 HOME_DIR ?= .scorehouse
 CUSTOMERS ?= 20000
+PORT     ?= 3000
 STAMP    := $(VENV)/.installed
 
 .PHONY: demo test ui lint bench clean lock bytecode
@@ -38,7 +39,7 @@ test: bytecode
 	$(BIN)/python -m pytest -q
 
 ui: bytecode
-	$(BIN)/scorehouse ui --home $(HOME_DIR) --landing $(HOME_DIR)/landing
+	$(BIN)/scorehouse ui --home $(HOME_DIR) --landing $(HOME_DIR)/landing --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.serving import KEY as SERVING
+from orchestration.home import recorded_ui_url
 from quality.alert_store import AlertStore
 from quality.alerts import (
     Alert,
@@ -40,6 +41,12 @@ class Outcome:
     alert: Alert
     deliveries: list[Delivery] = field(default_factory=list)
     suppressed: bool = False  # already alerted and not cleared (deduplicated)
+
+
+def ui_base_url(home: str | Path, cfg: Mapping, env: Mapping[str, str]) -> str | None:
+    """Where alerts link runs: alerts.ui_base_url, else $SCOREHOUSE_UI_URL, else the address `scorehouse ui` last
+    served this home on (neither a CLI run nor the daemon knows it otherwise)."""
+    return cfg.get("ui_base_url") or env.get("SCOREHOUSE_UI_URL") or recorded_ui_url(Path(home) / "dagster")
 
 
 def store_for(home: str | Path) -> AlertStore:
@@ -93,7 +100,7 @@ def evaluate_run(instance: dg.DagsterInstance, run_id: str, home: str | Path, se
     if run is None or not run.is_finished or not store.claim_run(run_id):
         return []
     info = {"run_id": run_id, "job": run.job_name,
-            "url": run_url(cfg.get("ui_base_url") or env.get("SCOREHOUSE_UI_URL"), run_id)}
+            "url": run_url(ui_base_url(home, cfg, env), run_id)}
     checks = run_checks(instance, run_id)
     drift = [c for c in checks if c["check"].endswith("_drift")]
     fresh = [c for c in checks if c["check"] == FRESHNESS_CHECK]

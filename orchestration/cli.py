@@ -21,6 +21,8 @@ from orchestration.home import ensure_dagster_home
 from warehouse.db import Home
 
 UI_HOST = "127.0.0.1"
+UI_PORT = 3000
+STOP_GRACE = 3.0  # seconds the webserver, daemon, code servers and run workers get to exit before being killed
 
 
 def _source(args: argparse.Namespace) -> str:
@@ -154,7 +156,18 @@ def _summary(home: Home, result, run_id: str) -> None:
     print(f"Home: {home.root}  (warehouse.duckdb, dagster/ run history)")
     if home.serving.exists():
         print(f"BI:   {home.serving} (query it: scorehouse sql --home {home.root}; docs/bi.md)")
-    print(f"UI:   make ui  (or scorehouse ui --home {home.root}), then http://{UI_HOST}:3000/runs/{run_id}")
+    port = _ui_port(home)
+    print(f"UI:   scorehouse ui --home {home.root} --port {port}, then http://{UI_HOST}:{port}/runs/{run_id}")
+
+
+def _ui_port(home: Home) -> int:
+    """The port `scorehouse ui` last served this home on (where its alerts link), else the default."""
+    from urllib.parse import urlsplit
+
+    from orchestration.home import recorded_ui_url
+
+    url = urlsplit(recorded_ui_url(home.dagster_home) or "")
+    return (url.port or UI_PORT) if url.hostname == UI_HOST else UI_PORT
 
 
 def _report(home: Home, run_id: str, wait: float = 0.0):
@@ -224,12 +237,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _writable(home.root)
     _set_env(home, args.source, args.landing)
 
-    import dagster as dg
-    from dagster._core.utils import make_new_run_id
-
     from assets.models import SPECS
     from orchestration.definitions import defs
+    from orchestration.home import open_instance
     from orchestration.jobs import due_selection
+    from orchestration.location import create_run, execute
     from orchestration.stale_runs import fail_dead_cli_runs
 
     job = defs.resolve_job_def(args.job)
@@ -241,20 +253,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                            if k.path[0] == "ml" and k not in selection and k.path[-1].endswith("_challenger")})
             print(f"Not retrained (champion younger than models.retrain_after_days; --job retrain forces): "
                   f"{', '.join(kept)}", flush=True)
-    run_id = make_new_run_id()
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(home.dagster_home) as instance:
         fail_dead_cli_runs(instance)
         print(f"Running job {args.job!r} for source {os.environ.get('SCOREHOUSE_SOURCE', 'synthetic')!r}, "
               f"home {home.root}", flush=True)
+        recon, run = create_run(
+            instance, home.dagster_home / "workspace.yaml", args.job, asset_selection=selection,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            tags={"scorehouse/trigger": "cli", "scorehouse/pid": str(os.getpid()),
+                  "scorehouse/host": os.uname().nodename})
+        run_id = run.run_id
         progress = _Progress(instance, run_id)
         progress.start()
         try:
-            result = job.execute_in_process(
-                instance=instance, run_id=run_id, raise_on_error=False, asset_selection=selection,
-                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
-                tags={"scorehouse/trigger": "cli", "scorehouse/pid": str(os.getpid()),
-                      "scorehouse/host": os.uname().nodename},
-            )
+            result = execute(recon, run, instance)
         finally:
             progress.stop.set()
             progress.join()
@@ -266,20 +278,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _alerts(instance, run_id: str, home: Home, settings: dict) -> None:
     """What the daemon's alert sensors would do for this run (there is no daemon behind `scorehouse run`)."""
     from orchestration.alerting import describe, evaluate_run
+    from quality.channels import channels_from_settings
 
     try:
         outcomes = evaluate_run(instance, run_id, home.root, settings)
     except Exception as e:  # alerting never changes the run's outcome
         print(f"\nAlerts: not evaluated ({type(e).__name__}: {e})")
         return
-    if outcomes:
+    if not any(not c.missing(os.environ) for c in channels_from_settings(settings["alerts"])):
+        # said once for the run, not once per alert: nobody hears any of them
+        print("\nAlerts: no alert channel configured: nothing was sent (Slack, webhook, email: docs/alerts.md)"
+              + ("; these would have been:" if outcomes else ""))
+        for o in outcomes:
+            print(f"  {o.alert.kind}: {o.alert.title}", flush=True)
+    elif outcomes:
         print("\nAlerts:")
         print("\n".join(describe(outcomes)), flush=True)
 
 
 # ---------------------------------------------------------------- alerts
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from orchestration.alerting import store_for
+    from orchestration.alerting import store_for, ui_base_url
     from quality.alerts import run_url, test_alert
     from quality.channels import channels_from_settings, deliver
 
@@ -297,7 +316,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         for c in store.open_conditions():
             print(f"open condition {c['key']} since {c['first_seen'][:19]}, last alerted {c['last_alerted'][:19]}")
         return 0
-    alert = test_alert(run_url(cfg.get("ui_base_url") or os.environ.get("SCOREHOUSE_UI_URL"), "test"))
+    alert = test_alert(run_url(ui_base_url(home.root, cfg, os.environ), "test"))
     worked, configured = 0, 0
     for ch in channels_from_settings(cfg):
         missing = ch.missing(os.environ)
@@ -493,21 +512,39 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- ui
 def cmd_ui(args: argparse.Namespace) -> int:
-    import psutil
+    from orchestration.home import StorageError, open_instance, record_ui_url
 
     home = Home.resolve(args.home)
     if _settings(home, _source(args)) is None:  # else the webserver would only show the error
         return 2
     _set_env(home, args.source, args.landing)
+    try:
+        # Created here, once: a webserver and a daemon that both find no storage migrate it at the same moment.
+        instance = open_instance(home.dagster_home)
+    except StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    # Alerts (the daemon's sensors, `scorehouse run`) link to runs in this UI unless told another address.
+    record_ui_url(home.dagster_home, f"http://{UI_HOST}:{args.port}")
+    with instance:
+        code = _serve(instance, home, args.port)
+    # Everything is stopped, stored and printed; the interpreter's teardown of what this process loaded (Dagster,
+    # DuckDB, pandas) would add 1-3 s on a busy machine to a Ctrl-C that should take under 5.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _serve(instance, home: Home, port: int) -> int:
     bindir = Path(sys.executable).parent
-    target = ["-m", "orchestration.definitions"]
-    # Each in its own session so one signal stops it with its children (the webserver's code server).
+    target = ["-w", str(home.dagster_home / "workspace.yaml")]  # the code location `scorehouse`
+    # Each in its own session so one signal stops it with its children (code servers, run workers).
     procs = [
         subprocess.Popen([str(bindir / "dagster-daemon"), "run", *target], start_new_session=True),
-        subprocess.Popen([str(bindir / "dagster-webserver"), "-h", UI_HOST, "-p", str(args.port), *target],
+        subprocess.Popen([str(bindir / "dagster-webserver"), "-h", UI_HOST, "-p", str(port), *target],
                          start_new_session=True),
     ]
-    print(f"Dagster UI on http://{UI_HOST}:{args.port} (home {home.root}); Ctrl-C stops it.", flush=True)
+    print(f"Dagster UI on http://{UI_HOST}:{port} (home {home.root}); Ctrl-C stops it.", flush=True)
     stopping = threading.Event()
 
     def _stop(signum, frame):
@@ -518,27 +555,63 @@ def cmd_ui(args: argparse.Namespace) -> int:
     while not stopping.is_set() and all(p.poll() is None for p in procs):
         stopping.wait(0.5)
     code = 0 if stopping.is_set() else 1
-    # Everything they started (code servers, run workers) is stopped too, not just the two leaders.
+    _stop_all(instance, procs)
+    print("stopped webserver and daemon", flush=True)
+    return code
+
+
+def _stop_all(instance, procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to everything the webserver and daemon started, SIGKILL to what is left after STOP_GRACE: most of
+    a Dagster process's exit is the interpreter tearing down (2-5 s each on a busy machine), nothing to save."""
+    import dagster as dg
+    import psutil
+
+    from orchestration.stale_runs import fail_runs
+
     tree = psutil.Process().children(recursive=True)
+    unfinished = instance.get_runs(filters=dg.RunsFilter(statuses=[
+        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
+    workers = [r.run_id for r in unfinished if _launched_by(r, tree)]
     for p in procs:
-        if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
+    _, alive = psutil.wait_procs(tree, timeout=STOP_GRACE)
+    for p in procs:  # the whole groups: also what was started after the snapshot
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    _, alive = psutil.wait_procs(tree, timeout=15)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.terminate()
-    _, alive = psutil.wait_procs(alive, timeout=5)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-    print("stopped webserver and daemon", flush=True)
-    return code
+    for p in procs:  # the others are not our children: their parents or init reap them
+        p.wait()
+    # A run whose worker was killed would stay STARTED in the UI and keep its `warehouse` pool slot.
+    fail_runs(instance, workers, "its run worker was stopped with `scorehouse ui`")
+
+
+def _launched_by(run, tree) -> bool:
+    """Whether the run's worker is in the tree. A worker is a multiprocessing child of the code server that launched
+    it, its command line says nothing of the run; the run's tags name that server's port or socket, which the code
+    server's command line holds. CLI runs (another process) and other UIs' runs are left alone."""
+    import json
+
+    # Dagster's own tag, set by its DefaultRunLauncher; it has no public name.
+    from dagster._core.storage.tags import GRPC_INFO_TAG
+
+    info = json.loads(run.tags.get(GRPC_INFO_TAG) or "{}")
+    kind = next((k for k in ("port", "socket") if info.get(k)), None)
+    if kind is None:
+        return False
+    address = [f"--{kind}", str(info[kind])]
+    return any(cmd[i:i + 2] == address for cmd in map(_cmdline, tree) for i in range(len(cmd) - 1))
+
+
+def _cmdline(p) -> list[str]:
+    import psutil
+
+    try:
+        return p.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -602,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--home")
     u.add_argument("--source")
     u.add_argument("--landing")
-    u.add_argument("--port", type=int, default=3000)
+    u.add_argument("--port", type=int, default=UI_PORT)
     u.set_defaults(func=cmd_ui)
 
     args = parser.parse_args(argv)

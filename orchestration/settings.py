@@ -148,7 +148,8 @@ class RouteSettings(Strict):
 
 class AlertSettings(Strict):
     ui_base_url: str | None = Field(None, description=(
-        "e.g. http://dagster.bank.internal:3000: alerts link to the run; or $SCOREHOUSE_UI_URL"))
+        "e.g. http://dagster.bank.internal:3000: alerts link to the run; else $SCOREHOUSE_UI_URL, else where "
+        "`scorehouse ui` last served the home"))
     drift_band: Literal["alert", "warn"] = Field("alert", description=(
         "drift alerts from this band up: alert, or warn for more (and noisier) alerts"))
     repeat_after_hours: float = Field(24, ge=0, description=(
