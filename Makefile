@@ -34,9 +34,11 @@ demo: bytecode
 		$(BIN)/scorehouse generate --customers $(CUSTOMERS) --out $(HOME_DIR)/landing
 	$(BIN)/scorehouse run --source synthetic --landing $(HOME_DIR)/landing --home $(HOME_DIR)
 
+# Two workers, a test module each at a time (module fixtures stay in one process): most of a test's time is
+# one-threaded Python (imports, Dagster's bookkeeping), which left one of the two cores idle.
 test: bytecode
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 ui: bytecode
 	$(BIN)/scorehouse ui --home $(HOME_DIR) --landing $(HOME_DIR)/landing --port $(PORT)

@@ -37,6 +37,11 @@ LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
 STATUS = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"""
 RUN = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { jobName status
   repositoryOrigin { repositoryLocationName repositoryName } tags { key value } } } }"""
+LATEST = """query($k: AssetKeyInput!) { assetNodeOrError(assetKey: $k) { __typename ... on AssetNode {
+  owners { __typename ... on TeamAssetOwner { team } } tags { key value }
+  assetMaterializations(limit: 1) { runId metadataEntries { label __typename
+    ... on TableSchemaMetadataEntry { schema { columns { name description } } }
+    ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue } } } } } }"""
 JOB_RUNS = """query($s: PipelineSelector!) { pipelineOrError(params: $s) { __typename ... on Pipeline {
   runs { runId } } } }"""
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -149,6 +154,10 @@ def test_ui_serves_graph_shows_cli_runs_runs_job_alerts_with_links_and_stops_cle
                          capture_output=True, text=True, env=clean_env(), cwd=ROOT, timeout=900)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     cli_run = next(line.split()[1].rstrip(":") for line in cli.stdout.splitlines() if line.startswith("Run "))
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        churn_columns = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE "
+                                                   "table_schema = 'scores' AND table_name = 'churn'").fetchall()]
+        churn_rows = con.execute("SELECT count(*) FROM scores.churn").fetchone()[0]
     # the summary names the command that opens this home, and says once that no alert channel is configured
     assert f"scorehouse ui --home {home} --port 3000" in cli.stdout
     assert f"http://127.0.0.1:3000/runs/{cli_run}" in cli.stdout
@@ -177,6 +186,23 @@ def test_ui_serves_graph_shows_cli_runs_runs_job_alerts_with_links_and_stops_cle
                         "pipelineName": "scorehouse"}
             job_runs = gql(url, JOB_RUNS, {"s": selector})["pipelineOrError"]
             assert cli_run in {r["runId"] for r in job_runs["runs"]}, job_runs
+            # ... and the tags of its report, so the Runs list tells a clean run from a drifted or rejected one
+            assert tags["scorehouse/published"] == "yes" and "promoted" in tags["scorehouse/gates"], tags
+
+            # Data that describes itself: every column of scores.churn carries its meaning; owner and domain tag.
+            churn = gql(url, LATEST, {"k": {"path": ["scores", "churn"]}})["assetNodeOrError"]
+            assert churn["owners"] == [{"__typename": "TeamAssetOwner", "team": "data-science"}]
+            assert {"key": "domain", "value": "retention"} in churn["tags"], churn["tags"]
+            (mat,) = churn["assetMaterializations"]
+            (schema,) = [e["schema"] for e in mat["metadataEntries"] if e["__typename"] == "TableSchemaMetadataEntry"]
+            assert mat["runId"] == cli_run and [c["name"] for c in schema["columns"]] == churn_columns
+            assert all(len(c["description"] or "") > 10 for c in schema["columns"]), schema
+            # The run report's numbers are the scored tables' (numbers, so the UI plots them run after run).
+            report = gql(url, LATEST, {"k": {"path": ["serving", "run_report"]}})["assetNodeOrError"]
+            (mat,) = report["assetMaterializations"]
+            figures = {e["label"]: e.get("intValue", e.get("floatValue")) for e in mat["metadataEntries"]}
+            assert mat["runId"] == cli_run and figures["churn_rows_scored"] == churn_rows > 0
+            assert figures["models_scored"] == int(tags["scorehouse/scored"].split()[0])
 
             params = {"selector": {**{k: v for k, v in selector.items() if k != "pipelineName"},
                                    "jobName": "scorehouse"}}
