@@ -78,7 +78,7 @@ SPEC = ModelSpec(
     table=ScoredTable(
         "churn", "customer", "latest churn scores",
         (ScoreColumn("customer_id", CUSTOMER_ID),
-         ScoreColumn("churn_probability", "Calibrated probability (Platt scaling on a held-out slice) that the customer "
+         ScoreColumn("churn_probability", type="DOUBLE", doc="Calibrated probability (Platt scaling on a held-out slice) that the customer "
                      "churns in the outcome window after the snapshot.", customer_scores=True),
          ScoreColumn("churn_risk_level", "`Low` / `Medium` / `High` from `models.churn.risk_cutoffs` (default: "
                      "Medium from 0.3, High from 0.6).", customer_scores=True, was="risk_level"),

@@ -126,14 +126,14 @@ SPEC = ModelSpec(
         (ScoreColumn("customer_id", CUSTOMER_ID),
          ScoreColumn("expected_purchases_horizon", "BG/NBD expected purchase days over the horizon "
                      "(`horizon_months`, 12)."),
-         ScoreColumn("p_alive", "Probability the customer is still active at the snapshot (BG/NBD; null: no purchase "
+         ScoreColumn("p_alive", type="DOUBLE", doc="Probability the customer is still active at the snapshot (BG/NBD; null: no purchase "
                      "before the snapshot). It says something only when customers can be seen going quiet: with money "
                      "out as the purchase (the default `models.clv.event_filter`) everyone whose account pays a fee or "
                      "a bill each month bought days ago, and on the demo bank it is 1 for every customer (to 1e-10; "
                      "[model-quality.md](model-quality.md), CLV). Drift monitoring skips it while it is constant.",
                      customer_scores=True),
          ScoreColumn("expected_avg_value", "Gamma-Gamma expected value per purchase."),
-         ScoreColumn("clv", "Discounted value over the horizon (`annual_discount_rate` 10%, times `margin`); 0 "
+         ScoreColumn("clv", type="DOUBLE", doc="Discounted value over the horizon (`annual_discount_rate` 10%, times `margin`); 0 "
                      "without purchase history.", customer_scores=True),
          ScoreColumn("clv_tier", "Platinum (top 10%), Gold (next 20%), Silver (next 30%), Bronze (rest), "
                      "\"No purchases\".", customer_scores=True)),

@@ -101,7 +101,7 @@ SPEC = ModelSpec(
                      "From the XGBoost: the points its PD is worth on the same scale (600 + 20/ln 2 × (ln(good:bad "
                      "odds) − ln 50)), so points and grades read the same whichever model serves. (Not the bureau's "
                      "`credit_score` of the customer file.)", was="score"),
-         ScoreColumn("probability_of_default", "Probability of default implied by the points. Trained on the "
+         ScoreColumn("probability_of_default", type="DOUBLE", doc="Probability of default implied by the points. Trained on the "
                      "customers with a default outcome (e.g. loan holders); for the others it is the PD they would "
                      "have as a borrower.", customer_scores=True, was="pd"),
          ScoreColumn("credit_grade", "A..E by PD (`grade_cutoffs`, default A < 2%, B < 5%, C < 10%, D < 20%, E the "

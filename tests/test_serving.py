@@ -228,6 +228,22 @@ def test_customer_scores_carry_each_models_version_and_the_snapshot(home):
                                                           "segments": 1}
 
 
+def test_a_model_without_scores_keeps_its_columns_in_customer_scores(home):
+    """No CLV scores in this warehouse (a bank whose CLV model was not trained), and no churn_reason_2: the columns
+    are there, typed and described, NULL, so a dashboard or a docs/bi.md recipe naming them still runs (they used
+    to be left out)."""
+    _publish(home, "r")
+    wide = _columns(home.serving, "bi.customer_scores")
+    clv = {c: wide[c][0] for c in ("p_alive", "clv", "clv_tier", "clv_model_version")}
+    assert clv == {"p_alive": "DOUBLE", "clv": "DOUBLE", "clv_tier": "VARCHAR", "clv_model_version": "INTEGER"}
+    assert all(len(wide[c][1] or "") > 10 for c in clv)
+    assert _q(home.serving, "SELECT count(*), count(clv), count(clv_tier), count(churn_probability) "
+                            "FROM bi.customer_scores") == [(4, 0, 0, 4)]
+    # the columns sit where they would with scores: the wide table's shape does not depend on what scored
+    spec_order = [c.name for s in SPECS for c in s.table.customer_scores()]
+    assert [c for c in wide if c in spec_order] == spec_order
+
+
 def test_history_keeps_the_last_snapshots_and_score_trend_follows_them(home):
     for i, snap in enumerate([date(2025, 7, 31), date(2025, 8, 31), date(2025, 9, 30)]):
         _warehouse(home, snap=snap, version=1 + (i == 2))

@@ -24,6 +24,7 @@ class ScoreColumn:
     doc: str
     customer_scores: bool = False  # also a column of bi.customer_scores (one row per customer)
     was: str | None = None  # what the model (ml/) calls it, and older scores.<model>_history tables: renamed on write
+    type: str = "VARCHAR"  # its type in bi.customer_scores, also while the model has no scores (a NULL column)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Derived:
     doc: str
     sql: str  # an aggregate over the model's rows of one customer
     needs: tuple[str, ...]  # the columns of scores.<model> it reads (left out when one is not published)
+    type: str = "VARCHAR"  # as ScoreColumn.type
 
 
 @dataclass(frozen=True)

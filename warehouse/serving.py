@@ -115,13 +115,23 @@ def _customer_scores_sql(present: dict[str, list[str]], models: list[ScoredTable
             select.append("ag.agency_name")
             joins.append("LEFT JOIN bi.agencies ag ON ag.agency_id = cu.agency_id")
     snapshots = []
-    for i, m in enumerate(scored):
+
+    def null(c) -> str:
+        return f"NULL::{c.type} AS {_q(c.name)}"
+
+    # Every model's columns are there whatever scored: one not scored yet (or not trained for this bank), or a
+    # column its table lacks, is NULL, so a dashboard or a docs/bi.md recipe naming them keeps working.
+    for i, m in enumerate(models):
+        docs.update({c.name: c.doc for c in (*m.customer_scores(), *m.derived)})
+        docs[f"{m.model}_model_version"] = MODEL_VERSION.format(model=m.model)
+        if m not in scored:
+            select += [null(c) for c in (*m.customer_scores(), *m.derived)]
+            select.append(f"NULL::INTEGER AS {_q(m.model + '_model_version')}")
+            continue
         have, alias = present[m.table], f"m{i}"
         derived = [d for d in m.derived if set(d.needs) <= set(have)]
         if m.grain == "customer":
-            cols = [c for c in m.customer_scores() if c.name in have]
-            select += [f"{alias}.{_q(c.name)}" for c in cols]
-            docs.update({c.name: c.doc for c in cols})
+            select += [f"{alias}.{_q(c.name)}" if c.name in have else null(c) for c in m.customer_scores()]
             source = m.table
             if derived:  # a per-customer table with a column made from several rows: not a case yet
                 raise ValueError(f"{m.table}: derived bi.customer_scores columns need a table of several rows "
@@ -130,10 +140,8 @@ def _customer_scores_sql(present: dict[str, list[str]], models: list[ScoredTable
             aggregates = [f"{d.sql} AS {_q(d.name)}" for d in derived]
             aggregates += ["any_value(model_version) AS model_version", "max(snapshot_date) AS snapshot_date"]
             source = f"(SELECT customer_id, {', '.join(aggregates)} FROM {m.table} GROUP BY customer_id)"
-        select += [f"{alias}.{_q(d.name)}" for d in derived]
-        docs.update({d.name: d.doc for d in derived})
+        select += [f"{alias}.{_q(d.name)}" if d in derived else null(d) for d in m.derived]
         select.append(f"{alias}.model_version AS {_q(m.model + '_model_version')}")
-        docs[f"{m.model}_model_version"] = MODEL_VERSION.format(model=m.model)
         snapshots.append(f"{alias}.snapshot_date")
         joins.append(f"LEFT JOIN {source} {alias} ON {alias}.customer_id = ids.customer_id")
     select.append(f"greatest({', '.join(snapshots)}) AS snapshot_date")
