@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from orchestration.home import ensure_dagster_home
-from warehouse.db import Home
+from warehouse.db import Home, run_lock
 
 UI_HOST = "127.0.0.1"
 UI_PORT = 3000
@@ -124,10 +124,11 @@ def _failure_message(err) -> str:
 
 
 def _summary(home: Home, result, run_id: str) -> None:
-    import duckdb
+    from warehouse.db import connect
 
     print("\nTables in", home.warehouse)
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+    with connect(home.warehouse, read_only=True, wait_seconds=60,  # e.g. `scorehouse deliveries accept` writing
+                 on_wait=lambda m: print(m, file=sys.stderr, flush=True)) as con:
         rows = con.execute("""
             SELECT table_schema, table_name FROM information_schema.tables
             WHERE table_schema IN ('raw', 'quarantine', 'features', 'ml', 'scores') ORDER BY table_schema, table_name""").fetchall()
@@ -244,35 +245,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestration.location import create_run, execute
     from orchestration.stale_runs import fail_dead_cli_runs
 
-    job = defs.resolve_job_def(args.job)
-    selection = None
-    if args.job == "scorehouse":
-        selection = due_selection(job, home.root, settings, [s.name for s in SPECS])
-        if selection is not None:
-            kept = sorted({k.path[-1].removesuffix("_challenger") for k in job.asset_layer.executable_asset_keys
-                           if k.path[0] == "ml" and k not in selection and k.path[-1].endswith("_challenger")})
-            print(f"Not retrained (champion younger than models.retrain_after_days; --job retrain forces): "
-                  f"{', '.join(kept)}", flush=True)
-    with open_instance(home.dagster_home) as instance:
-        fail_dead_cli_runs(instance)
-        print(f"Running job {args.job!r} for source {os.environ.get('SCOREHOUSE_SOURCE', 'synthetic')!r}, "
-              f"home {home.root}", flush=True)
-        recon, run = create_run(
-            instance, home.dagster_home / "workspace.yaml", args.job, asset_selection=selection,
-            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
-            tags={"scorehouse/trigger": "cli", "scorehouse/pid": str(os.getpid()),
-                  "scorehouse/host": os.uname().nodename})
-        run_id = run.run_id
-        progress = _Progress(instance, run_id)
-        progress.start()
-        try:
-            result = execute(recon, run, instance)
-        finally:
-            progress.stop.set()
-            progress.join()
-        _summary(home, result, run_id)
-        _alerts(instance, run_id, home, settings)
-    return 0 if result.success else 1
+    # The home's run lock from before the registry is read (which models are due) until the summary and the
+    # alerts have read the warehouse: a second `scorehouse run` of this home starts after all of it, and never
+    # finds the file held by the other run's writer. The run's Warehouse resource takes it again, in this process.
+    with run_lock(home.run_lock, f"run of job {args.job!r} from `scorehouse run`",
+                  settings["warehouse"]["run_lock_wait_seconds"],
+                  on_wait=lambda m: print(m, file=sys.stderr, flush=True)):
+        job = defs.resolve_job_def(args.job)
+        selection = None
+        if args.job == "scorehouse":
+            selection = due_selection(job, home.root, settings, [s.name for s in SPECS])
+            if selection is not None:
+                kept = sorted({k.path[-1].removesuffix("_challenger") for k in job.asset_layer.executable_asset_keys
+                               if k.path[0] == "ml" and k not in selection and k.path[-1].endswith("_challenger")})
+                print(f"Not retrained (champion younger than models.retrain_after_days; --job retrain forces): "
+                      f"{', '.join(kept)}", flush=True)
+        with open_instance(home.dagster_home) as instance:
+            fail_dead_cli_runs(instance)
+            print(f"Running job {args.job!r} for source {os.environ.get('SCOREHOUSE_SOURCE', 'synthetic')!r}, "
+                  f"home {home.root}", flush=True)
+            recon, run = create_run(
+                instance, home.dagster_home / "workspace.yaml", args.job, asset_selection=selection,
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+                tags={"scorehouse/trigger": "cli", "scorehouse/pid": str(os.getpid()),
+                      "scorehouse/host": os.uname().nodename})
+            run_id = run.run_id
+            progress = _Progress(instance, run_id)
+            progress.start()
+            try:
+                result = execute(recon, run, instance)
+            finally:
+                progress.stop.set()
+                progress.join()
+            _summary(home, result, run_id)
+            _alerts(instance, run_id, home, settings)
+        return 0 if result.success else 1
 
 
 def _alerts(instance, run_id: str, home: Home, settings: dict) -> None:

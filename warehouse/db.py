@@ -133,17 +133,26 @@ class RunLockTimeout(RuntimeError):
     pass
 
 
+_HELD: dict[str, int] = {}  # run locks this process holds: path -> its file descriptor
+
+
 @contextmanager
 def run_lock(path: Path, holder: str, wait_seconds: float, on_wait=print, poll_seconds: float = 0.5):
     """One pipeline run per home at a time: an exclusive `flock` on `path`, held for the whole run.
 
     The kernel drops the lock when the process ends, however it ends (SIGKILL included), so a crashed run never
     blocks the next one. A second run waits up to `wait_seconds` (saying once who holds the lock), then fails
-    with a message naming the holder.
+    with a message naming the holder. Re-entrant within a process: `scorehouse run` holds it from before its
+    run until after its summary has read the warehouse, and the run's own resource takes it again inside.
     """
     import fcntl
     import time
 
+    key = str(Path(path).resolve())
+    if key in _HELD:  # this process holds it already: say who holds it now, release nothing on the way out
+        _write_holder(_HELD[key], holder)
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -161,11 +170,17 @@ def run_lock(path: Path, holder: str, wait_seconds: float, on_wait=print, poll_s
                     on_wait(f"waiting for {other} to finish (one run per home at a time: {path})")
                     told = True
                 time.sleep(poll_seconds)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{holder} (pid {os.getpid()})\n".encode(), 0)
+        _write_holder(fd, holder)
+        _HELD[key] = fd
         yield
     finally:
+        _HELD.pop(key, None)
         os.close(fd)  # releases the lock
+
+
+def _write_holder(fd: int, holder: str) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{holder} (pid {os.getpid()})\n".encode(), 0)
 
 
 @contextmanager

@@ -1,0 +1,63 @@
+"""The home's run lock: one run per home, re-entrant within the process that holds it.
+
+`scorehouse run` holds it across its whole command (registry read, run, summary); the run's Warehouse resource
+takes it again inside. Before, the CLI's summary read the warehouse after letting go, while a second run already
+held the file for writing ("Could not set lock"), and the first run exited 1 after a successful run."""
+
+import subprocess
+import sys
+import textwrap
+
+from warehouse.db import RunLockTimeout, run_lock
+
+OTHER_PROCESS = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from warehouse.db import RunLockTimeout, run_lock
+    try:
+        with run_lock(Path(sys.argv[1]), "probe", 0, on_wait=lambda m: None):
+            print("got it")
+    except RunLockTimeout as e:
+        print(e)
+""")
+
+
+def _other_process_tries(path) -> str:
+    return subprocess.run([sys.executable, "-c", OTHER_PROCESS, str(path)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_the_lock_is_reentrant_and_held_until_the_outer_holder_lets_go(tmp_path):
+    path = tmp_path / "run.lock"
+    with run_lock(path, "run of job 'ingest' from `scorehouse run`", 0):
+        with run_lock(path, "run 1234", 0):  # the run's resource, same process: no deadlock, no wait
+            assert path.read_text().startswith("run 1234 (pid ")
+            assert "run 1234" in _other_process_tries(path)
+        # the run is over, its summary still reads the warehouse: the home is still held
+        assert "holds" in _other_process_tries(path)
+    assert _other_process_tries(path) == "got it"
+
+
+def test_a_second_holder_waits_then_fails_naming_the_first(tmp_path):
+    path = tmp_path / "run.lock"
+    held = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from warehouse.db import run_lock
+        with run_lock(Path(sys.argv[1]), "run abc", 0):
+            print("held", flush=True)
+            sys.stdin.read()
+    """), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "held"
+        told = []
+        try:
+            with run_lock(path, "second", 0.6, on_wait=told.append, poll_seconds=0.1):
+                raise AssertionError("took a lock another process holds")
+        except RunLockTimeout as e:
+            assert f"run abc (pid {held.pid}) holds {path}" in str(e)
+        assert told == [f"waiting for run abc (pid {held.pid}) to finish (one run per home at a time: {path})"]
+    finally:
+        held.communicate("")
+    with run_lock(path, "third", 0):
+        pass
