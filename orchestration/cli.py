@@ -716,6 +716,8 @@ def storage_problem(e: BaseException, home: Path) -> str | None:
         kind = codes.get(getattr(err, "errno", None))
         if kind is None:
             kind = next((k for k, words in STORAGE.items() if any(w in str(err) for w in words)), None)
+        if kind is None and "disk I/O error" in str(err):  # SQLite's word for a write that failed, whatever the cause
+            kind = _file_system_state(home)
         if kind == "no space left":
             return (f"no space left on the device holding {path}: free some space, then run again (the next run "
                     "continues from the last committed state)")
@@ -724,6 +726,18 @@ def storage_problem(e: BaseException, home: Path) -> str | None:
                     "SCOREHOUSE_HOME); make it writable or choose another home, then run again")
         err = err.__cause__ or err.__context__
     return None
+
+
+def _file_system_state(home: Path) -> str | None:
+    """'read-only' or 'no space left' when the file system holding `home` is so now, else None (a real I/O error:
+    left to its traceback)."""
+    path = home
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    st = os.statvfs(path)
+    if st.f_flag & os.ST_RDONLY:
+        return "read-only"
+    return "no space left" if st.f_bavail * st.f_frsize < 1 << 20 else None
 
 
 if __name__ == "__main__":
