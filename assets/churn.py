@@ -16,9 +16,9 @@ from assets.lifecycle import (
     require_label,
 )
 from assets.metadata import counts_md, frame_md
+from assets.resources import Warehouse
 from ml.registry import Entry
 from ml.split import check_classes, holdout_mask
-from orchestration.resources import Warehouse
 from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 from warehouse.features import training_frame
 

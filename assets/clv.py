@@ -16,10 +16,10 @@ from assets.features import RAW
 from assets.lazy import lazy_module
 from assets.lifecycle import CUSTOMER_FEATURES, ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import frame_md, rounded
+from assets.resources import Warehouse
 from ml.errors import NotEnoughData
 from ml.registry import Entry
 from ml.split import holdout_mask
-from orchestration.resources import Warehouse
 from warehouse.clv import clv_summary
 from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 

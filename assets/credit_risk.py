@@ -18,10 +18,10 @@ from assets.lifecycle import (
     require_label,
 )
 from assets.metadata import frame_md
+from assets.resources import Warehouse
 from ml.errors import NotEnoughData
 from ml.registry import Entry
 from ml.split import check_classes, holdout_mask
-from orchestration.resources import Warehouse
 from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 
 ml_credit = lazy_module("ml.credit_risk")  # XGBoost/scikit-learn/SciPy load on first use

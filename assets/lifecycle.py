@@ -30,9 +30,9 @@ import pandas as pd
 
 from assets.features import CF as CUSTOMER_FEATURES
 from assets.metadata import frame_md, rounded, table_metadata
+from assets.resources import Settings, Warehouse
 from ml import registry
 from ml.errors import MissingInputs, NotEnoughData
-from orchestration.resources import Settings, Warehouse
 from quality import drift
 from warehouse import failpoints
 from warehouse.columns import ScoredTable

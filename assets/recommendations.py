@@ -9,9 +9,9 @@ from assets.features import RAW
 from assets.lazy import lazy_module
 from assets.lifecycle import CUSTOMER_FEATURES, LABELS, ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import counts_md, frame_md, rounded
+from assets.resources import Warehouse
 from ml.errors import NotEnoughData
 from ml.registry import Entry
-from orchestration.resources import Warehouse
 from warehouse.columns import CUSTOMER_ID, Derived, ScoreColumn, ScoredTable
 from warehouse.recommend import load_inputs
 

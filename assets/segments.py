@@ -8,9 +8,9 @@ import dagster as dg
 from assets.lazy import lazy_module
 from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import counts_md, frame_md
+from assets.resources import Warehouse
 from ml.errors import NotEnoughData
 from ml.registry import Entry
-from orchestration.resources import Warehouse
 from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 
 ml_segments = lazy_module("ml.segments")  # XGBoost/scikit-learn/SciPy load on first use

@@ -10,8 +10,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from assets.resources import Settings, Source, Warehouse
 from orchestration.definitions import defs
-from orchestration.resources import Settings, Source, Warehouse
 from warehouse.synthetic import generate_bank
 
 
