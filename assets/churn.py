@@ -16,9 +16,9 @@ from assets.lifecycle import (
     require_label,
 )
 from assets.metadata import counts_md, frame_md
+from assets.resources import Warehouse
 from ml.registry import Entry
 from ml.split import check_classes, holdout_mask
-from orchestration.resources import Warehouse
 from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 from warehouse.features import training_frame
 
@@ -38,11 +38,11 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     check_classes(y.to_numpy(), holdout_mask(features["customer_id"], params.holdout_share),
                   cfg["min_holdout_per_class"], ("churned", "staying"))
     model = ml_churn.train_churn(features, y, params)
-    top = list(model.importance.items())[:10]
+    top = list(model.importance().items())[:10]
     hold = holdout_mask(features["customer_id"], params.holdout_share)
 
     def rescore(champion: Entry) -> dict:  # the champion on the customers the challenger was judged on
-        rival = ml_churn.load_churn(champion.artifact_path)
+        rival = ml_churn.ChurnModel.load(champion.artifact_path)
         return ml_churn.evaluate(y.to_numpy(dtype=int)[hold], rival.probability(features[hold]),
                                  rival.params.risk_cutoffs)
 
@@ -53,7 +53,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    model = ml_churn.load_churn(champion.artifact_path)
+    model = ml_churn.ChurnModel.load(champion.artifact_path)
     features = read_features(warehouse, model.spec.names)
     scored = model.score(features, cfg["actions"])
     n = len(scored)
@@ -70,10 +70,9 @@ SPEC = ModelSpec(
               "Not materialized when the source has no churn outcomes: no labels, no meaningless model.",
     score_doc="scores.churn: every customer's churn probability, risk level, top 3 reasons and recommended "
               "action, from the champion; each run is appended to scores.churn_history.",
-    fit=fit, save=lambda model, models, version: ml_churn.save_churn(model, models, version), score=score,
+    fit=fit, model=ml_churn.ChurnModel, score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"xgboost", "duckdb"}),
-    importance=lambda model: model.importance,  # share of the booster's total gain
     domain="retention",
     table=ScoredTable(
         "churn", "customer", "latest churn scores",

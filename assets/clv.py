@@ -16,10 +16,10 @@ from assets.features import RAW
 from assets.lazy import lazy_module
 from assets.lifecycle import CUSTOMER_FEATURES, ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import frame_md, rounded
+from assets.resources import Warehouse
 from ml.errors import NotEnoughData
 from ml.registry import Entry
 from ml.split import holdout_mask
-from orchestration.resources import Warehouse
 from warehouse.clv import clv_summary
 from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 
@@ -92,7 +92,7 @@ def _supervised(warehouse: Warehouse, model, summary: pd.DataFrame, cfg: dict) -
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
     summary, population, snap = _summary(warehouse, cfg, holdout=False)
-    model = ml_clv.load_clv(champion.artifact_path)
+    model = ml_clv.CLVModel.load(champion.artifact_path)
     scored = model.score(summary) if len(summary) else pd.DataFrame(columns=["customer_id"])
     # every customer of the population gets a row: no purchase before the snapshot, no value to project
     scored = population[["customer_id"]].merge(scored, on="customer_id", how="left")
@@ -116,7 +116,7 @@ SPEC = ModelSpec(
     score_doc="scores.clv: every customer's expected purchases over the horizon, P(alive), expected value per "
               "purchase, discounted CLV and CLV tier, from the champion; each run is appended to "
               "scores.clv_history.",
-    fit=fit, save=lambda model, models, version: ml_clv.save_clv(model, models, version), score=score,
+    fit=fit, model=ml_clv.CLVModel, score=score,
     train_deps=(CUSTOMER_FEATURES, RAW["transactions"]),
     score_deps=(dg.AssetKey(["features", "population"]), RAW["transactions"]),
     kinds=frozenset({"scipy", "duckdb"}),

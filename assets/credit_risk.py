@@ -18,10 +18,10 @@ from assets.lifecycle import (
     require_label,
 )
 from assets.metadata import frame_md
+from assets.resources import Warehouse
 from ml.errors import NotEnoughData
 from ml.registry import Entry
 from ml.split import check_classes, holdout_mask
-from orchestration.resources import Warehouse
 from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 
 ml_credit = lazy_module("ml.credit_risk")  # XGBoost/scikit-learn/SciPy load on first use
@@ -48,7 +48,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     hold = holdout_mask(frame["customer_id"], p.holdout_share, salt="holdout")
 
     def rescore(champion: Entry) -> dict:  # the champion, as it serves, on the customers the challenger was judged on
-        rival = ml_credit.load_credit_risk(champion.artifact_path)
+        rival = ml_credit.CreditModel.load(champion.artifact_path)
         return ml_credit.evaluate(y.to_numpy(dtype=int)[hold], rival.predict_pd(frame[hold]))
 
     card = model.scorecard_table()
@@ -65,7 +65,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    model = ml_credit.load_credit_risk(champion.artifact_path)
+    model = ml_credit.CreditModel.load(champion.artifact_path)
     features = read_features(warehouse, model.features)
     scored = model.score(features)
     n = max(len(scored), 1)
@@ -87,11 +87,10 @@ SPEC = ModelSpec(
     score_doc="scores.credit_risk: every customer's points, PD, grade and top 3 reason codes from the served model "
               "(model_kind: scorecard or xgboost), and whether the target was observed defaults or the RFM proxy; "
               "each run is appended to scores.credit_risk_history.",
-    fit=fit, save=lambda model, models, version: ml_credit.save_credit_risk(model, models, version), score=score,
+    fit=fit, model=ml_credit.CreditModel, score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"scikitlearn", "xgboost", "duckdb"}),
     comparable_on=("target_proxy",),  # a proxy-target model is not compared with one on observed defaults
-    importance=lambda model: model.importance(),  # the served model's: gain share, or the spread of its points
     domain="credit",
     table=ScoredTable(
         "credit_risk", "customer", "credit risk",

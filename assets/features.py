@@ -4,7 +4,7 @@
 import dagster as dg
 
 from assets.metadata import frame_md, table_metadata
-from orchestration.resources import Settings, Source, Warehouse
+from assets.resources import Settings, Source, Warehouse
 from warehouse import failpoints
 from warehouse import features as F
 from warehouse.contract import TABLES

@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.metadata import frame_md, table_metadata
 from assets.quality import gx_result, gx_spec
-from orchestration.resources import Settings, Source, Warehouse
+from assets.resources import Settings, Source, Warehouse
 from warehouse import deliveries
 from warehouse.contract import TABLES
 from warehouse.db import delivery_version

@@ -30,9 +30,10 @@ import pandas as pd
 
 from assets.features import CF as CUSTOMER_FEATURES
 from assets.metadata import frame_md, rounded, table_metadata
+from assets.resources import Settings, Warehouse
 from ml import registry
 from ml.errors import MissingInputs, NotEnoughData
-from orchestration.resources import Settings, Warehouse
+from ml.model import Model
 from quality import drift
 from warehouse import failpoints
 from warehouse.columns import ScoredTable
@@ -48,7 +49,7 @@ REFERENCE = "reference.json"
 class Trained:
     """What a fit returns: the model object, its holdout metrics and what the UI should show."""
 
-    model: object
+    model: Model
     metrics: dict
     features: list[str]
     snapshot_date: date | None
@@ -77,7 +78,7 @@ class ModelSpec:
     table: ScoredTable
     # (context, warehouse, models.<name> settings) -> Trained, or None when the data cannot train this model
     fit: Callable[[dg.AssetExecutionContext, Warehouse, dict], Trained | None]
-    save: Callable[[object, Path, int], Path]  # (model, models dir, version) -> artifact folder
+    model: type[Model]  # its class (ml/model.py): how a version's artifacts are loaded
     # (context, warehouse, settings, champion entry) -> Scored
     score: Callable[[dg.AssetExecutionContext, Warehouse, dict, registry.Entry], Scored]
     train_deps: tuple[dg.AssetKey, ...] = (CUSTOMER_FEATURES,)
@@ -86,9 +87,6 @@ class ModelSpec:
     # metrics that must be equal for a challenger and the champion to be compared at all (e.g. a credit model on
     # the RFM proxy target vs one on observed defaults; segments on different features)
     comparable_on: tuple[str, ...] = ()
-    # (trained model) -> how much the model relies on each input (any scale): the weight of the input's drift.
-    # None: every input weighs the same.
-    importance: Callable[[object], dict[str, float]] | None = None
     domain: str = "customers"  # the business domain, a tag on its assets
 
     @property
@@ -350,12 +348,12 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         # version half made (the next run reuses the number and overwrites the folder).
         with warehouse.connect() as con:
             version = registry.next_version(con, name)
-        folder = spec.save(trained.model, warehouse.paths.models, version)
+        folder = trained.model.save(warehouse.paths.models, version)
         entry = registry.Entry(name, version, "challenger", trained.metrics, str(folder), trained.snapshot_date,
                                trained.features)
         reference = _reference(context, spec, warehouse, cfg, entry,
                                drift.Bands.from_config(settings.get("monitoring", "drift")),
-                               spec.importance(trained.model) if spec.importance else None)
+                               trained.model.importance() or None)
         (folder / REFERENCE).write_text(json.dumps(reference))
         failpoints.reached("training")
         with warehouse.connect() as con:

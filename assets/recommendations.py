@@ -9,9 +9,9 @@ from assets.features import RAW
 from assets.lazy import lazy_module
 from assets.lifecycle import CUSTOMER_FEATURES, LABELS, ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import counts_md, frame_md, rounded
+from assets.resources import Warehouse
 from ml.errors import NotEnoughData
 from ml.registry import Entry
-from orchestration.resources import Warehouse
 from warehouse.columns import CUSTOMER_ID, Derived, ScoreColumn, ScoredTable
 from warehouse.recommend import load_inputs
 
@@ -35,7 +35,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     m = model.metrics
 
     def rescore(champion: Entry) -> dict:  # the champion ranked on the same window and customers
-        return ml_recommend.evaluate(ml_recommend.load_recommender(champion.artifact_path), inputs)
+        return ml_recommend.evaluate(ml_recommend.RecommenderModel.load(champion.artifact_path), inputs)
 
     k = p.eval_k
     per = m.get("per_product", {})
@@ -56,7 +56,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    model = ml_recommend.load_recommender(champion.artifact_path)
+    model = ml_recommend.RecommenderModel.load(champion.artifact_path)
     inputs = _inputs(warehouse, model.params, training=False)
     recs = model.recommend(inputs)
     top = recs[recs["rank"] == 1]["product_name"].value_counts().head(10)
@@ -77,11 +77,10 @@ SPEC = ModelSpec(
     score_doc="scores.recommendations: each customer's top products not yet held (customer x rank) with the "
               "propensity score and whether it came from the model or popularity; each run is appended to "
               "scores.recommendations_history.",
-    fit=fit, save=lambda model, models, version: ml_recommend.save_recommender(model, models, version), score=score,
+    fit=fit, model=ml_recommend.RecommenderModel, score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS, RAW["accounts"]),
     score_deps=(CUSTOMER_FEATURES, RAW["accounts"]),
     kinds=frozenset({"xgboost", "duckdb"}),
-    importance=lambda model: model.importance(),  # share of the propensity models' total gain
     domain="sales",
     table=ScoredTable(
         "recommendations", "customer and rank", "next-best products",

@@ -8,9 +8,9 @@ import dagster as dg
 from assets.lazy import lazy_module
 from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import counts_md, frame_md
+from assets.resources import Warehouse
 from ml.errors import NotEnoughData
 from ml.registry import Entry
-from orchestration.resources import Warehouse
 from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 
 ml_segments = lazy_module("ml.segments")  # XGBoost/scikit-learn/SciPy load on first use
@@ -27,7 +27,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     prof = model.profile_table()
 
     def rescore(champion: Entry) -> dict:  # the champion's clusters on the challenger's holdout customers
-        return ml_segments.holdout_silhouette(ml_segments.load_segments(champion.artifact_path), features, p)
+        return ml_segments.holdout_silhouette(ml_segments.SegmentModel.load(champion.artifact_path), features, p)
 
     metrics = dict(model.metrics)
     metrics["min_share"] = float(prof["share"].min())
@@ -41,7 +41,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    model = ml_segments.load_segments(champion.artifact_path)
+    model = ml_segments.SegmentModel.load(champion.artifact_path)
     features = read_features(warehouse, [*model.features, *RFM_COLUMNS])
     scored = model.score(features, rfm_active_days=cfg["rfm_active_days"])
     n = max(len(scored), 1)
@@ -59,10 +59,9 @@ SPEC = ModelSpec(
               "profile; registered as challenger with its holdout silhouette.",
     score_doc="scores.segments: every customer's cluster (id, human name, distance to its centre) and RFM segment, "
               "from the champion; each run is appended to scores.segments_history.",
-    fit=fit, save=lambda model, models, version: ml_segments.save_segments(model, models, version), score=score,
+    fit=fit, model=ml_segments.SegmentModel, score=score,
     kinds=frozenset({"scikitlearn", "duckdb"}),
     comparable_on=("features",),
-    importance=lambda model: model.importance(),  # how far apart the segment centres lie along each feature
     domain="marketing",
     table=ScoredTable(
         "segments", "customer", "K-Means and RFM segments",

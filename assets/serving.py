@@ -11,7 +11,7 @@ import duckdb
 
 from assets.lifecycle import ModelSpec
 from assets.metadata import frame_md, table_metadata
-from orchestration.resources import Settings, Warehouse
+from assets.resources import Settings, Warehouse
 from quality.drift import Bands
 from quality.run_report import RunReport, build_report
 from warehouse.serving import publish, published_at, versions

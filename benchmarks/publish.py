@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from assets.models import SPECS
-from orchestration.settings import load_settings
+from assets.settings import load_settings
 from warehouse.db import Home, connect
 from warehouse.serving import publish
 

@@ -32,7 +32,7 @@ CHILD = """
 import json, resource, sys
 import dagster as dg
 from assets.models import model_assets
-from orchestration.resources import Settings, Source, Warehouse
+from assets.resources import Settings, Source, Warehouse
 
 home = sys.argv[1]
 keys = [dg.AssetKey(["scores", m]) for m in sys.argv[2].split(",")]

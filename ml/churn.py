@@ -38,7 +38,21 @@ class ChurnModel:
     spec: FeatureSpec
     params: ChurnParams
     metrics: dict = field(default_factory=dict)
-    importance: dict[str, float] = field(default_factory=dict)
+    gain: dict[str, float] = field(default_factory=dict)  # each input's share of the booster's total gain
+
+    @property
+    def features(self) -> list[str]:
+        return self.spec.names
+
+    def importance(self) -> dict[str, float]:
+        return self.gain
+
+    def save(self, models_dir: str | Path, version: int) -> Path:
+        return save_churn(self, models_dir, version)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ChurnModel:
+        return load_churn(folder)
 
     def dmatrix(self, frame: pd.DataFrame) -> xgb.DMatrix:
         return xgb.DMatrix(self.spec.matrix(frame), enable_categorical=True)
@@ -151,7 +165,7 @@ def train_churn(features: pd.DataFrame, target: pd.Series, params: ChurnParams |
     raw = booster.predict(xgb.DMatrix(X, enable_categorical=True))
     calibrator = LogisticRegression(C=1e6).fit(_logit(raw[calib]), y[calib])
     prob = calibrated(calibrator, raw[hold])
-    model = ChurnModel(booster, calibrator, spec, p, importance=gain_shares(booster))
+    model = ChurnModel(booster, calibrator, spec, p, gain=gain_shares(booster))
     model.metrics = evaluate(y[hold], prob, p.risk_cutoffs)
     model.metrics["raw_auc"] = float(roc_auc_score(y[hold], raw[hold]))
     return model
@@ -160,7 +174,7 @@ def train_churn(features: pd.DataFrame, target: pd.Series, params: ChurnParams |
 def save_churn(model: ChurnModel, models_dir: Path, version: int) -> Path:
     return save_artifacts(models_dir, "churn", version, {
         "calibrator": model.calibrator, "spec": model.spec.to_dict(), "params": model.params.model_dump(),
-        "metrics": model.metrics, "importance": model.importance}, {"": model.booster})
+        "metrics": model.metrics, "importance": model.gain}, {"": model.booster})
 
 
 def load_churn(folder: str | Path) -> ChurnModel:

@@ -337,6 +337,20 @@ class CLVModel:
     params: CLVParams
     metrics: dict = field(default_factory=dict)
 
+    @property
+    def features(self) -> list[str]:
+        return []  # fitted on each customer's transactions, not on features.customer_features
+
+    def importance(self) -> dict[str, float]:
+        return {}
+
+    def save(self, models_dir: str | Path, version: int) -> Path:
+        return save_clv(self, models_dir, version)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> CLVModel:
+        return load_clv(folder)
+
     def score(self, summary: pd.DataFrame) -> pd.DataFrame:
         """One row per customer of a summary (as of the scoring date): expected purchases over the horizon,
         P(alive), expected value per purchase, CLV and its tier."""

@@ -293,6 +293,13 @@ class CreditModel:
             out[f] = float(np.sqrt(w @ (self.points[f] - mean) ** 2))
         return out
 
+    def save(self, models_dir: str | Path, version: int) -> Path:
+        return save_credit_risk(self, models_dir, version)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> CreditModel:
+        return load_credit_risk(folder)
+
     def pd_from_score(self, score: np.ndarray) -> np.ndarray:
         p = self.params
         return 1.0 / (1.0 + np.exp((np.asarray(score) - p.offset) / p.factor))

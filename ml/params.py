@@ -1,6 +1,6 @@
 """Every model's parameters, with their defaults and what each one does: the one place they are defined.
 
-The pipeline's settings (orchestration/settings.py, `models.<model>.params`) are these classes, so a default
+The pipeline's settings (assets/settings.py, `models.<model>.params`) are these classes, so a default
 written here is the default a run uses, `scorehouse settings` shows and docs/settings.md lists. Unknown keys
 are refused. Kept apart from the model modules so that reading the settings does not load XGBoost,
 scikit-learn or SciPy.

@@ -139,6 +139,17 @@ class RecommenderModel:
                     out[name] = out.get(name, 0.0) + share
         return out
 
+    def save(self, models_dir: str | Path, version: int) -> Path:
+        return save_recommender(self, models_dir, version)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RecommenderModel:
+        return load_recommender(folder)
+
+    def score(self, inputs: RecommendInputs) -> pd.DataFrame:
+        """Every customer's top `params.top_n` recommendations."""
+        return self.recommend(inputs)
+
     def modelled(self, product_id: str) -> bool:
         return any(product_id in m.products for m in self.models.values())
 

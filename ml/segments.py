@@ -496,6 +496,13 @@ class SegmentModel:
             "centroid_distance": dist.astype(np.float32),
         })
 
+    def save(self, models_dir: str | Path, version: int) -> Path:
+        return save_segments(self, models_dir, version)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SegmentModel:
+        return load_segments(folder)
+
     def profile_table(self) -> pd.DataFrame:
         """One row per segment: id, name, size, share, holdout silhouette, description, top features."""
         return self.profile.copy()

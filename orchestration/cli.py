@@ -37,7 +37,7 @@ def _config_error(e: Exception) -> int:
 
 def _settings(home: Home, source: str) -> dict | None:
     """The validated settings, or None after printing what is wrong."""
-    from orchestration.settings import CONFIG_ERRORS, load_settings
+    from assets.settings import CONFIG_ERRORS, load_settings
 
     try:
         return load_settings(home.root, source)
@@ -173,7 +173,7 @@ def _ui_port(home: Home) -> int:
 
 def _report(home: Home, run_id: str, wait: float = 0.0):
     """The run's report (quality/run_report.py) from the warehouse; None when there is none to read."""
-    from orchestration.settings import load_settings
+    from assets.settings import load_settings
     from quality.drift import Bands
     from quality.run_report import build_report
     from warehouse.db import connect
@@ -227,7 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(home, _source(args))  # a bad source config or setting stops here, before Dagster
     if settings is None:
         return 2
-    from orchestration.settings import source_config
+    from assets.settings import source_config
 
     cfg = source_config(_source(args))
     landing = Path(args.landing or os.environ.get("SCOREHOUSE_LANDING") or cfg.default_landing or home.root / "landing")
@@ -505,7 +505,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- settings
 def cmd_settings(args: argparse.Namespace) -> int:
-    from orchestration.settings import CONFIG_ERRORS, effective
+    from assets.settings import CONFIG_ERRORS, effective
     from orchestration.settings_doc import header, render
 
     home = Home.resolve(args.home)
@@ -595,14 +595,16 @@ def _stop_all(instance, procs: list[subprocess.Popen]) -> None:
     fail_runs(instance, workers, "its run worker was stopped with `scorehouse ui`")
 
 
+# The tag Dagster's DefaultRunLauncher puts on a run with its code server's address. It has no public name;
+# tests/test_definitions.py checks that it is still Dagster's.
+GRPC_INFO_TAG = ".dagster/grpc_info"
+
+
 def _launched_by(run, tree) -> bool:
     """Whether the run's worker is in the tree. A worker is a multiprocessing child of the code server that launched
     it, its command line says nothing of the run; the run's tags name that server's port or socket, which the code
     server's command line holds. CLI runs (another process) and other UIs' runs are left alone."""
     import json
-
-    # Dagster's own tag, set by its DefaultRunLauncher; it has no public name.
-    from dagster._core.storage.tags import GRPC_INFO_TAG
 
     info = json.loads(run.tags.get(GRPC_INFO_TAG) or "{}")
     kind = next((k for k in ("port", "socket") if info.get(k)), None)

@@ -11,11 +11,11 @@ from assets.ingest import raw_assets
 from assets.lifecycle import training_keys
 from assets.metadata import catalogued
 from assets.models import SPECS, model_assets, model_checks
+from assets.resources import resources_for_env
 from assets.serving import build_publish, build_run_report
+from assets.settings import load_settings
 from orchestration.jobs import build_jobs, build_schedules, due_selection
-from orchestration.resources import resources_for_env
 from orchestration.sensors import build_alert_sensors, build_freshness, build_landing_sensor
-from orchestration.settings import load_settings
 from warehouse.db import Home
 
 # Validated here, so bad settings stop the definitions from loading, with the file and key of each problem.

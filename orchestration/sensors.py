@@ -16,9 +16,9 @@ from datetime import timedelta
 
 import dagster as dg
 
+from assets.resources import Source
+from assets.settings import load_settings
 from orchestration.alerting import describe, evaluate_run
-from orchestration.resources import Source
-from orchestration.settings import load_settings
 from warehouse.db import Home
 from warehouse.landing import matches, readiness
 

@@ -1,6 +1,6 @@
 """The settings as commented YAML: the defaults for docs/settings.md, the effective values for `scorehouse settings`.
 
-Both come from the model in orchestration/settings.py (values and descriptions), so neither can disagree with
+Both come from the model in assets/settings.py (values and descriptions), so neither can disagree with
 what a run uses. Regenerate the page with `python -m orchestration.settings_doc > docs/settings.md`.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from orchestration.settings import Effective, ScorehouseSettings, _child, _is_model, _strip, defaults
+from assets.settings import Effective, ScorehouseSettings, _child, _is_model, _strip, defaults
 
 WIDTH = 110
 ORIGIN_COLUMN = 60
@@ -73,7 +73,7 @@ PAGE = """\
 
 Everything users tune — the quarantine threshold, feature checks, DuckDB memory, sensor intervals, schedules,
 every model's parameters and promotion gate, churn risk cut-offs and retention actions, drift bands, alert
-channels and routes, what BI may read — is one typed settings model (`orchestration/settings.py`, composing
+channels and routes, what BI may read — is one typed settings model (`assets/settings.py`, composing
 the model parameters of `ml/params.py`, the drift bands of `quality/drift.py` and the alert channels of
 `quality/channels.py`). Each default is defined there once; this page is generated from it.
 

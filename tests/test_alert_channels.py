@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from assets.settings import load_settings
 from orchestration.alerting import evaluate_run
-from orchestration.settings import load_settings
 from quality.alert_store import AlertStore
 from quality.alerts import Alert
 from quality.channels import Channel, deliver

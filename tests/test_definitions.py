@@ -7,6 +7,8 @@ import dagster as dg
 from orchestration.definitions import defs
 from warehouse.contract import TABLES
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_definitions_load_and_validate():
     dg.Definitions.validate_loadable(defs)
@@ -50,8 +52,8 @@ def test_jobs_sensor_and_checks():
 
 
 def test_daily_scoring_and_weekly_retrain_are_on_by_default_with_cron_from_settings(tmp_path):
+    from assets.settings import load_settings
     from orchestration.jobs import build_jobs, build_schedules
-    from orchestration.settings import load_settings
 
     shipped = {s.name: s for s in defs.schedules}
     assert shipped["daily_scoring"].job_name == "score" and shipped["weekly_retrain"].job_name == "retrain"
@@ -94,9 +96,9 @@ def test_assets_have_owners_domains_and_described_columns():
 def test_scorehouse_run_leaves_out_training_of_models_whose_champion_is_not_due(tmp_path):
     import duckdb
 
+    from assets.settings import load_settings
     from ml import registry
     from orchestration.jobs import due_selection
-    from orchestration.settings import load_settings
 
     job = defs.resolve_job_def("scorehouse")
     settings = load_settings(tmp_path)
@@ -147,3 +149,39 @@ def test_every_dependency_is_pinned_in_the_lock_file():
     third = sorted(m for m in used if m not in own and m not in sys.stdlib_module_names)
     undeclared = [m for m in third if not {d.lower().replace("_", "-") for d in dists.get(m, [m])} & names]
     assert undeclared == [], f"imported but not declared in pyproject.toml: {undeclared}"
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """Each module of a top-level package -> the modules it imports (anywhere in it, lazily too)."""
+    import ast
+
+    out = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module)
+        out[str(path.relative_to(ROOT))] = names
+    return out
+
+
+def test_the_layers_import_only_downwards():
+    """ml/, quality/ and warehouse/ never import dagster; assets/ (assets, checks, their resources and the settings
+    model) never import orchestration/, which wires them into Definitions, jobs, sensors and the CLI."""
+    def offenders(packages, banned):
+        return {m: sorted(n for n in names if n.split(".")[0] in banned)
+                for p in packages for m, names in _imports(p).items()
+                if any(n.split(".")[0] in banned for n in names)}
+
+    assert offenders(("ml", "quality", "warehouse"), {"dagster", "assets", "orchestration"}) == {}
+    assert offenders(("assets",), {"orchestration"}) == {}
+
+
+def test_the_code_server_tag_the_ui_stop_reads_is_still_dagsters():
+    from dagster._core.storage.tags import GRPC_INFO_TAG  # private: the one place the project reads it
+
+    from orchestration.cli import GRPC_INFO_TAG as ours
+
+    assert ours == GRPC_INFO_TAG

@@ -203,7 +203,7 @@ def test_fewer_customers_from_the_same_population_is_not_drift(bank_and_subset):
     reference = {"model": "churn", "version": 1, "snapshot_date": str(snap), "rows": len(full),
                  "features": drift.build_profile(full, model.spec.names),
                  "scores": drift.build_profile(model.score(full), ["churn_probability", "risk_level"]),
-                 "importance": model.importance}
+                 "importance": model.importance()}
     rows = measure_drift(reference, Scored(model.score(part), snap, inputs=part), drift.DEFAULT_BANDS)
     by = rows.set_index("feature")
     assert (by.loc[["churn_probability", "risk_level"], "band"] == "stable").all()  # the score did not move

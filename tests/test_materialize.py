@@ -11,8 +11,8 @@ import pytest
 
 from assets.features import feature_assets, features_in_range, features_not_null, features_unique_customers
 from assets.ingest import raw_assets
+from assets.resources import Settings, Source, Warehouse
 from orchestration.definitions import defs
-from orchestration.resources import Settings, Source, Warehouse
 from warehouse.synthetic import generate_bank
 
 

@@ -39,7 +39,7 @@ def test_churn_modelling_holdout_auc(churn_modelling):
     assert m["auc"] == pytest.approx(m["raw_auc"])  # calibration is monotone: ranking kept
     assert 1900 < m["holdout_rows"] < 2100 and 0.17 < m["holdout_positive_rate"] < 0.23
     assert m["brier"] < 0.12  # a constant 20% guess scores 0.16
-    assert "attr_num_of_products" in list(model.importance)[:4]  # a known strong churn driver in this set
+    assert "attr_num_of_products" in list(model.importance())[:4]  # a known strong churn driver in this set
 
 
 def test_scores_reasons_and_actions(churn_modelling, tmp_path):

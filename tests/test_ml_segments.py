@@ -235,7 +235,7 @@ def test_rfm_segments_follow_recency_not_a_tie_in_the_quintiles(tmp_path):
     called Hibernating, At risk, Can't lose them, About to sleep or Lost; long-quiet customers still are."""
     from datetime import date
 
-    from orchestration.settings import load_settings
+    from assets.settings import load_settings
     from warehouse import features as F
     from warehouse.schema import ensure_all_raw_tables, ensure_schemas
 

@@ -10,8 +10,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from assets.resources import Settings, Source, Warehouse
 from orchestration.definitions import defs
-from orchestration.resources import Settings, Source, Warehouse
 from warehouse.synthetic import generate_bank
 
 
@@ -116,6 +116,26 @@ def test_every_model_is_gated_promoted_and_scores_everyone(runs):
     assert q(home, """SELECT count(*) FROM scores.recommendations r JOIN raw.accounts a
         ON a.customer_id = r.customer_id AND a.product_id = r.product_id
         WHERE a.opened_date <= r.snapshot_date AND (a.closed_date IS NULL OR a.closed_date > r.snapshot_date)""") == [(0,)]
+
+
+def test_every_model_offers_the_one_model_interface(runs):
+    """Each spec's class loads its champion's artifacts as an ml.model.Model: inputs among the features it was
+    registered with, importance over those inputs only, and scoring gives one frame keyed by customer."""
+    from assets.models import SPECS
+    from ml.model import Model
+
+    _, home = runs["first"]
+    entries = {m: (path, f) for m, path, f in q(
+        home, "SELECT model, artifact_path, features FROM ml.model_registry WHERE alias = 'champion'")}
+    assert sorted(entries) == sorted(s.name for s in SPECS)
+    for spec in SPECS:
+        path, registered = entries[spec.name]
+        model = spec.model.load(path)
+        assert isinstance(model, Model) and model.metrics, spec.name
+        assert set(model.features) <= set(registered or []), spec.name
+        assert set(model.importance()) <= set(model.features), spec.name
+    clv = next(s for s in SPECS if s.name == "clv")
+    assert clv.model.load(entries["clv"][0]).features == []  # CLV reads transactions, not features
 
 
 def test_failing_challenger_is_rejected_and_changes_nothing(runs):

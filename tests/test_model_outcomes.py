@@ -83,7 +83,7 @@ def test_training_on_a_home_without_features_says_what_to_run(tmp_path):
     import dagster as dg
 
     from assets.lifecycle import read_features
-    from orchestration.resources import Warehouse
+    from assets.resources import Warehouse
 
     with pytest.raises(dg.Failure, match=r"features.customer_features is not built yet .*run the whole pipeline once"):
         read_features(Warehouse(home=str(tmp_path)))

@@ -99,7 +99,7 @@ def test_an_empty_warehouse_reports_nothing(tmp_path):
 def home_with_a_run(tmp_path, monkeypatch):
     """A home with a warehouse the run wrote, its published serving file and the run in Dagster's storage."""
     from assets.models import SPECS
-    from orchestration.settings import load_settings
+    from assets.settings import load_settings
 
     monkeypatch.setenv("SCOREHOUSE_HOME", str(tmp_path))  # cmd_status sets it and DAGSTER_HOME: undone after
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from assets.models import SPECS
-from orchestration.settings import load_settings
+from assets.settings import load_settings
 from warehouse.db import Home, connect
 from warehouse.scores import write_scores
 from warehouse.serving import ServingError, current_version, publish, read_manifest, rollback, versions

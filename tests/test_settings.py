@@ -16,8 +16,7 @@ import yaml
 from pydantic import BaseModel
 
 import ml.params
-from ml import churn, clv, credit_risk, recommend, segments
-from orchestration.settings import (
+from assets.settings import (
     ModelSettings,
     ScorehouseSettings,
     SettingsError,
@@ -25,6 +24,7 @@ from orchestration.settings import (
     load_settings,
     source_config,
 )
+from ml import churn, clv, credit_risk, recommend, segments
 from warehouse.sources import SourceConfigError
 
 ROOT = Path(__file__).parents[1]
@@ -251,7 +251,7 @@ def test_no_second_copy_of_a_default():
                     fallbacks.append(f"{path.relative_to(ROOT)}:{node.lineno} .get({node.args[0].value!r}, ...)")
     assert not fallbacks, fallbacks
     # resources built without settings take the model's defaults, not their own
-    from orchestration.resources import Warehouse
+    from assets.resources import Warehouse
 
     wh = Warehouse(home="x")
     assert (wh.memory_limit, wh.threads, wh.run_lock_wait_seconds) == tuple(WarehouseSettings().model_dump().values())
@@ -265,7 +265,7 @@ def test_settings_doc_is_current():
 
 
 def test_reading_settings_loads_no_model_library_nor_dagster():
-    code = ("import sys, orchestration.settings as s; s.load_settings(); "
+    code = ("import sys, assets.settings as s; s.load_settings(); "
             "print(sorted({'dagster', 'xgboost', 'sklearn', 'scipy'} & set(sys.modules)))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)

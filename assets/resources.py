@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.settings import WarehouseSettings, load_settings, source_config
+from assets.settings import WarehouseSettings, load_settings, source_config
 from warehouse.db import Home, connect, run_lock
 from warehouse.schema import ensure_schemas
 from warehouse.sources import SourceConfig
@@ -74,7 +74,7 @@ class Source(dg.ConfigurableResource):
 
 
 class Settings(dg.ConfigurableResource):
-    """Thresholds and knobs, validated (orchestration/settings.py): the defaults, the source config's
+    """Thresholds and knobs, validated (assets/settings.py): the defaults, the source config's
     `settings:`, <home>/scorehouse.yaml, $SCOREHOUSE_CONFIG. `get` returns plain data (mappings, lists)."""
 
     home: str
