@@ -86,9 +86,10 @@ def delivery_version(con: duckdb.DuckDBPyConnection, table: str) -> str:
     return f"{h or 0:x}"
 
 
-def has_rows(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    """Whether `table` (schema-qualified) holds at least one row, without counting them all."""
-    return con.execute(f"SELECT count(*) > 0 FROM (SELECT 1 FROM {table} LIMIT 1)").fetchone()[0]
+def has_rows(con: duckdb.DuckDBPyConnection, relation: str) -> bool:
+    """Whether `relation` (a schema-qualified table, or a parenthesised query) holds at least one row, without
+    counting them all."""
+    return con.execute(f"SELECT count(*) > 0 FROM (SELECT 1 FROM {relation} t LIMIT 1)").fetchall()[0][0]
 
 
 @contextmanager

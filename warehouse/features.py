@@ -13,6 +13,7 @@ from datetime import date, timedelta
 import duckdb
 
 from warehouse.contract import HISTORY, LINEAGE, TABLES, personal
+from warehouse.db import has_rows
 from warehouse.schema import table_mode
 
 WINDOWS = (30, 90, 180, 365)
@@ -85,10 +86,6 @@ def state(con, table: str, snap: date) -> str:
             f"{end}) AND (_valid_to IS NULL OR _valid_to >= {end}))")
 
 
-def _has_rows(con, relation: str) -> bool:
-    return con.execute(f"SELECT count(*) > 0 FROM (SELECT 1 FROM {relation} t LIMIT 1)").fetchone()[0]
-
-
 def _cols(con, schema: str, table: str) -> list[tuple[str, str]]:
     return con.execute(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
@@ -121,7 +118,7 @@ def build_population(con, snap: date) -> int:
         SELECT customer_id FROM raw.transactions WHERE transaction_date < {s} + 1
         UNION SELECT customer_id FROM {state(con, "accounts", snap)} a WHERE opened_date IS NULL OR opened_date <= {s}
         UNION SELECT customer_id FROM {state(con, "loans", snap)} l WHERE start_date IS NULL OR start_date <= {s}"""
-    if _has_rows(con, customers):
+    if has_rows(con, customers):
         # A customer file defines who is a customer: those who joined by the snapshot, plus those who joined
         # later on paper but already have facts before it. The facts are only probed for the latter (a
         # semi join on a small set, not a DISTINCT over every transaction).
@@ -279,7 +276,7 @@ def build_holdings(con, snap: date) -> int:
     s = f"DATE '{snap}'"
     open_at = f"(opened_date IS NULL OR opened_date <= {s}) AND (closed_date IS NULL OR closed_date > {s})"
     products = state(con, "products", snap)
-    has_products = _has_rows(con, products)
+    has_products = has_rows(con, products)
     # Flags per product category when the bank sends a catalogue, else per product id.
     kind = ("coalesce(lower(pr.category), lower(a.product_id))" if has_products else "lower(a.product_id)")
     joined = f"{state(con, 'accounts', snap)} a LEFT JOIN {products} pr USING (product_id)"
