@@ -1,6 +1,6 @@
 """What every model offers the pipeline, whichever family it is (churn, segments, recommendations, credit risk,
 CLV): the asset lifecycle (assets/lifecycle.py) saves a fitted model and weighs its inputs' drift through this
-interface, and each model's assets load their champion through it (`ModelSpec.model.load`).
+interface, and each model's assets load their champion with its class's `load`.
 
 Fitting stays a function of each module (`train_churn`, `train_segments`, ...): what a fit reads differs by family
 (features and an outcome, features alone, holdings and acquisitions, a transaction summary)."""
