@@ -22,7 +22,13 @@ from warehouse.db import Home, run_lock
 
 UI_HOST = "127.0.0.1"
 UI_PORT = 3000
+READ_WAIT = 60.0  # seconds a read of the warehouse after a run waits for a brief writer (`deliveries accept`)
 STOP_GRACE = 3.0  # seconds the webserver, daemon, code servers and run workers get to exit before being killed
+
+
+def _to_stderr(message: str) -> None:
+    """Where a command says it is waiting: the terminal, apart from what it prints as its result."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _source(args: argparse.Namespace) -> str:
@@ -127,8 +133,7 @@ def _summary(home: Home, result, run_id: str) -> None:
     from warehouse.db import connect
 
     print("\nTables in", home.warehouse)
-    with connect(home.warehouse, read_only=True, wait_seconds=60,  # e.g. `scorehouse deliveries accept` writing
-                 on_wait=lambda m: print(m, file=sys.stderr, flush=True)) as con:
+    with connect(home.warehouse, read_only=True, wait_seconds=READ_WAIT, on_wait=_to_stderr) as con:
         rows = con.execute("""
             SELECT table_schema, table_name FROM information_schema.tables
             WHERE table_schema IN ('raw', 'quarantine', 'features', 'ml', 'scores') ORDER BY table_schema, table_name""").fetchall()
@@ -139,7 +144,7 @@ def _summary(home: Home, result, run_id: str) -> None:
             if schema == "quarantine" and n == 0:
                 continue
             print(f"  {schema + '.' + name:<34}{n:>12,}")
-    report = _report(home, run_id)
+    report = _report(home, run_id, READ_WAIT)
     if report is not None and report.models:
         print("\nModels:")
         for line in report.lines():
@@ -184,7 +189,7 @@ def _report(home: Home, run_id: str, wait: float = 0.0):
     published = published_at(home.serving, run_id)
     bands = Bands.from_config(load_settings(home.root, _source(argparse.Namespace()))["monitoring"]["drift"])
     with connect(home.warehouse, read_only=True, wait_seconds=wait,
-                 on_wait=lambda m: print(m, file=sys.stderr, flush=True)) as con:
+                 on_wait=_to_stderr) as con:
         return build_report(con, run_id, bands, published)
 
 
@@ -250,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # finds the file held by the other run's writer. The run's Warehouse resource takes it again, in this process.
     with run_lock(home.run_lock, f"run of job {args.job!r} from `scorehouse run`",
                   settings["warehouse"]["run_lock_wait_seconds"],
-                  on_wait=lambda m: print(m, file=sys.stderr, flush=True)):
+                  on_wait=_to_stderr):
         job = defs.resolve_job_def(args.job)
         selection = None
         if args.job == "scorehouse":
@@ -349,11 +354,8 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
         print(f"no warehouse in {home.root} yet: nothing has been delivered", file=sys.stderr)
         return 0 if args.action == "list" else 1
 
-    def waiting(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
     if args.action == "accept":
-        with connect(home.warehouse, wait_seconds=args.wait, on_wait=waiting) as con:
+        with connect(home.warehouse, wait_seconds=args.wait, on_wait=_to_stderr) as con:
             try:
                 held = deliveries.accept(con, args.file, args.table)
             except deliveries.NotHeld as e:
@@ -363,7 +365,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
             print(f"accepted {d.table_name} {d.source_file} ({d.rows_read:,} rows, held because: "
                   f"{(d.note or '').split('; nothing')[0]}); the next run loads it: scorehouse run --home {home.root}")
         return 0
-    with connect(home.warehouse, read_only=True, wait_seconds=args.wait, on_wait=waiting) as con:
+    with connect(home.warehouse, read_only=True, wait_seconds=args.wait, on_wait=_to_stderr) as con:
         has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
                           "AND table_name = 'deliveries'").fetchone()[0]
         rows = deliveries.of_table(con, args.table) if has and args.table else \
