@@ -35,11 +35,10 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
         require_label(con, cfg["label"], "models.churn.label")
         features, y = training_frame(con, cfg["label"])
     params = _params(cfg)
-    check_classes(y.to_numpy(), holdout_mask(features["customer_id"], params.holdout_share),
-                  cfg["min_holdout_per_class"], ("churned", "staying"))
+    hold = holdout_mask(features["customer_id"], params.holdout_share)
+    check_classes(y.to_numpy(), hold, cfg["min_holdout_per_class"], ("churned", "staying"))
     model = ml_churn.train_churn(features, y, params)
     top = list(model.importance().items())[:10]
-    hold = holdout_mask(features["customer_id"], params.holdout_share)
 
     def rescore(champion: Entry) -> dict:  # the champion on the customers the challenger was judged on
         rival = ml_churn.ChurnModel.load(champion.artifact_path)

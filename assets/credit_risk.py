@@ -42,10 +42,10 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
             raise NotEnoughData(f"no '{cfg['label']}' outcomes (models.credit_risk.label) and no transactions for "
                                 "the RFM proxy target")
     frame, y, proxy = ml_credit.credit_target(features, labels, p.seed)
-    check_classes(y.to_numpy(), holdout_mask(frame["customer_id"], p.holdout_share, salt="holdout"),
-                  cfg["min_holdout_per_class"], ("defaulted" if not proxy else "proxy-bad", "good"))
-    model = ml_credit.train_credit_risk(frame, y, p, proxy=proxy, policy=cfg.get("champion_policy"))
     hold = holdout_mask(frame["customer_id"], p.holdout_share, salt="holdout")
+    check_classes(y.to_numpy(), hold, cfg["min_holdout_per_class"],
+                  ("defaulted" if not proxy else "proxy-bad", "good"))
+    model = ml_credit.train_credit_risk(frame, y, p, proxy=proxy, policy=cfg.get("champion_policy"))
 
     def rescore(champion: Entry) -> dict:  # the champion, as it serves, on the customers the challenger was judged on
         rival = ml_credit.CreditModel.load(champion.artifact_path)

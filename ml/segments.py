@@ -18,7 +18,7 @@ linear near 0 so overdrafts and small balances are not torn apart); then each co
 median, divided by its robust spread (IQR / 1.349, the standard deviation when the IQR is 0) and clipped to
 +-`clip_z`.
 
-K-Means and k. Customers are split by `ml.churn.holdout_mask(customer_id, holdout_share, salt="holdout")`.
+K-Means and k. Customers are split by `ml.split.holdout_mask(customer_id, holdout_share, salt="holdout")`.
 K-Means (k-means++, `n_init` starts, fixed seed) is fitted on the other customers (a hash-chosen sample of
 `fit_sample` of them at scale, sorted by customer_id so row order does not matter); each k in k_min..k_max is
 scored by the silhouette on a hash-chosen sample of `silhouette_sample` training customers and the best k is
@@ -57,7 +57,6 @@ within `active_days` of the snapshot has R at least 4 (RECENT_R), never an inact
 
 from __future__ import annotations
 
-import hashlib
 import re
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -72,22 +71,13 @@ from threadpoolctl import threadpool_limits
 from ml.errors import NotEnoughData
 from ml.params import SegmentParams
 from ml.registry import load_artifacts, save_artifacts
-from ml.split import holdout_mask
+from ml.split import holdout_mask, unit_hash
 
 MODEL_NAME = "segments"
 NO_ACTIVITY = "No activity"
 
 
 # --- sampling --------------------------------------------------------------------------------------------
-
-def unit_hash(customer_ids, salt: str) -> np.ndarray:
-    """A number in [0, 1) per customer from a hash of its id: samples chosen with it are the same customers
-    in every run, whatever the row order (the recipe of ml.churn.holdout_mask, another salt)."""
-    def bucket(cid) -> float:
-        return int(hashlib.blake2b(f"{salt}:{cid}".encode(), digest_size=8).hexdigest(), 16) / 2**64
-
-    return np.fromiter((bucket(str(c)) for c in customer_ids), float, len(customer_ids))
-
 
 def _take(u: np.ndarray, rows: np.ndarray, limit: int) -> np.ndarray:
     """`rows` (bool) narrowed to a hash sample of about `limit` of them (all of them when fewer)."""

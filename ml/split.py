@@ -11,13 +11,19 @@ import pandas as pd
 from ml.errors import NotEnoughData
 
 
-def holdout_mask(customer_ids: pd.Series, share: float, salt: str = "holdout") -> np.ndarray:
-    """True for the customers held out: the same customer lands on the same side in every run and for every
-    model, so a challenger and the champion are compared on the same holdout."""
+def unit_hash(customer_ids, salt: str) -> np.ndarray:
+    """A number in [0, 1) per customer from a hash of its id and `salt`: what is chosen with it (a holdout, a
+    sample) is the same customers in every run, whatever the row order."""
     def bucket(cid: str) -> float:
         return int(hashlib.blake2b(f"{salt}:{cid}".encode(), digest_size=8).hexdigest(), 16) / 2**64
 
-    return np.fromiter((bucket(str(c)) < share for c in customer_ids), bool, len(customer_ids))
+    return np.fromiter((bucket(str(c)) for c in customer_ids), float, len(customer_ids))
+
+
+def holdout_mask(customer_ids: pd.Series, share: float, salt: str = "holdout") -> np.ndarray:
+    """True for the customers held out: the same customer lands on the same side in every run and for every
+    model, so a challenger and the champion are compared on the same holdout."""
+    return unit_hash(customer_ids, salt) < share
 
 
 def check_classes(y: np.ndarray, hold: np.ndarray, minimum: int, what: tuple[str, str]) -> None:
