@@ -69,7 +69,7 @@ SPEC = ModelSpec(
               "Not materialized when the source has no churn outcomes: no labels, no meaningless model.",
     score_doc="scores.churn: every customer's churn probability, risk level, top 3 reasons and recommended "
               "action, from the champion; each run is appended to scores.churn_history.",
-    fit=fit, model=ml_churn.ChurnModel, score=score,
+    fit=fit, model_class="ml.churn:ChurnModel", score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"xgboost", "duckdb"}),
     domain="retention",

@@ -116,7 +116,7 @@ SPEC = ModelSpec(
     score_doc="scores.clv: every customer's expected purchases over the horizon, P(alive), expected value per "
               "purchase, discounted CLV and CLV tier, from the champion; each run is appended to "
               "scores.clv_history.",
-    fit=fit, model=ml_clv.CLVModel, score=score,
+    fit=fit, model_class="ml.clv:CLVModel", score=score,
     train_deps=(CUSTOMER_FEATURES, RAW["transactions"]),
     score_deps=(dg.AssetKey(["features", "population"]), RAW["transactions"]),
     kinds=frozenset({"scipy", "duckdb"}),

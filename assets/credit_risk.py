@@ -87,7 +87,7 @@ SPEC = ModelSpec(
     score_doc="scores.credit_risk: every customer's points, PD, grade and top 3 reason codes from the served model "
               "(model_kind: scorecard or xgboost), and whether the target was observed defaults or the RFM proxy; "
               "each run is appended to scores.credit_risk_history.",
-    fit=fit, model=ml_credit.CreditModel, score=score,
+    fit=fit, model_class="ml.credit_risk:CreditModel", score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS),
     kinds=frozenset({"scikitlearn", "xgboost", "duckdb"}),
     comparable_on=("target_proxy",),  # a proxy-target model is not compared with one on observed defaults

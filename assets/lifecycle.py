@@ -19,6 +19,7 @@ Scoring reads the champion from the registry, not from the run: the daily scorin
 champion there is, so a retrain that fails its gate never stops scoring.
 """
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,7 +79,9 @@ class ModelSpec:
     table: ScoredTable
     # (context, warehouse, models.<name> settings) -> Trained, or None when the data cannot train this model
     fit: Callable[[dg.AssetExecutionContext, Warehouse, dict], Trained | None]
-    model: type[Model]  # its class (ml/model.py): how a version's artifacts are loaded
+    # its class (ml/model.py), how a version's artifacts are loaded, as "module:Class": imported when first used,
+    # so loading the definitions imports no model library (assets/lazy.py)
+    model_class: str
     # (context, warehouse, settings, champion entry) -> Scored
     score: Callable[[dg.AssetExecutionContext, Warehouse, dict, registry.Entry], Scored]
     train_deps: tuple[dg.AssetKey, ...] = (CUSTOMER_FEATURES,)
@@ -88,6 +91,11 @@ class ModelSpec:
     # the RFM proxy target vs one on observed defaults; segments on different features)
     comparable_on: tuple[str, ...] = ()
     domain: str = "customers"  # the business domain, a tag on its assets
+
+    @property
+    def model(self) -> type[Model]:
+        module, _, name = self.model_class.partition(":")
+        return getattr(importlib.import_module(module), name)
 
     @property
     def score_columns(self) -> tuple[str, ...]:

@@ -77,7 +77,7 @@ SPEC = ModelSpec(
     score_doc="scores.recommendations: each customer's top products not yet held (customer x rank) with the "
               "propensity score and whether it came from the model or popularity; each run is appended to "
               "scores.recommendations_history.",
-    fit=fit, model=ml_recommend.RecommenderModel, score=score,
+    fit=fit, model_class="ml.recommend:RecommenderModel", score=score,
     train_deps=(CUSTOMER_FEATURES, LABELS, RAW["accounts"]),
     score_deps=(CUSTOMER_FEATURES, RAW["accounts"]),
     kinds=frozenset({"xgboost", "duckdb"}),

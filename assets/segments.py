@@ -59,7 +59,7 @@ SPEC = ModelSpec(
               "profile; registered as challenger with its holdout silhouette.",
     score_doc="scores.segments: every customer's cluster (id, human name, distance to its centre) and RFM segment, "
               "from the champion; each run is appended to scores.segments_history.",
-    fit=fit, model=ml_segments.SegmentModel, score=score,
+    fit=fit, model_class="ml.segments:SegmentModel", score=score,
     kinds=frozenset({"scikitlearn", "duckdb"}),
     comparable_on=("features",),
     domain="marketing",

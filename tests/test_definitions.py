@@ -1,5 +1,7 @@
 """The one Definitions entry point loads, and every asset carries what a user looks at in the UI."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -185,3 +187,12 @@ def test_the_code_server_tag_the_ui_stop_reads_is_still_dagsters():
     from orchestration.cli import GRPC_INFO_TAG as ours
 
     assert ours == GRPC_INFO_TAG
+
+
+def test_loading_the_definitions_imports_no_model_library():
+    """Every `scorehouse` command, the UI's code server and every run worker load the definitions; most never train
+    or score, so XGBoost, scikit-learn and SciPy load when a model asset first runs (assets/lazy.py)."""
+    code = ("import sys; from orchestration.definitions import defs; defs.resolve_asset_graph(); "
+            "print(sorted({'xgboost', 'sklearn', 'scipy', 'great_expectations'} & set(sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
