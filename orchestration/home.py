@@ -42,6 +42,10 @@ load_from:
       location_name: {LOCATION}
 """
 
+# Dagster's UI greets a new home with a newsletter sign-up whose form is an iframe from dagster.io, shown until this
+# file exists: a bank's internal tool makes no such call (as telemetry is off), and the pop-up covers the page.
+NUX_SEEN = (".nux/nux.yaml", "seen: 1\n")
+
 # Where `scorehouse ui` last served the home (one line, e.g. http://127.0.0.1:3000): alerts link to runs there.
 UI_URL_FILE = "ui_url"
 
@@ -59,6 +63,10 @@ def ensure_dagster_home(path: Path) -> Path:
         f = path / name
         if not f.exists() or f.read_text() != text:
             f.write_text(text)
+    nux = path / NUX_SEEN[0]
+    if not nux.exists():
+        nux.parent.mkdir(exist_ok=True)
+        nux.write_text(NUX_SEEN[1])
     return path
 
 

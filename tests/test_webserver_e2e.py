@@ -172,6 +172,8 @@ def test_ui_serves_graph_shows_cli_runs_runs_job_alerts_with_links_and_stops_cle
             keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
             assert {"raw/customers", "raw/transactions", "features/customer_features"} <= keys
             assert {n["groupName"] for n in nodes} == {"ingest", "features", "training", "scoring", "serving"}
+            # no newsletter pop-up (an iframe from dagster.io) over the first page a bank's engineer opens
+            assert gql(url, "{ shouldShowNux }") == {"shouldShowNux": False}
 
             # The CLI's run belongs to the code location the webserver loaded: the Overview timeline and the job
             # page list it (they group runs by their origin), with the tags the CLI gave it.
