@@ -48,7 +48,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
 
 from ml.errors import NotEnoughData
-from ml.frame import FeatureSpec, gain_shares
+from ml.frame import FeatureSpec, gain_shares, top_names
 from ml.params import CreditParams, champion_policy
 from ml.registry import load_artifacts, save_artifacts
 from ml.split import holdout_mask
@@ -317,7 +317,7 @@ class CreditModel:
         pd_ = self.pd_from_score(score)
         out = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy(), "score": score, "pd": pd_,
                             "grade": self.grade(pd_)})
-        reasons = _top_reasons(lost, names, top)
+        reasons = top_names(lost, names, top, floor=1e-9)  # None: no further feature loses points
         for i in range(top):
             out[f"reason_{i + 1}"] = reasons[:, i] if i < reasons.shape[1] else None
         out["target_kind"] = self.target_kind
@@ -367,16 +367,6 @@ class CreditModel:
                              "bad_rate": b.bad[i] / b.total[i] if b.total[i] else np.nan, "woe": b.woe[i],
                              "coef": self.coef[f], "iv": b.iv, "points": self.points[f][i]})
         return pd.DataFrame(rows)
-
-
-def _top_reasons(lost: np.ndarray, names: list[str], top: int) -> np.ndarray:
-    """(rows, min(top, features)) feature names by points lost, most first; None where a feature loses none."""
-    k = min(top, lost.shape[1])
-    order = np.argpartition(-lost, k - 1, axis=1)[:, :k]  # the k largest, unordered, then ordered
-    order = np.take_along_axis(order, np.argsort(-np.take_along_axis(lost, order, 1), axis=1, kind="stable"), 1)
-    out = np.array(names, dtype=object)[order]
-    out[np.take_along_axis(lost, order, 1) <= 1e-9] = None
-    return out
 
 
 def grade(pd_: np.ndarray, cutoffs: tuple[float, ...]) -> np.ndarray:
