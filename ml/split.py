@@ -26,13 +26,15 @@ def holdout_mask(customer_ids: pd.Series, share: float, salt: str = "holdout") -
     return unit_hash(customer_ids, salt) < share
 
 
-def check_classes(y: np.ndarray, hold: np.ndarray, minimum: int, what: tuple[str, str]) -> None:
+def check_classes(y: np.ndarray, hold: np.ndarray, minimum: int, what: tuple[str, str],
+                  unit: str = "customers") -> None:
     """NotEnoughData unless the holdout holds at least `minimum` of each outcome (and the rest both): fewer
-    cannot tell a good model from a lucky one. `what`: the words for outcome 1 and 0, e.g. ("churned", "stayed")."""
+    cannot tell a good model from a lucky one. `what`: the words for outcome 1 and 0, e.g. ("churned", "stayed");
+    `unit`: what a row is."""
     y = np.asarray(y, dtype=int)
     held = [int((y[hold] == v).sum()) for v in (1, 0)]
     rest = [int((y[~hold] == v).sum()) for v in (1, 0)]
     if min(held) < minimum or min(rest) == 0:
         raise NotEnoughData(
-            f"too few outcomes to judge: {held[0]:,} {what[0]} and {held[1]:,} {what[1]} customers in the holdout "
+            f"too few outcomes to judge: {held[0]:,} {what[0]} and {held[1]:,} {what[1]} {unit} in the holdout "
             f"(at least {minimum} of each: models.min_holdout_per_class)")
