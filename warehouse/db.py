@@ -9,11 +9,18 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import duckdb
 
 DEFAULT_HOME = ".scorehouse"
+SQL = Path(__file__).with_name("sql")  # statements longer than a few lines, values bound ($1, ...)
+
+
+@cache
+def sql(name: str) -> str:
+    return (SQL / f"{name}.sql").read_text()
 
 
 @dataclass(frozen=True)

@@ -12,22 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import cache
-from pathlib import Path
 
 from warehouse import deliveries, failpoints
 from warehouse.contract import HISTORY, LINEAGE, TABLES, Table
+from warehouse.db import sql
 from warehouse.mapping import ident, key_expr, sql_str
 from warehouse.schema import storage, table_mode
 from warehouse.sources import Feed
 
-SQL = Path(__file__).with_name("sql")
 WORK = ("_source_row", "_reason", "_kind", "_record", "_merge")
-
-
-@cache
-def sql(name: str) -> str:
-    return (SQL / f"{name}.sql").read_text()
 
 
 @dataclass
