@@ -46,6 +46,9 @@ def population(context: dg.AssetExecutionContext, warehouse: Warehouse, source: 
     with warehouse.connect() as con:
         snap = F.resolve_snapshot(con, cfg.snapshot_date, cfg.holdout_days)
         n = F.build_population(con, snap)
+        problem = None if n else F.empty_population(con, snap, cfg.snapshot_date, cfg.holdout_days, str(cfg.origin))
+        if problem:
+            raise dg.Failure(description=problem)
         md = table_metadata(con, "features.population")
         version = dg.DataVersion(content_version(con, "features.population"))
     context.log.info(f"snapshot {snap}: {n:,} customers")

@@ -126,3 +126,28 @@ def test_settings_override_from_home(tmp_path: Path):
     s = Settings(home=str(tmp_path))
     assert s.get("ingest", "max_quarantine_share") == 0.5
     assert s.get("features", "ranges")["rfm_r"] == [1, 5]  # untouched defaults stay
+
+
+def test_a_snapshot_before_every_transaction_says_how_to_fix_it(tmp_path):
+    """Two days of transactions and no customers file (a card processor's export): the default outcome window (90
+    days) puts the snapshot before every transaction, so no customer is known at it. The run says so and what to
+    set, instead of failing later in features.rfm with a date conversion error."""
+    landing, home = tmp_path / "landing", tmp_path / "home"
+    landing.mkdir()
+    (landing / "transactions.csv").write_text(
+        "transaction_id,customer_id,transaction_date,amount\n"
+        "t1,c1,2013-09-01 10:00:00,-12.5\nt2,c2,2013-09-02 11:00:00,-40\n")
+    cfg = tmp_path / "cards.yaml"
+    cfg.write_text(f"name: cards\nlanding: {landing}\ndelivery: {{settle_seconds: 0}}\n"
+                   "tables:\n  transactions:\n    path: transactions.csv\n")
+    resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source=str(cfg), landing=str(landing)),
+                 "settings": Settings(home=str(home), source=str(cfg))}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([*raw_assets, *feature_assets], resources=resources, instance=instance,
+                                raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failure.step_key == "features__population"
+    message = failure.step_failure_data.user_failure_data.description
+    assert "snapshot 2013-06-04" in message and "2013-09-01 .. 2013-09-02" in message, message
+    assert "snapshot.holdout_days" in message and str(cfg) in message, message

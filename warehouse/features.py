@@ -110,6 +110,21 @@ def resolve_snapshot(con: duckdb.DuckDBPyConnection, configured: date | None, ho
     return (last - timedelta(days=holdout_days)) if last else date.today()
 
 
+def empty_population(con: duckdb.DuckDBPyConnection, snap: date, configured: date | None, holdout_days: int,
+                     origin: str) -> str | None:
+    """Why no customer is known at the snapshot although the warehouse holds transactions (every feature would be
+    empty, and no model could train), saying what to set in the source config `origin`; None when that is not
+    the case."""
+    first, last = con.execute("SELECT min(transaction_date)::DATE, max(transaction_date)::DATE "
+                              "FROM raw.transactions").fetchone()
+    if first is None or snap >= first:
+        return None
+    why = (f"snapshot.date {snap}" if configured else
+           f"the latest transaction {last} minus snapshot.holdout_days {holdout_days}, the outcome window")
+    return (f"no customer is known at the snapshot {snap} ({why}): the transactions cover {first} .. {last}. Set "
+            f"snapshot.holdout_days (e.g. 0 when the data holds no outcomes to wait for) or snapshot.date in {origin}")
+
+
 def build_population(con, snap: date) -> int:
     """Every customer known at the snapshot: from customers, or from the facts when a bank sends none."""
     s = f"DATE '{snap}'"
