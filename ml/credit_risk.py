@@ -384,6 +384,10 @@ def rfm_proxy_target(frame: pd.DataFrame, seed: int = 7) -> pd.Series:
     X = np.log1p(np.column_stack([np.clip(rec, 0, None), np.clip(np.nan_to_num(_numeric(frame["frequency"])), 0, None),
                                   np.clip(np.nan_to_num(_numeric(frame["monetary"])), 0, None)]))
     Z = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1)
+    profiles = len(np.unique(Z, axis=0))
+    if profiles < 3:
+        raise NotEnoughData(f"{len(frame):,} customers with {profiles} distinct recency, frequency and monetary: the "
+                            "RFM proxy target (no defaults in the source) needs 3 groups of customers to tell apart")
     km = KMeans(n_clusters=3, n_init=10, random_state=seed).fit(Z)
     c = km.cluster_centers_
     worst = int(np.argmin(c[:, 1] + c[:, 2] - c[:, 0]))

@@ -87,3 +87,16 @@ def test_training_on_a_home_without_features_says_what_to_run(tmp_path):
 
     with pytest.raises(dg.Failure, match=r"features.customer_features is not built yet .*run the whole pipeline once"):
         read_features(Warehouse(home=str(tmp_path)))
+
+
+def test_credit_risk_on_too_few_customers_for_its_proxy_target_is_not_trained():
+    """A transaction-only source (a card processor's export, fraud_ulb) has one pseudo-customer: the RFM proxy's
+    3-cluster K-Means cannot run, which is a data limit (an outcome), not a crash of the run."""
+    from ml.credit_risk import rfm_proxy_target
+
+    one = pd.DataFrame({"recency_days": [0.0], "frequency": [284_807.0], "monetary": [25e6]})
+    with pytest.raises(NotEnoughData, match="1 customers with 1 distinct recency, frequency and monetary"):
+        rfm_proxy_target(one)
+    alike = pd.DataFrame({"recency_days": [3.0] * 5 + [9.0] * 5, "frequency": [2.0] * 10, "monetary": [50.0] * 10})
+    with pytest.raises(NotEnoughData, match="10 customers with 2 distinct"):
+        rfm_proxy_target(alike)
