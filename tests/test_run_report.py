@@ -87,6 +87,16 @@ def test_a_clean_scoring_run_is_tagged_as_such(tmp_path):
         report = build_report(con, "r")
     assert report.tags() == {"scorehouse/drift": "stable", "scorehouse/scored": "1 of 1", "scorehouse/published": "no"}
     assert report.models[0].outcome == "scored" and report.metadata()["published_at"] == "not published"
+    assert report.lines()[-1] == "Published: no (serving.duckdb still holds an earlier run's scores)"
+
+
+def test_a_run_that_scored_nothing_says_so_instead_of_an_earlier_publish(tmp_path):
+    """fraud_ulb's first run: every model not trained, nothing scored, no serving file anywhere."""
+    with connect(tmp_path / "w.duckdb") as con:
+        record_run(con, "r", "churn", training="not_trained", training_note="no 'churned' outcomes")
+        record_run(con, "r", "churn", scoring="no_champion")
+        report = build_report(con, "r")
+    assert report.lines()[-1] == "Published: no (no model scored in this run)"
 
 
 def test_an_empty_warehouse_reports_nothing(tmp_path):
