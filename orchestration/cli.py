@@ -67,7 +67,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     counts = generate_bank(args.out, customers=args.customers, seed=args.seed, fmt=args.format, drift=args.drift,
-                           progress=lambda m: print(f"  {m}", flush=True))
+                           fraud_rate=args.fraud_rate, progress=lambda m: print(f"  {m}", flush=True))
     print(f"wrote a sample bank to {Path(args.out).resolve()} in {time.monotonic() - t0:.1f}s:")
     for table, n in counts.items():
         print(f"  {table:<14}{n:>12,} rows")
@@ -636,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--drift", type=float, default=0.0,
                    help="shift the population (0..1; 0.5: younger, richer, more digital) to see drift caught")
+    g.add_argument("--fraud-rate", type=float, default=0.0,
+                   help="share of customers defrauded once (0..1; e.g. 0.02), labelled in a `fraud` column of "
+                        "transactions: card testing, account takeover, night spending")
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("run", help="materialize the whole asset graph through Dagster, in this process")

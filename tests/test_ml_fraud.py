@@ -140,3 +140,34 @@ def test_ulb_card_fraud_on_a_time_split(tmp_path):
     assert m["auprc"] >= 0.77, m
     assert next(iter(model.importance())).startswith("v")  # led by the processor's own signals
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()})
+
+
+def test_the_generated_banks_fraud_is_labelled_and_found_through_the_pipeline(tmp_path):
+    """`generate_bank(fraud_rate=...)` plants card testing, account takeover and night spending on customers'
+    current accounts, labelled in a `fraud` column; ingested by the synthetic source (an extra column) and
+    measured by the pipeline's feature SQL against each customer's own history, a supervised model finds them on
+    the latest months."""
+    from warehouse.synthetic import generate_bank
+
+    counts = generate_bank(tmp_path / "landing", customers=3_000, seed=4, fraud_rate=0.02)
+    db = build_warehouse("synthetic", tmp_path / "landing", tmp_path / "warehouse.duckdb", features=False)
+    with duckdb.connect(str(db)) as con:
+        (n, frauds, victims), = con.execute("SELECT count(*), sum(fraud)::INT, count(DISTINCT customer_id) "
+                                            "FILTER (WHERE fraud = 1) FROM raw.transactions").fetchall()
+        assert n == counts["transactions"] and 0.001 < frauds / n < 0.005 and 40 <= victims <= 80
+        first = con.execute("SELECT min(transaction_date) FROM raw.transactions").fetchone()[0]
+        build_transaction_features(con, since=first, history_days=0)
+        frame = con.execute("SELECT * FROM features.transaction_features").df()
+    # the burst is visible in the SQL's own features: card testing is many transactions within the hour
+    busy = frame["txn_last_hour"] >= 3
+    assert busy[frame["fraud"] == 1].mean() > 0.4 and busy[frame["fraud"] == 0].mean() < 0.01
+    model = train_fraud(frame)
+    m = model.metrics
+    assert m["method"] == "supervised" and m["holdout_frauds"] >= 30 and m["auprc"] > 0.8, m
+    print({k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()})
+    # and without the labels, the anomaly score still puts them far above the base rate
+    unsupervised = train_fraud(frame.drop(columns="fraud"), FraudParams(isolation_trees=100))
+    scored = unsupervised.score(frame).assign(fraud=frame["fraud"].to_numpy())
+    from sklearn.metrics import average_precision_score
+
+    assert average_precision_score(scored["fraud"], scored["fraud_score"]) > 10 * frame["fraud"].mean()

@@ -129,6 +129,21 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     assert a["agencies.csv"] == c["agencies.csv"] and a["managers.csv"] == c["managers.csv"]
 
 
+def test_fraud_is_planted_from_its_own_generator(tmp_path):
+    """fraud_rate 0 writes the bank byte for byte as before; a rate adds the fraud rows and their `fraud` column
+    to transactions, and the balances they leave on accounts; nothing else (customers, loans, labels)."""
+    for name, rate in (("plain", None), ("zero", 0.0), ("fraud", 0.05)):
+        synthetic.generate_bank(tmp_path / name, customers=300, seed=3,
+                                **({} if rate is None else {"fraud_rate": rate}))
+    plain, zero, fraud = (digests(tmp_path / x) for x in ("plain", "zero", "fraud"))
+    assert zero == plain
+    assert {f for f in plain if plain[f] != fraud[f]} == {"transactions.csv", "accounts.csv"}
+    header = (tmp_path / "fraud" / "transactions.csv").open().readline().strip().split(",")
+    assert header[-1] == "fraud" and "fraud" not in (tmp_path / "plain" / "transactions.csv").open().readline()
+    with pytest.raises(ValueError, match="fraud_rate must be between 0 and 1"):
+        synthetic.generate_bank(tmp_path / "bad", customers=1, fraud_rate=2)
+
+
 def test_transaction_history_volume_and_balances(db):
     first, last = one(db, "SELECT min(transaction_date), max(transaction_date) FROM transactions")
     assert first >= dt.datetime(2025, 7, 1) and last < dt.datetime(2026, 10, 1)

@@ -612,6 +612,11 @@ def _transactions(b: _Chunk) -> dict[str, np.ndarray]:
              "chan": chan}
     t = {k: np.concatenate([v, extra[k].astype(v.dtype)]) for k, v in t.items()}
 
+    if b.fraud_rate:
+        t["fraud"] = np.zeros(len(t["cust"]), dtype=np.int8)
+        extra = _fraud(b)
+        t = {k: np.concatenate([v, extra[k].astype(v.dtype)]) for k, v in t.items()}
+
     # closed accounts are emptied on the day they close (leavers: the day they go), so they end at 0
     opening = np.zeros(b.n_acc, dtype=np.int64)
     opening[cur] = b.cur_open
@@ -625,6 +630,8 @@ def _transactions(b: _Chunk) -> dict[str, np.ndarray]:
         c, rows = c[balance[rows] != 0], rows[balance[rows] != 0]
         extra = {"cust": c, "acct": rows, "day": b.closed[c, slot], "tod": hours(len(c), 9, 17) + 60 * slot,
                  "cents": -balance[rows], "cat": np.full(len(c), TRF), "chan": user_channel(c)}
+        if "fraud" in t:
+            extra["fraud"] = np.zeros(len(c), dtype=np.int8)
         t = {k: np.concatenate([v, extra[k].astype(v.dtype)]) for k, v in t.items()}
         balance[rows] = 0
     b.balance = balance
@@ -641,6 +648,46 @@ def _transactions(b: _Chunk) -> dict[str, np.ndarray]:
     return t
 
 
+def _fraud(b: _Chunk) -> dict[str, np.ndarray]:
+    """Fraud on the current accounts of a share (b.fraud_rate) of customers, once each, in one of three patterns,
+    drawn from b.fraud_rng (its own generator: every value drawn without fraud is the same with it):
+      card testing  6-14 online card debits of 0.50-3.00 within 20 minutes (a stolen card number being tried);
+      takeover      a customer who banks at the branch suddenly on mobile: a 1.00-5.00 test transfer, then 1-2
+                    transfers of 30-80% of a month's pay within the hour;
+      night         a card purchase of 40-120% of a month's pay between 01:00 and 04:00.
+    fraud is 1 on these rows."""
+    rng, cal, n, cur = b.fraud_rng, b.cal, b.n, b.cur_row
+    hit = np.flatnonzero((rng.random(n) < b.fraud_rate) & b.held[:, CUR])
+    lo = np.maximum(np.maximum(b.joined[hit], b.opened[hit, CUR]) + 30, cal.start)
+    hi = np.minimum(b.closed[hit, CUR], cal.end + 1)
+    hit, lo, hi = hit[hi > lo], lo[hi > lo], hi[hi > lo]
+    day = lo + (rng.random(len(hit)) * (hi - lo)).astype(np.int64)
+    pattern = np.where(b.digital[hit], rng.choice([0, 2], len(hit)), rng.integers(0, 3, len(hit)))
+    rows = []
+
+    def add(c, d, tod, cents, cat, chan):
+        rows.append({"cust": c, "acct": cur[c], "day": d, "tod": tod, "cents": cents,
+                     "cat": np.full(len(c), cat), "chan": np.full(len(c), chan), "fraud": np.ones(len(c))})
+
+    v = pattern == 0
+    k = rng.integers(6, 15, v.sum())
+    c, d = np.repeat(hit[v], k), np.repeat(day[v], k)
+    add(c, d, np.repeat(rng.integers(0, DAY - 1200, v.sum()), k) + rng.integers(0, 1200, len(c)),
+        -rng.integers(50, 301, len(c)), CARD, ONLINE)
+    v = pattern == 1
+    c, d, start = hit[v], day[v], rng.integers(8 * 3600, 20 * 3600, v.sum())
+    add(c, d, start, -rng.integers(100, 501, len(c)), TRF, MOBILE)
+    k = rng.integers(1, 3, len(c))
+    c2 = np.repeat(c, k)
+    add(c2, np.repeat(d, k), np.repeat(start, k) + rng.integers(60, 3600, len(c2)),
+        -_cents(b.s_net[c2] * rng.uniform(0.3, 0.8, len(c2))), TRF, MOBILE)
+    v = pattern == 2
+    c = hit[v]
+    add(c, day[v], rng.integers(3600, 4 * 3600, len(c)), -_cents(b.s_net[c] * rng.uniform(0.4, 1.2, len(c))), CARD,
+        POS)
+    return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+
 def _tables(b: _Chunk, t: dict[str, np.ndarray], tx_offset: int) -> dict[str, pa.Table]:
     rng, n, cal, ref = b.rng, b.n, b.cal, b.ref
     end = cal.end
@@ -655,6 +702,7 @@ def _tables(b: _Chunk, t: dict[str, np.ndarray], tx_offset: int) -> dict[str, pa
         "category": _labels(TX_CATEGORIES, t["cat"]),
         "channel": _labels(CHANNELS, t["chan"]),
         "balance_after": _money(t["after"]),
+        **({"fraud": pa.array(t["fraud"], pa.int8())} if "fraud" in t else {}),
     })
 
     # accounts as of end_date; dormant = no customer-initiated movement in the last 6 months
@@ -802,10 +850,12 @@ def _acquisitions(b: _Chunk, rng, accounts: pa.Table) -> pa.Table:
 
 
 def _chunk(rng, acq_rng, first: int, n: int, cal: _Calendar, ref: _Reference, tx_offset: int,
-           drift: float = 0.0) -> dict[str, pa.Table]:
-    """Customers first+1 .. first+n and everything that hangs off them (acq_rng: see _acquisitions)."""
+           drift: float = 0.0, fraud_rate: float = 0.0, fraud_rng=None) -> dict[str, pa.Table]:
+    """Customers first+1 .. first+n and everything that hangs off them (acq_rng: see _acquisitions; fraud_rng:
+    see _fraud)."""
     b = _Chunk(rng, first, n, cal, ref)
     b.drift = drift
+    b.fraud_rate, b.fraud_rng = fraud_rate, fraud_rng
     _people(b)
     _holdings(b)
     _fates(b)
@@ -909,16 +959,19 @@ class _XlsxSink:
 # ------------------------------------------------------------------------------------------------- API
 def generate_bank(out_dir: str | Path, customers: int = 20_000, seed: int = 0, fmt: str = "csv",
                   end_date: str = "2026-09-30", progress: Callable[[str], None] | None = None,
-                  drift: float = 0.0) -> dict[str, int]:
+                  drift: float = 0.0, fraud_rate: float = 0.0) -> dict[str, int]:
     """Write a realistic synthetic bank to out_dir; return {table_name: rows_written}.
 
     fmt "csv" writes <table>.csv; "xlsx" writes <table>.xlsx and transactions_001.xlsx, _002, ... in parts
     of at most 1,000,000 rows. Same seed and arguments give byte-identical files. `drift` in [0, 1] shifts
     the population (0.5: customers ~20% younger at the median, incomes x1.5, more digital, newer, busier) so
-    drift monitoring can be seen at work.
+    drift monitoring can be seen at work. `fraud_rate` in [0, 1]: the share of customers defrauded once (_fraud),
+    with a `fraud` column (1/0) on transactions; 0 writes the bank exactly as without it.
     """
     if not 0 <= drift <= 1:
         raise ValueError("drift must be between 0 and 1")
+    if not 0 <= fraud_rate <= 1:
+        raise ValueError("fraud_rate must be between 0 and 1")
     if fmt not in ("csv", "xlsx"):
         raise ValueError(f"fmt must be 'csv' or 'xlsx', not {fmt!r}")
     if customers < 0:
@@ -932,6 +985,8 @@ def generate_bank(out_dir: str | Path, customers: int = 20_000, seed: int = 0, f
 
     sinks = {}
     for name, columns in COLUMNS.items():
+        if name == "transactions" and fraud_rate:
+            columns = (*columns, "fraud")
         if fmt == "csv":
             sinks[name] = _CsvSink(out / f"{name}.csv", columns)
         else:
@@ -946,7 +1001,7 @@ def generate_bank(out_dir: str | Path, customers: int = 20_000, seed: int = 0, f
             first = i * CHUNK
             size = min(CHUNK, customers - first)
             tables = _chunk(np.random.default_rng([seed, i]), np.random.default_rng([seed, i, 7]), first, size,
-                            cal, ref, tx_total, drift)
+                            cal, ref, tx_total, drift, fraud_rate, np.random.default_rng([seed, i, 11]))
             for name, table in tables.items():
                 sinks[name].write(table)
             tx_total += tables["transactions"].num_rows
