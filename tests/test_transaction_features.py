@@ -88,3 +88,19 @@ def test_the_sources_own_columns_come_along(tmp_path):
         build_transaction_features(con, since=datetime(2026, 11, 4))
         f = features(con)
     assert f["t7"]["v1"] == 6.0 and "_source_row" not in f["t7"] and "balance_after" not in f["t7"]
+
+
+def test_history_older_than_a_day_counts_as_well(tmp_path):
+    """History beyond the day the hour and day counts reach is folded per customer: still counted, averaged,
+    and remembered for its channels and its last time."""
+    rows = [("x1", "x", datetime(2026, 10, 20, 9), -10.0, "mobile"), ("x2", "x", datetime(2026, 10, 21, 9), -20.0, "atm"),
+            ("x3", "x", datetime(2026, 11, 4, 9), -45.0, "mobile"), ("x4", "x", datetime(2026, 11, 4, 9), -5.0, "pos")]
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        load(con, rows)
+        build_transaction_features(con, since=datetime(2026, 11, 4))
+        f = features(con)
+    assert (f["x3"]["txn_before"], f["x3"]["amount_vs_usual"], f["x3"]["new_channel"]) == (2, 3.0, 0)
+    assert f["x3"]["seconds_since_last"] == 14 * 86_400 and f["x3"]["txn_last_day"] == 0
+    # booked at the same moment as x3, after it by id: x3 is before it, 0 seconds before
+    assert (f["x4"]["txn_before"], f["x4"]["seconds_since_last"], f["x4"]["new_channel"]) == (3, 0, 1)
+    assert f["x4"]["amount_vs_usual"] == pytest.approx(5 / 25)

@@ -1,31 +1,42 @@
 -- Per-transaction fraud features (features.transaction_features): each transaction measured against its own
 -- customer's earlier transactions only, never a later one. Time orders them; transactions booked at the same
 -- moment (every row of a date-only export) are ordered by transaction_id, so none sees its later peers.
+-- History older than a day before the first scored transaction is folded into one row per customer (count,
+-- amount, channels used, last time): only the last day is windowed, which the hour and day counts reach.
 -- Parameters: $1 the first booking time scored (older transactions are history only), $2 days of history read.
 CREATE OR REPLACE TABLE features.transaction_features AS
 WITH scored_customers AS (
     SELECT DISTINCT customer_id FROM raw.transactions WHERE transaction_date >= $1
-), history AS (
+), ordered AS (  -- the last day of history (at most $2 days) and everything scored, in time order per customer
     SELECT t.*,
            epoch(t.transaction_date)
              + (row_number() OVER (PARTITION BY t.customer_id, t.transaction_date ORDER BY t.transaction_id) - 1)
                * 1e-4 AS _t
     FROM raw.transactions t SEMI JOIN scored_customers USING (customer_id)
+    WHERE t.transaction_date >= $1 - to_days(least(1, CAST($2 AS INTEGER)))
+), folded AS (  -- everything older, within $2 days: one row per customer
+    SELECT customer_id, count(*) AS _n, sum(abs(amount)) AS _total, list(DISTINCT channel) AS _channels,
+           max(transaction_date) AS _last
+    FROM raw.transactions t SEMI JOIN scored_customers USING (customer_id)
     WHERE t.transaction_date >= $1 - to_days(CAST($2 AS INTEGER))
+      AND t.transaction_date < $1 - to_days(least(1, CAST($2 AS INTEGER)))
+    GROUP BY customer_id
 ), windowed AS (
-    SELECT *,
-           count(*) OVER earlier AS _before,
-           avg(abs(amount)) OVER earlier AS _usual,
+    SELECT o.*,
+           coalesce(f._n, 0) + count(*) OVER earlier AS _before,
+           (coalesce(f._total, 0) + coalesce(sum(abs(o.amount)) OVER earlier, 0))
+             / nullif(coalesce(f._n, 0) + count(*) OVER earlier, 0) AS _usual,
            count(*) OVER last_hour - 1 AS _hour_count,
            count(*) OVER last_day - 1 AS _day_count,
-           sum(abs(amount)) OVER last_day - abs(amount) AS _day_amount,
-           _t - lag(_t) OVER by_time AS _gap,
-           row_number() OVER (PARTITION BY customer_id, channel ORDER BY _t) AS _channel_use
-    FROM history
-    WINDOW by_time AS (PARTITION BY customer_id ORDER BY _t),
-           earlier AS (PARTITION BY customer_id ORDER BY _t ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
-           last_hour AS (PARTITION BY customer_id ORDER BY _t RANGE BETWEEN 3600 PRECEDING AND CURRENT ROW),
-           last_day AS (PARTITION BY customer_id ORDER BY _t RANGE BETWEEN 86400 PRECEDING AND CURRENT ROW)
+           sum(abs(o.amount)) OVER last_day - abs(o.amount) AS _day_amount,
+           epoch(o.transaction_date) - epoch(coalesce(lag(o.transaction_date) OVER by_time, f._last)) AS _gap,
+           o.channel IS NOT NULL AND NOT coalesce(list_contains(f._channels, o.channel), false)
+             AND row_number() OVER (PARTITION BY o.customer_id, o.channel ORDER BY o._t) = 1 AS _new_channel
+    FROM ordered o LEFT JOIN folded f USING (customer_id)
+    WINDOW by_time AS (PARTITION BY o.customer_id ORDER BY o._t),
+           earlier AS (PARTITION BY o.customer_id ORDER BY o._t ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+           last_hour AS (PARTITION BY o.customer_id ORDER BY o._t RANGE BETWEEN 3600 PRECEDING AND CURRENT ROW),
+           last_day AS (PARTITION BY o.customer_id ORDER BY o._t RANGE BETWEEN 86400 PRECEDING AND CURRENT ROW)
 )
 SELECT transaction_id, customer_id, transaction_date AS booked_at,
        abs(amount) AS amount,
@@ -39,11 +50,11 @@ SELECT transaction_id, customer_id, transaction_date AS booked_at,
        _day_count AS txn_last_day,
        _day_amount AS amount_last_day,
        _gap AS seconds_since_last,
-       CAST(channel IS NOT NULL AND _channel_use = 1 AND _before > 0 AS INTEGER) AS new_channel,
+       CAST(_new_channel AND _before > 0 AS INTEGER) AS new_channel,
        -- the source's own extra columns (e.g. a card processor's risk signals), as delivered
        * EXCLUDE (transaction_id, customer_id, account_id, transaction_date, amount, category, channel, balance_after,
                   quantity, _source_file, _source_row, _ingested_at, _delivery_id, _t, _before, _usual, _hour_count,
-                  _day_count, _day_amount, _gap, _channel_use)
+                  _day_count, _day_amount, _gap, _new_channel)
 FROM windowed
 WHERE transaction_date >= $1
 ORDER BY booked_at, transaction_id
