@@ -349,7 +349,8 @@ class RecommendationSettings(Strict):
 
 class ModelSettings(Strict):
     retrain_after_days: float = Field(7, ge=0, description=(
-        "job `scorehouse` retrains a model only when its champion is older than this"))
+        "job `scorehouse` retrains a model only when its champion is older than this (or could not score: its "
+        "inputs are gone from the features)"))
     min_holdout_per_class: int = Field(30, ge=1, description=(
         "a classifier (churn, credit risk) is trained only when its holdout holds at least this many customers of "
         "each outcome: fewer cannot tell a good model from a lucky one (the model is reported not trained)"))

@@ -155,14 +155,24 @@ def get(con: duckdb.DuckDBPyConnection, model: str, alias: str | None = None, ve
 
 def due_for_training(con: duckdb.DuckDBPyConnection, models: list[str], max_age_days: float,
                      now: datetime | None = None) -> list[str]:
-    """The models with no champion, or a champion trained more than `max_age_days` ago (read only)."""
-    have = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml' "
-                       "AND table_name = 'model_registry'").fetchone()[0]
-    if not have:
+    """The models with no champion, a champion trained more than `max_age_days` ago, or a champion whose latest
+    scoring failed because its inputs are gone from the features (MissingInputs: a column renamed or no longer
+    sent), which could not score again until the next retrain. Read only."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'ml'"
+                                        ).fetchall()}
+    if "model_registry" not in tables:
         return list(models)
     fresh = {m for m, at in con.execute(
         "SELECT model, max(trained_at) FROM ml.model_registry WHERE alias = 'champion' GROUP BY model").fetchall()
         if (now or datetime.now()) - at < timedelta(days=max_age_days)}
+    if "model_runs" in tables:
+        fresh -= {m for (m,) in con.execute("""
+            SELECT r.model FROM (SELECT model, arg_max(scoring, updated_at) AS scoring,
+                                        arg_max(scoring_note, updated_at) AS note,
+                                        arg_max(champion_version, updated_at) AS version
+                                 FROM ml.model_runs WHERE scoring IS NOT NULL GROUP BY model) r
+            JOIN ml.model_registry c ON c.model = r.model AND c.alias = 'champion' AND c.version = r.version
+            WHERE r.scoring = 'failed' AND r.note LIKE 'inputs %'""").fetchall()}
     return [m for m in models if m not in fresh]
 
 

@@ -111,6 +111,16 @@ def test_scorehouse_run_leaves_out_training_of_models_whose_champion_is_not_due(
     keys = {k.to_user_string() for k in due_selection(job, tmp_path, settings, ["churn", "clv"])}
     assert "ml/churn_challenger" not in keys and "ml/churn_champion" not in keys
     assert {"ml/clv_challenger", "scores/churn", "scores/clv", "raw/customers"} <= keys
+    # a young champion that could not score because its inputs are gone (a column renamed or no longer sent) is
+    # due now, not when it is a week old; once a later run scored with it, it is not
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        registry.record_run(con, "run-1", "churn", scoring="failed", champion_version=1,
+                            scoring_note="inputs missing from today's features: age (deliver them again, or retrain)")
+    assert due_selection(job, tmp_path, settings, ["churn", "clv"]) is None
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        registry.record_run(con, "run-2", "churn", scoring="scored", champion_version=1, rows_scored=10)
+    assert "ml/churn_challenger" not in {k.to_user_string() for k in due_selection(job, tmp_path, settings,
+                                                                                    ["churn", "clv"])}
     settings["models"]["retrain_after_days"] = 0  # every champion is due
     assert due_selection(job, tmp_path, settings, ["churn", "clv"]) is None
 
