@@ -89,3 +89,14 @@ def top_names(values: np.ndarray, names: list[str], top: int, floor: float = 0.0
     out = np.array(names, dtype=object)[order]
     out[np.take_along_axis(values, order, 1) <= floor] = None
     return out
+
+
+def robust_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of `x` (NaN skipped): the median (0 for a column with no value), and a robust spread: IQR / 1.349
+    (the standard deviation of a normal distribution with that IQR), else the standard deviation where the IQR is
+    0, else 1. What an outlier is measured in, unmoved by the outliers themselves."""
+    center = np.nan_to_num(np.nanmedian(x, axis=0))
+    q75, q25 = np.nanpercentile(x, [75, 25], axis=0)
+    scale = (q75 - q25) / 1.349
+    std = np.nanstd(x, axis=0)
+    return center, np.where(scale > 1e-12, scale, np.where(std > 1e-12, std, 1.0))

@@ -21,7 +21,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ml.errors import NotEnoughData
-from ml.frame import FeatureSpec, gain_shares, top_names
+from ml.frame import FeatureSpec, gain_shares, robust_scale, top_names
 from ml.params import FraudParams
 from ml.registry import load_artifacts, save_artifacts
 from ml.split import check_classes
@@ -91,41 +91,50 @@ class FraudModel:
                    boosters.get(""), rest["forest"], rest["center"], rest["spread"], rest["quantiles"],
                    rest["metrics"], rest["importance"])
 
-    def _numbers(self, frame: pd.DataFrame) -> np.ndarray:
-        """The IsolationForest's matrix: numbers with gaps filled by the training median, categories as codes."""
+    def _inputs(self, frame: pd.DataFrame) -> xgb.DMatrix | pd.DataFrame:
+        """The model matrix, built once per frame: a DMatrix for the booster, the typed frame for the forest."""
         m = self.spec.matrix(frame)
-        for col in self.spec.numeric:
-            m[col] = m[col].fillna(self.center[col])
+        return xgb.DMatrix(m, enable_categorical=True) if self.method == SUPERVISED else m
+
+    def _numbers(self, m: pd.DataFrame) -> np.ndarray:
+        """The IsolationForest's matrix: numbers with gaps filled by the training median, categories as codes."""
+        m = m.fillna({col: self.center[col] for col in self.spec.numeric})
         for col in self.spec.categorical:
             m[col] = m[col].cat.codes
         return m.to_numpy(dtype="float32")
 
+    def _score(self, inputs: xgb.DMatrix | pd.DataFrame) -> np.ndarray:
+        if self.method == SUPERVISED:
+            return self.booster.predict(inputs)
+        anomaly = -self.forest.score_samples(self._numbers(inputs))
+        return np.interp(anomaly, self.quantiles, np.linspace(0, 1, len(self.quantiles)))
+
+    def _reasons(self, inputs: xgb.DMatrix | pd.DataFrame, top: int) -> np.ndarray:
+        if self.method == SUPERVISED:
+            contribs = self.booster.predict(inputs, pred_contribs=True, approx_contribs=True)[:, :-1]  # last: bias
+            return top_names(contribs, self.spec.names, top)
+        cols = self.spec.numeric
+        m = inputs[cols].to_numpy(dtype="float64")
+        z = np.abs(m - np.array([self.center[c] for c in cols])) / np.array([self.spread[c] for c in cols])
+        return top_names(np.nan_to_num(z, nan=0.0), cols, top, floor=UNUSUAL)
+
     def fraud_score(self, frame: pd.DataFrame) -> np.ndarray:
         """Supervised: the probability of fraud. Unsupervised: the share of training transactions less unusual
         than this one (0.999: more unusual than 99.9% of them)."""
-        if self.method == SUPERVISED:
-            return self.booster.predict(xgb.DMatrix(self.spec.matrix(frame), enable_categorical=True))
-        anomaly = -self.forest.score_samples(self._numbers(frame))
-        return np.interp(anomaly, self.quantiles, np.linspace(0, 1, len(self.quantiles)))
+        return self._score(self._inputs(frame))
 
     def reasons(self, frame: pd.DataFrame, top: int = 3) -> np.ndarray:
         """Supervised: the inputs pushing the score up most (XGBoost contributions). Unsupervised: the numbers
         furthest from the training median, in robust standard deviations, from UNUSUAL on."""
-        if self.method == SUPERVISED:
-            dm = xgb.DMatrix(self.spec.matrix(frame), enable_categorical=True)
-            contribs = self.booster.predict(dm, pred_contribs=True, approx_contribs=True)[:, :-1]  # last: bias
-            return top_names(contribs, self.spec.names, top)
-        cols = self.spec.numeric
-        m = self.spec.matrix(frame)[cols].to_numpy(dtype="float64")
-        z = np.abs(m - np.array([self.center[c] for c in cols])) / np.array([self.spread[c] for c in cols])
-        return top_names(np.nan_to_num(z, nan=0.0), cols, top, floor=UNUSUAL)
+        return self._reasons(self._inputs(frame), top)
 
     def score(self, frame: pd.DataFrame, top: int = 3) -> pd.DataFrame:
         """One row per transaction: its ids, fraud_score, fraud_rank (1 = review first), reasons, method."""
+        inputs = self._inputs(frame)  # scores and reasons read the same matrix
         out = frame[[c for c in ("transaction_id", "customer_id") if c in frame.columns]].reset_index(drop=True)
-        out["fraud_score"] = self.fraud_score(frame)
+        out["fraud_score"] = self._score(inputs)
         out["fraud_rank"] = out["fraud_score"].rank(method="first", ascending=False).astype("int64")
-        reasons = self.reasons(frame, top)
+        reasons = self._reasons(inputs, top)
         for i in range(top):
             out[f"reason_{i + 1}"] = reasons[:, i] if i < reasons.shape[1] else None
         out["method"] = self.method
@@ -160,12 +169,12 @@ def train_fraud(frame: pd.DataFrame, params: FraudParams | None = None, min_frau
         model = FraudModel(SUPERVISED, spec, params, booster=booster, gain=gain_shares(booster))
     else:
         model = FraudModel(UNSUPERVISED, spec, params)
-        numbers = spec.matrix(train)[spec.numeric].astype("float64")
-        q1, q3 = numbers.quantile(0.25), numbers.quantile(0.75)
-        model.center = {c: float(v) if pd.notna(v) else 0.0 for c, v in numbers.median().items()}
-        model.spread = {c: _positive((q3[c] - q1[c]) / 1.349, numbers[c].std()) for c in spec.numeric}
+        matrix = spec.matrix(train)
+        center, spread = robust_scale(matrix[spec.numeric].to_numpy(dtype="float64"))
+        model.center = dict(zip(spec.numeric, center.tolist(), strict=True))
+        model.spread = dict(zip(spec.numeric, spread.tolist(), strict=True))
         model.forest = IsolationForest(n_estimators=params.isolation_trees, random_state=params.seed, n_jobs=1)
-        X = model._numbers(train)
+        X = model._numbers(matrix)
         model.forest.fit(X)
         model.quantiles = np.quantile(-model.forest.score_samples(X), np.linspace(0, 1, 1001)).tolist()
     model.metrics = {"method": method, "train_transactions": int((~hold).sum())}
@@ -176,7 +185,3 @@ def train_fraud(frame: pd.DataFrame, params: FraudParams | None = None, min_frau
                           "flagged_share": float((model.fraud_score(test) >= 0.999).mean())}
     return model
 
-
-def _positive(*candidates: float) -> float:
-    """The first candidate that is a positive number, else 1: a spread to divide by."""
-    return next((float(v) for v in candidates if pd.notna(v) and v > 0), 1.0)

@@ -69,6 +69,7 @@ from sklearn.metrics import silhouette_samples
 from threadpoolctl import threadpool_limits
 
 from ml.errors import NotEnoughData
+from ml.frame import robust_scale
 from ml.params import SegmentParams
 from ml.registry import load_artifacts, save_artifacts
 from ml.split import holdout_mask, unit_hash
@@ -157,11 +158,7 @@ class Transform:
             if abs(_skew(_signed_log(col, s))) < abs(raw_skew):
                 log_scale[j] = s
                 x[:, j] = _signed_log(col, s)
-        center = np.median(x, axis=0)
-        q75, q25 = np.percentile(x, [75, 25], axis=0)
-        scale = (q75 - q25) / 1.349
-        std = x.std(axis=0)
-        scale = np.where(scale > 1e-12, scale, np.where(std > 1e-12, std, 1.0))
+        center, scale = robust_scale(x)
         return cls(list(columns), medians, log_scale, center, scale, p.clip_z)
 
     def apply_raw(self, raw: np.ndarray) -> np.ndarray:
