@@ -97,10 +97,12 @@ class RunReport:
         out = ["  ".join(v.rjust(w) if i in (3, 4) else v.ljust(w) for i, (v, w) in
                          enumerate(zip(r, widths, strict=True))).rstrip() for r in rows]
         out += [f"  {m.model}: {m.line}" for m in self.models]
-        out.append(f"Published: {self.published_at:%Y-%m-%d %H:%M:%S}" if self.published_at
-                   else "Published: no (serving.duckdb still holds an earlier run's scores)"
-                   if any(m.scoring in ("scored", "failed") for m in self.models)
-                   else "Published: no (no model scored in this run)")
+        if self.published_at:
+            out.append(f"Published: {self.published_at:%Y-%m-%d %H:%M:%S}")
+        elif any(m.scoring in ("scored", "failed") for m in self.models):
+            out.append("Published: no (serving.duckdb still holds an earlier run's scores)")
+        else:
+            out.append("Published: no (no model scored in this run)")
         return out
 
 

@@ -1,4 +1,4 @@
-"""Fraud features, built in DuckDB: one row per transaction of the latest delivery, each measured against its own
+"""Fraud features, built in DuckDB: one row per transaction booked since a given time, each measured against its own
 customer's earlier transactions (how far above the usual amount, how many in the last hour and day, a channel
 never used before, the gap since the last one). The statement: warehouse/sql/transaction_features.sql."""
 
