@@ -43,6 +43,7 @@ from warehouse.monitoring import run_drift, write_drift
 from warehouse.scores import write_scores
 
 LABELS = dg.AssetKey(["features", "labels"])
+PRIORITY = "dagster/priority"
 REFERENCE = "reference.json"
 
 
@@ -91,6 +92,18 @@ class ModelSpec:
     # the RFM proxy target vs one on observed defaults; segments on different features)
     comparable_on: tuple[str, ...] = ()
     domain: str = "customers"  # the business domain, a tag on its assets
+    # (the challenger's metrics) -> the key of its gate in models.<name>: fraud judges an anomaly score (no labels)
+    # by other thresholds than a supervised model
+    gate_key: Callable[[dict], str] = lambda metrics: "gate"
+    # more checks on scores.<name> (assets/fraud.py: a jump in the flagged count)
+    checks: tuple = ()
+    # Dagster's step priority: below 0, the model's steps wait while another model's step is ready (fraud's own
+    # branch starts before the customer features are built, and would otherwise interleave with their phases)
+    priority: int = 0
+
+    @property
+    def op_tags(self) -> dict[str, str]:
+        return {PRIORITY: str(self.priority)} if self.priority else {}
 
     @property
     def model(self) -> type[Model]:
@@ -335,7 +348,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
     challenger_key, champion_key = training_keys(name)
 
     @dg.asset(key=challenger_key, group_name="training", kinds=set(spec.kinds), pool="warehouse",
-              deps=list(spec.train_deps), description=spec.train_doc)
+              deps=list(spec.train_deps), description=spec.train_doc, op_tags=spec.op_tags)
     def challenger(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings):
         cfg = {**settings.get("models", name), "min_holdout_per_class": settings.get("models", "min_holdout_per_class")}
         run_id = context.run.run_id
@@ -375,19 +388,19 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
 
     # Blocking, so that the champion waits for the verdict; a rejection is a WARN (the champion stays in service
     # and scoring goes on); only an error in the gate itself stops what follows.
-    @dg.asset_check(asset=challenger_key, name=f"{name}_gate", blocking=True, pool="warehouse",
+    @dg.asset_check(asset=challenger_key, name=f"{name}_gate", blocking=True, pool="warehouse", op_tags=spec.op_tags,
                     description=f"The challenger trained in this run meets the thresholds in models.{name}.gate and "
                                 "is not worse than the champion on the same holdout: approved, else rejected (WARN: "
                                 "the champion stays).")
     def gate(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, settings: Settings) -> dg.AssetCheckResult:
-        cfg = settings.get("models", name)["gate"]
-        thresholds = _thresholds(cfg)
-        higher = {k: v == "higher" for k, v in (cfg.get("not_worse_than_champion") or {}).items()}
         run_id = context.run.run_id
-        threshold_md = _gate_threshold(thresholds, higher, cfg["tolerance"])
         with warehouse.connect() as con:
             new = registry.get(con, name, "challenger", run_id=run_id)
             champion = registry.get(con, name, "champion")
+            cfg = settings.get("models", name)[spec.gate_key(new.metrics) if new else "gate"]
+            thresholds = _thresholds(cfg)
+            higher = {k: v == "higher" for k, v in (cfg.get("not_worse_than_champion") or {}).items()}
+            threshold_md = _gate_threshold(thresholds, higher, cfg["tolerance"])
             if new is None:  # nothing trained in this run (its outcome says why): nothing to judge
                 row = registry.model_run(con, run_id, name) or {}
                 return dg.AssetCheckResult(passed=True, metadata={
@@ -423,6 +436,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         })
 
     @dg.asset(key=champion_key, group_name="training", kinds={"duckdb"}, pool="warehouse", deps=[challenger_key],
+              op_tags=spec.op_tags,
               description=f"The {name} champion: the version its gate approved in this run is promoted (the previous "
                           "one retired); otherwise the champion stays. Only an approved version is ever promoted.")
     def champion(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -449,7 +463,8 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             "replaced": f"v{previous.version}" if approved and previous else "none"})
 
     @dg.asset(key=["scores", name], group_name="scoring", kinds=set(spec.kinds), pool="warehouse",
-              deps=[champion_key, *spec.score_deps], output_required=False, description=spec.score_doc)
+              deps=[champion_key, *spec.score_deps], output_required=False, description=spec.score_doc,
+              op_tags=spec.op_tags)
     def scores(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings):
         run_id = context.run.run_id
         with warehouse.connect() as con:
@@ -483,7 +498,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         yield dg.MaterializeResult(metadata={**md, "outcome": row["outcome"], "model_version": f"v{entry.version}",
                                              "rows_scored": n, **scored.metadata, **drift_md})
 
-    @dg.asset_check(asset=["scores", name], name=f"{name}_drift", pool="warehouse",
+    @dg.asset_check(asset=["scores", name], name=f"{name}_drift", pool="warehouse", op_tags=spec.op_tags,
                     description=f"Score and input drift of {name} in this run against its champion's reference "
                                 "profile: the score's band leads (ERROR in the alert band); inputs, weighted by "
                                 "the model's importance, raise it to WARN at most (docs/alerts.md).")
@@ -494,4 +509,4 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             rows = run_drift(con, name, context.run.run_id)
         return drift_result(rows, bands)
 
-    return [challenger, champion, scores], [gate, drift_check]
+    return [challenger, champion, scores], [gate, drift_check, *spec.checks]

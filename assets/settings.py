@@ -42,6 +42,7 @@ from ml.params import (
     ChurnTraining,
     CLVParams,
     CreditParams,
+    FraudParams,
     RecommendParams,
     RiskCutoffs,
     SegmentParams,
@@ -347,18 +348,50 @@ class RecommendationSettings(Strict):
         "of 0.70"))
 
 
+class FraudSettings(Strict):
+    params: FraudParams = Field(default_factory=FraudParams, description="ml/params.py FraudParams")
+    score_days: int = Field(1, ge=1, description=(
+        "the transactions of the last this many calendar days delivered are scored (scores.fraud): the latest "
+        "day's by default"))
+    train_days: int = Field(90, ge=1, description=(
+        "the transactions of this many days before the scored ones train the model; the latest "
+        "`params.holdout_share` of them judge it"))
+    history_days: int = Field(90, ge=1, description=(
+        "each transaction is measured against its customer's transactions of this many days before it"))
+    max_train_rows: int = Field(500_000, ge=1_000, description=(
+        "above this many transactions in the training window, customers are sampled to read about this many: "
+        "every customer with a labelled fraud is kept, the others weigh 1 / the share read, so holdout figures "
+        "stay those of the whole population"))
+    flagged_jump: float = Field(3.0, gt=1, description=(
+        "check fraud_flagged fails (WARN, alerted) when a run flags more than this many times the transactions "
+        "its champion flagged on its holdout, for as many transactions"))
+    flagged_jump_min: int = Field(10, ge=0, description="... and at least this many more (a handful is noise)")
+    gate: Gate = Field(default_factory=lambda: Gate(
+        min={"auprc": 0.5, "recall_at_review": 0.5},
+        not_worse_than_champion={"auprc": "higher", "precision_at_review": "higher"}, tolerance=0.02),
+        description=(f"{GATE}, when frauds are labelled (supervised). recall_at_review: the share of the holdout's "
+                     "frauds in a daily review queue of `params.review_per_day`; precision at review is compared "
+                     "with the champion but has no floor, as its ceiling is the frauds a day over the queue's size"))
+    unsupervised_gate: Gate = Field(default_factory=lambda: Gate(max={"flagged_share": 0.01}), description=(
+        "the gate of an anomaly score (no labels to judge it by): flagged_share, the holdout's share above "
+        "`params.flag_at_unsupervised`, at most this (a model flagging more is broken, not vigilant)"))
+
+
 class ModelSettings(Strict):
     retrain_after_days: float = Field(7, ge=0, description=(
         "job `scorehouse` retrains a model only when its champion is older than this (or could not score: its "
         "inputs are gone from the features)"))
     min_holdout_per_class: int = Field(30, ge=1, description=(
-        "a classifier (churn, credit risk) is trained only when its holdout holds at least this many customers of "
-        "each outcome: fewer cannot tell a good model from a lucky one (the model is reported not trained)"))
+        "a classifier (churn, credit risk; fraud when frauds are labelled) is trained only when its holdout holds at "
+        "least this many customers (fraud: transactions) of each outcome: fewer cannot tell a good model from a "
+        "lucky one (the model is reported not trained)"))
     churn: ChurnSettings = Field(default_factory=ChurnSettings)
     segments: SegmentSettings = Field(default_factory=SegmentSettings)
     clv: ClvSettings = Field(default_factory=ClvSettings)
     credit_risk: CreditRiskSettings = Field(default_factory=CreditRiskSettings)
     recommendations: RecommendationSettings = Field(default_factory=RecommendationSettings)
+    fraud: FraudSettings = Field(default_factory=FraudSettings, description=(
+        "transaction fraud scoring (scores.fraud), docs/scores.md"))
 
 
 class ScorehouseSettings(Strict):

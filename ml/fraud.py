@@ -27,7 +27,8 @@ from ml.registry import load_artifacts, save_artifacts
 from ml.split import check_classes
 
 LABEL = "fraud"
-NOT_FEATURES = {"transaction_id", "customer_id", "booked_at", LABEL}
+WEIGHT = "sample_weight"  # 1 / the chance a row was sampled (warehouse/fraud.py): metrics and fits weigh by it
+NOT_FEATURES = {"transaction_id", "customer_id", "booked_at", LABEL, WEIGHT}
 SUPERVISED, UNSUPERVISED = "supervised", "unsupervised"
 UNUSUAL = 3.0  # robust z-score from which a value is named as a reason for an anomaly score
 
@@ -40,22 +41,32 @@ def time_holdout(booked_at: pd.Series, share: float) -> np.ndarray:
     return held
 
 
-def review_queue(booked_at: pd.Series, score: np.ndarray, per_day: int) -> np.ndarray:
-    """True for the transactions investigators would review: each calendar day's `per_day` highest scores."""
-    day = pd.to_datetime(booked_at).dt.floor("D").to_numpy()
-    rank = pd.DataFrame({"day": day, "score": score}).groupby("day")["score"].rank(method="first", ascending=False)
-    return rank.to_numpy() <= per_day
+def review_queue(booked_at: pd.Series, score: np.ndarray, per_day: int,
+                 weight: np.ndarray | None = None) -> np.ndarray:
+    """True for the transactions investigators would review: each calendar day's `per_day` highest scores. With
+    sample weights, a day's queue holds the highest scores until their weights add up to `per_day` (a sampled row
+    stands for `weight` transactions of the whole population)."""
+    w = np.ones(len(score)) if weight is None else np.asarray(weight, dtype=float)
+    frame = pd.DataFrame({"day": pd.to_datetime(booked_at).dt.floor("D").to_numpy(), "score": score, "w": w})
+    order = frame.sort_values(["day", "score"], ascending=[True, False], kind="stable")
+    before = order.groupby("day")["w"].cumsum() - order["w"]  # weight of the higher scores of the same day
+    return (before < per_day).reindex(frame.index).to_numpy()
 
 
-def judge(y: np.ndarray, score: np.ndarray, booked_at: pd.Series, per_day: int) -> dict:
-    """The holdout figures a gate reads: AUPRC, ROC AUC, and the daily review queue's precision and recall."""
+def judge(y: np.ndarray, score: np.ndarray, booked_at: pd.Series, per_day: int,
+          weight: np.ndarray | None = None) -> dict:
+    """The holdout figures a gate reads: AUPRC, ROC AUC, and the daily review queue's precision and recall, each
+    weighted by `weight` (a sample's rows standing for the population's) when given."""
     y = np.asarray(y, dtype=int)
-    queue = review_queue(booked_at, score, per_day)
-    found = int(y[queue].sum())
-    return {"auprc": float(average_precision_score(y, score)), "roc_auc": float(roc_auc_score(y, score)),
-            "precision_at_review": found / max(int(queue.sum()), 1), "recall_at_review": found / max(int(y.sum()), 1),
-            "reviewed": int(queue.sum()), "holdout_frauds": int(y.sum()), "holdout_transactions": len(y),
-            "base_rate": float(y.mean())}
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
+    queue = review_queue(booked_at, score, per_day, w)
+    found = float((w * y)[queue].sum())
+    return {"auprc": float(average_precision_score(y, score, sample_weight=w)),
+            "roc_auc": float(roc_auc_score(y, score, sample_weight=w)),
+            "precision_at_review": found / max(float(w[queue].sum()), 1.0),
+            "recall_at_review": found / max(float((w * y).sum()), 1.0),
+            "reviewed": int(round(w[queue].sum())), "holdout_frauds": int(y.sum()), "holdout_transactions": len(y),
+            "base_rate": float((w * y).sum() / w.sum())}
 
 
 @dataclass
@@ -118,6 +129,10 @@ class FraudModel:
         z = np.abs(m - np.array([self.center[c] for c in cols])) / np.array([self.spread[c] for c in cols])
         return top_names(np.nan_to_num(z, nan=0.0), cols, top, floor=UNUSUAL)
 
+    @property
+    def flag_at(self) -> float:
+        return self.params.flag_at if self.method == SUPERVISED else self.params.flag_at_unsupervised
+
     def fraud_score(self, frame: pd.DataFrame) -> np.ndarray:
         """Supervised: the probability of fraud. Unsupervised: the share of training transactions less unusual
         than this one (0.999: more unusual than 99.9% of them)."""
@@ -129,11 +144,13 @@ class FraudModel:
         return self._reasons(self._inputs(frame), top)
 
     def score(self, frame: pd.DataFrame, top: int = 3) -> pd.DataFrame:
-        """One row per transaction: its ids, fraud_score, fraud_rank (1 = review first), reasons, method."""
+        """One row per transaction: its ids, fraud_score, fraud_rank (1 = review first), flagged, reasons, method."""
         inputs = self._inputs(frame)  # scores and reasons read the same matrix
-        out = frame[[c for c in ("transaction_id", "customer_id") if c in frame.columns]].reset_index(drop=True)
+        out = frame[[c for c in ("transaction_id", "customer_id", "booked_at") if c in frame.columns]].reset_index(
+            drop=True)
         out["fraud_score"] = self._score(inputs)
         out["fraud_rank"] = out["fraud_score"].rank(method="first", ascending=False).astype("int64")
+        out["flagged"] = out["fraud_score"] >= self.flag_at
         reasons = self._reasons(inputs, top)
         for i in range(top):
             out[f"reason_{i + 1}"] = reasons[:, i] if i < reasons.shape[1] else None
@@ -141,8 +158,18 @@ class FraudModel:
         return out
 
 
+def labels(frame: pd.DataFrame) -> np.ndarray | None:
+    """1 fraud, 0 genuine or not known (a boolean from DuckDB, nullable, or 1/0)."""
+    return frame[LABEL].astype("float64").fillna(0).astype(int).to_numpy() if LABEL in frame.columns else None
+
+
+def _weights(frame: pd.DataFrame) -> np.ndarray:
+    return frame[WEIGHT].to_numpy(dtype=float) if WEIGHT in frame.columns else np.ones(len(frame))
+
+
 def choose_method(frame: pd.DataFrame, params: FraudParams) -> str:
-    labelled = LABEL in frame.columns and frame[LABEL].notna().any() and frame[LABEL].fillna(0).astype(int).any()
+    y = labels(frame)
+    labelled = y is not None and bool(y.any())
     if params.method == SUPERVISED and not labelled:
         raise NotEnoughData(f"models.fraud.params.method is supervised, but no transaction is labelled '{LABEL}'")
     return params.method if params.method != "auto" else (SUPERVISED if labelled else UNSUPERVISED)
@@ -157,14 +184,14 @@ def train_fraud(frame: pd.DataFrame, params: FraudParams | None = None, min_frau
         raise NotEnoughData("no transaction feature to score fraud on")
     hold = time_holdout(frame["booked_at"], params.holdout_share)
     train, test = frame[~hold], frame[hold]
-    y = frame[LABEL].fillna(0).astype(int).to_numpy() if LABEL in frame.columns else None
+    y, w = labels(frame), _weights(frame)
     if method == SUPERVISED:
         check_classes(y, hold, min_frauds, ("fraudulent", "genuine"), unit="transactions")
         booster = xgb.train(
             {"objective": "binary:logistic", "eval_metric": "aucpr", "tree_method": "hist",
              "max_depth": params.max_depth, "eta": params.learning_rate, "min_child_weight": params.min_child_weight,
              "seed": params.seed},
-            xgb.DMatrix(spec.matrix(train), label=y[~hold], enable_categorical=True),
+            xgb.DMatrix(spec.matrix(train), label=y[~hold], weight=w[~hold], enable_categorical=True),
             num_boost_round=params.n_estimators)
         model = FraudModel(SUPERVISED, spec, params, booster=booster, gain=gain_shares(booster))
     else:
@@ -175,13 +202,20 @@ def train_fraud(frame: pd.DataFrame, params: FraudParams | None = None, min_frau
         model.spread = dict(zip(spec.numeric, spread.tolist(), strict=True))
         model.forest = IsolationForest(n_estimators=params.isolation_trees, random_state=params.seed, n_jobs=1)
         X = model._numbers(matrix)
-        model.forest.fit(X)
+        model.forest.fit(X, sample_weight=w[~hold])
         model.quantiles = np.quantile(-model.forest.score_samples(X), np.linspace(0, 1, 1001)).tolist()
-    model.metrics = {"method": method, "train_transactions": int((~hold).sum())}
-    if y is not None and y[hold].any():
-        model.metrics |= judge(y[hold], model.fraud_score(test), test["booked_at"], params.review_per_day)
-    else:
-        model.metrics |= {"holdout_transactions": int(hold.sum()),
-                          "flagged_share": float((model.fraud_score(test) >= 0.999).mean())}
+    model.metrics = {"method": method, "train_transactions": int((~hold).sum()),
+                     **evaluate(model, test, params.review_per_day)}
     return model
+
+
+def evaluate(model: FraudModel, test: pd.DataFrame, per_day: int) -> dict:
+    """A model's figures on holdout transactions: the share it flags, and where frauds are labelled how it ranks
+    them (judge). The gate compares a challenger and the champion by this, on the same transactions."""
+    score = model.fraud_score(test)
+    y, w = labels(test), _weights(test)
+    out = {"holdout_transactions": len(test), "flagged_share": float(np.average(score >= model.flag_at, weights=w))}
+    if y is not None and y.any():
+        out |= judge(y, score, test["booked_at"], per_day, w)
+    return out
 

@@ -309,5 +309,9 @@ class FraudParams(Params):
         "a random split puts the twins of one card-testing burst on both sides)"))
     review_per_day: int = Field(200, ge=1, description=(
         "transactions investigators review a day: precision is judged within that many per day of the holdout"))
+    flag_at: float = Field(0.5, gt=0, le=1, description=(
+        "supervised: a transaction whose probability of fraud is at least this is flagged"))
+    flag_at_unsupervised: float = Field(0.999, gt=0, le=1, description=(
+        "unsupervised: a transaction more unusual than this share of the training transactions is flagged"))
     seed: int = Field(7, description="random seed")
     exclude: tuple[str, ...] = Field((), description="feature columns never used")

@@ -14,7 +14,8 @@ def _relax(home: Path) -> None:
     user would for a tiny bank: tests of the CLI or the UI on a few hundred customers are not about model quality."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "scorehouse.yaml").write_text("models:\n  min_holdout_per_class: 3\n" + "".join(
-        f"  {m}:\n    gate: {{min: null, max: null}}\n" for m in MODELS))
+        f"  {m}:\n    gate: {{min: null, max: null}}\n" for m in MODELS)
+        + "  fraud:\n    unsupervised_gate: {min: null, max: null}\n    gate: {min: null, max: null}\n")
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.receivers import HttpReceiver, SmtpReceiver, closed_url
 
 pytestmark = pytest.mark.e2e
 SCOREHOUSE = str(Path(sys.executable).parent / "scorehouse")
-MODELS = ("churn", "segments", "recommendations", "credit_risk", "clv")
+MODELS = ("churn", "segments", "recommendations", "credit_risk", "clv", "fraud")
 SECRET = "s3cr3t-token"
 PASSWORD = "hunter2-smtp-pass"
 

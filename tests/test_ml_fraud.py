@@ -36,7 +36,7 @@ def transactions(n: int = 20_000, days: int = 10, rate: float = 0.01, seed: int 
         "txn_last_hour": rng.poisson(0.3, n),
         "channel": rng.choice(["branch", "online", "mobile", "atm"], n, p=[0.2, 0.4, 0.3, 0.1]),
     })
-    frame["hour"] = frame["booked_at"].dt.hour
+    frame["hour"] = frame["booked_at"].dt.hour.astype("int64")
     fraud = rng.random(n) < rate
     pattern = np.where(fraud, rng.choice(PATTERNS, n), None)
     testing, takeover, night = (pattern == p for p in PATTERNS)
@@ -171,3 +171,23 @@ def test_the_generated_banks_fraud_is_labelled_and_found_through_the_pipeline(tm
     from sklearn.metrics import average_precision_score
 
     assert average_precision_score(scored["fraud"], scored["fraud_score"]) > 10 * frame["fraud"].mean()
+
+
+def test_weighted_figures_of_a_sample_estimate_the_whole_population(bank):
+    """A sample reading a quarter of the genuine transactions (every fraud kept), each genuine row weighing 4,
+    is judged as the whole population would be: the same AUPRC and review queue figures, within sampling noise."""
+    from ml.fraud import judge
+
+    rng = np.random.default_rng(3)
+    score = np.where(bank["fraud"] == 1, rng.uniform(0.3, 1.0, len(bank)), rng.uniform(0.0, 0.7, len(bank)))
+    whole = judge(bank["fraud"].to_numpy(), score, bank["booked_at"], per_day=200)
+    keep = (bank["fraud"] == 1).to_numpy() | (rng.random(len(bank)) < 0.25)
+    weight = np.where(bank["fraud"] == 1, 1.0, 4.0)[keep]
+    part = judge(bank["fraud"].to_numpy()[keep], score[keep], bank["booked_at"][keep], 200, weight)
+    unweighted = judge(bank["fraud"].to_numpy()[keep], score[keep], bank["booked_at"][keep], 200)
+    assert part["base_rate"] == pytest.approx(whole["base_rate"], rel=0.1)
+    assert part["auprc"] == pytest.approx(whole["auprc"], abs=0.03)
+    assert part["precision_at_review"] == pytest.approx(whole["precision_at_review"], abs=0.02)
+    assert part["reviewed"] == pytest.approx(whole["reviewed"], rel=0.05)
+    # unweighted, the same sample would overstate both: frauds look four times as common
+    assert unweighted["auprc"] > whole["auprc"] + 0.04 and unweighted["base_rate"] > 3 * whole["base_rate"]

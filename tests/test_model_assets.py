@@ -35,7 +35,7 @@ def runs(tmp_path_factory):
     whatever order the tests run in."""
     tmp = tmp_path_factory.mktemp("models")
     landing, home = tmp / "landing", tmp / "home"
-    generate_bank(landing, customers=20_000)  # exactly the bank `make demo` generates
+    generate_bank(landing, customers=20_000, fraud_rate=0.02)  # exactly the bank `make demo` generates
     out = {}
     for name, job, config in (("first", "scorehouse", None),
                               ("retrain", "retrain", "models:\n  churn:\n    gate:\n      min: {auc: 0.999}\n"),
@@ -46,7 +46,8 @@ def runs(tmp_path_factory):
         (home / "scorehouse.yaml").unlink(missing_ok=True)
         kept = tmp / f"after-{name}"
         kept.mkdir()
-        shutil.copy(home / "warehouse.duckdb", kept / "warehouse.duckdb")
+        for db in ("warehouse.duckdb", "serving.duckdb"):
+            shutil.copy(home / db, kept / db)
         out[name] = (result, kept)
     return out
 
@@ -71,10 +72,10 @@ def test_first_challenger_becomes_champion_and_scores_everyone(runs):
     assert q(home, "SELECT count(*) FROM scores.churn WHERE churn_risk_level = 'High' AND retention_action IS NULL") == [(0,)]
     # the population scored is the one trained on: every drift check passes with PSI 0 on the same data
     drift = {c.check_name: c for c in result.get_asset_check_evaluations() if c.check_name.endswith("_drift")}
-    assert set(drift) == {f"{m}_drift" for m in ("churn", "segments", "recommendations", "credit_risk", "clv")}
+    assert set(drift) == {f"{m}_drift" for m in ("churn", "segments", "recommendations", "credit_risk", "clv", "fraud")}
     assert all(c.passed for c in drift.values())
     (n, max_psi, models), = q(home, "SELECT count(*), max(psi), count(DISTINCT model) FROM monitoring.drift")
-    assert n > 50 and max_psi < 1e-9 and models == 5
+    assert n > 50 and max_psi < 1e-9 and models == 6
     churn = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["scores", "churn"]))
     shown = churn.materialization.metadata["churn_probability_vs_reference"].value
     assert "reference (v1" in shown and "this run" in shown
@@ -86,7 +87,7 @@ def test_first_challenger_becomes_champion_and_scores_everyone(runs):
     # the run's report: what became of each model, as numbers the UI plots run after run
     report = next(e for e in result.get_asset_materialization_events()
                   if e.asset_key == dg.AssetKey(["serving", "run_report"])).materialization.metadata
-    assert report["models_promoted"].value == 5 and report["models_scored"].value == 5
+    assert report["models_promoted"].value == 6 and report["models_scored"].value == 6
     assert report["churn_rows_scored"].value == population and report["churn_score_psi"].value < 1e-9
     assert report["churn_champion"].value == "v1" and report["published_at"].value != "not published"
 
@@ -95,7 +96,7 @@ def test_every_model_is_gated_promoted_and_scores_everyone(runs):
     _, home = runs["first"]
     # the demo's bank: every model passes its gate on the first run
     assert q(home, "SELECT model, version, alias FROM ml.model_registry ORDER BY 1") == [
-        (m, 1, "champion") for m in ("churn", "clv", "credit_risk", "recommendations", "segments")]
+        (m, 1, "champion") for m in ("churn", "clv", "credit_risk", "fraud", "recommendations", "segments")]
     population = q(home, "SELECT count(*) FROM features.population")[0][0]
     (n, ids, k, unnamed, no_rfm), = q(home, """SELECT count(*), count(DISTINCT customer_id), count(DISTINCT behaviour_segment),
         count(*) FILTER (WHERE behaviour_segment IS NULL OR behaviour_segment = ''), count(*) FILTER (WHERE rfm_segment IS NULL)
@@ -116,6 +117,41 @@ def test_every_model_is_gated_promoted_and_scores_everyone(runs):
     assert q(home, """SELECT count(*) FROM scores.recommendations r JOIN raw.accounts a
         ON a.customer_id = r.customer_id AND a.product_id = r.product_id
         WHERE a.opened_date <= r.snapshot_date AND (a.closed_date IS NULL OR a.closed_date > r.snapshot_date)""") == [(0,)]
+
+
+def test_fraud_ranks_the_latest_days_planted_frauds_first(runs):
+    result, home = runs["first"]
+    (metrics,), = q(home, "SELECT metrics FROM ml.model_registry WHERE model = 'fraud'")
+    metrics = json.loads(metrics)
+    # the demo labels its frauds: supervised, judged on the latest 20% of the 90 days before the scored day
+    assert metrics["method"] == "supervised" and metrics["holdout_frauds"] >= 30 and metrics["sample_share"] == 1.0
+    assert metrics["auprc"] > 0.9 and metrics["recall_at_review"] > 0.9
+    # scores.fraud holds every transaction of the last day delivered, each once, ranked 1..n
+    (last_day, n_day), = q(home, """SELECT max(transaction_date)::DATE, count(*) FILTER (WHERE transaction_date::DATE
+        = (SELECT max(transaction_date)::DATE FROM raw.transactions)) FROM raw.transactions""")
+    assert q(home, "SELECT count(*), count(DISTINCT transaction_id), min(fraud_rank), max(fraud_rank), "
+                   "min(booked_at)::DATE, any_value(fraud_method) FROM scores.fraud") == [
+        (n_day, n_day, 1, n_day, last_day, "supervised")]
+    # the day's labelled frauds (never seen in training) lead the queue
+    (frauds, top_frauds, flagged_frauds), = q(home, """SELECT count(*) FILTER (WHERE t.fraud),
+        count(*) FILTER (WHERE t.fraud AND s.fraud_rank <= 200), count(*) FILTER (WHERE t.fraud AND s.flagged)
+        FROM scores.fraud s JOIN raw.transactions t USING (transaction_id)""")
+    assert frauds > 0 and top_frauds == frauds and flagged_frauds >= 0.8 * frauds
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["fraud_gate"].passed and checks["fraud_flagged"].passed
+    (flagged,), = q(home, "SELECT count(*) FILTER (WHERE flagged) FROM scores.fraud")
+    assert checks["fraud_flagged"].metadata["flagged"].value == flagged
+    # the customer roll-up BI reads: each customer's flagged transactions and highest score (customers of the
+    # population: one joined after the snapshot is scored for fraud, in scores.fraud, but has no customer scores)
+    with duckdb.connect(str(home / "serving.duckdb"), read_only=True) as con:
+        rows, rolled = con.execute("SELECT count(*), list((customer_id, fraud_flagged_transactions, fraud_max_score) "
+                                   "ORDER BY customer_id) FILTER (WHERE fraud_max_score IS NOT NULL) "
+                                   "FROM bi.customer_scores").fetchone()
+        direct = con.execute("""SELECT list((customer_id, n, top) ORDER BY customer_id) FROM (
+            SELECT customer_id, count(*) FILTER (WHERE flagged) AS n, max(fraud_score) AS top FROM scores.fraud
+            WHERE customer_id IN (SELECT customer_id FROM scores.churn) GROUP BY 1)""").fetchone()[0]
+    population = q(home, "SELECT count(*) FROM features.population")[0][0]
+    assert rows == population and len(rolled) > 1_000 and rolled == direct
 
 
 def test_every_model_offers_the_one_model_interface(runs):
@@ -235,3 +271,23 @@ def test_a_version_its_gate_did_not_approve_in_the_same_run_is_never_promoted(re
         (1, "champion"), (2, left_by_a_killed_run)]
     mat = result.asset_materializations_for_node("ml__churn_champion")[0]
     assert mat.metadata["outcome"].value == "kept champion v1 (no challenger approved in this run)"
+
+
+def test_a_jump_in_flagged_transactions_fails_the_fraud_check(runs, tmp_path):
+    """fraud_flagged, called as a function: today's flagged count against what the champion flagged on its
+    holdout, for as many transactions; a fraud wave (or a broken input) flagging many times more fails."""
+    from assets.fraud import flagged_check
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(runs["first"][1] / "warehouse.duckdb", home / "warehouse.duckdb")
+    wh, settings = Warehouse(home=str(home)), Settings(home=str(home), source="synthetic")
+    calm = flagged_check(warehouse=wh, settings=settings)
+    assert calm.passed and {"actual", "threshold", "flagged", "expected"} <= set(calm.metadata)
+    expected = calm.metadata["expected"].value
+    with duckdb.connect(str(home / "warehouse.duckdb")) as con:  # a wave: the top 2% of the day flagged
+        con.execute("UPDATE scores.fraud SET flagged = fraud_rank <= (SELECT count(*) * 0.02 FROM scores.fraud)")
+        wave = con.execute("SELECT count(*) FILTER (WHERE flagged) FROM scores.fraud").fetchone()[0]
+    result = flagged_check(warehouse=wh, settings=settings)
+    assert wave > 3 * expected and not result.passed and result.metadata["flagged"].value == wave
+    assert f"{wave:,} of" in result.metadata["actual"].value and "3 x the" in result.metadata["threshold"].value

@@ -104,3 +104,26 @@ def test_history_older_than_a_day_counts_as_well(tmp_path):
     # booked at the same moment as x3, after it by id: x3 is before it, 0 seconds before
     assert (f["x4"]["txn_before"], f["x4"]["seconds_since_last"], f["x4"]["new_channel"]) == (3, 0, 1)
     assert f["x4"]["amount_vs_usual"] == pytest.approx(5 / 25)
+
+
+def test_a_training_sample_keeps_every_defrauded_customer_and_weighs_the_others(tmp_path):
+    """Above max_rows, customers are sampled by a hash of their id: a sampled customer's rows are exactly those
+    of the full build, each defrauded customer is kept (weight 1), the others weigh 1 / the share read."""
+    from warehouse.fraud import training_frame
+
+    rows = [(f"t{c}-{i}", f"c{c}", datetime(2026, 11, 1 + i % 5, 8 + c % 12, i), -10.0 - i, "pos")
+            for c in range(400) for i in range(10)]
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        load(con, rows)
+        con.execute("UPDATE raw.transactions SET fraud = customer_id IN ('c7', 'c300') AND transaction_id LIKE '%-9'")
+        full, share = training_frame(con, datetime(2026, 11, 2), datetime(2026, 11, 6), 90, max_rows=10_000)
+        sample, part = training_frame(con, datetime(2026, 11, 2), datetime(2026, 11, 6), 90, max_rows=800)
+    assert share == 1.0 and len(full) == 3_200 and set(full["sample_weight"]) == {1.0}
+    assert part == 800 / 3_200
+    kept = sample.groupby("customer_id")["sample_weight"].first()
+    assert kept[["c7", "c300"]].tolist() == [1.0, 1.0] and sample["fraud"].sum() == 2
+    others = kept.drop(["c7", "c300"])
+    assert set(others) == {4.0} and 40 <= len(others) <= 160  # about a quarter of 398 customers
+    cols = [c for c in full.columns if c != "sample_weight"]
+    same = full[full["customer_id"].isin(kept.index)][cols].reset_index(drop=True)
+    assert same.equals(sample[cols].reset_index(drop=True))

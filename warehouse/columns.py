@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from warehouse import fraud
 from warehouse.contract import HISTORY, LINEAGE, TABLES
 from warehouse.features import FEATURE_DOCS, WINDOWS
 from warehouse.schema import QUARANTINE_COLUMNS
@@ -74,7 +75,7 @@ SCORE_COMMON = {
 }
 
 REGISTRY = {
-    "model": "`churn`, `segments`, `recommendations`, `credit_risk`, `clv`.",
+    "model": "`churn`, `segments`, `recommendations`, `credit_risk`, `clv`, `fraud`.",
     "version": "Versions 1, 2, ... per model.",
     "trained_at": "When the version was trained.",
     "snapshot_date": "The features' snapshot it was trained on.",
@@ -90,7 +91,10 @@ REGISTRY = {
     "`model_kind` (which serves), `champion_policy` and `model_kind_why` (the policy's verdict in words, with both "
     "AUCs), `n_features` (the served model's), `target_proxy`. clv: `bgnbd_params` {r, alpha, a, b}, `gg_params` "
     "{p, q, v}, `holdout_error` (predicted vs actual repeat purchases after the snapshot, relative), "
-    "`holdout_value_error`. Every model with a champion comparison in its gate also has `champion_on_holdout`: the "
+    "`holdout_value_error`. fraud: `method` (supervised or unsupervised), `flagged_share` (holdout share flagged), and with "
+    "labels `auprc`, `roc_auc`, `precision_at_review`, `recall_at_review` (each day's `review_per_day` highest), "
+    "`reviewed`, `holdout_frauds`, `base_rate`, all weighted back to the whole population when customers were "
+    "sampled (`sample_share`). Every model with a champion comparison in its gate also has `champion_on_holdout`: the "
     "champion of that time (`version`) re-scored on this version's holdout, the figures the gate compared. See "
     "[model-quality.md](model-quality.md).",
     "artifact_path": "Folder under `<home>/models/<model>/v<version>/` (`booster.json` via XGBoost `save_model`, "
@@ -233,7 +237,7 @@ def describe(table: str, column: str, scored: dict[str, ScoredTable] | None = No
     if schema == "quarantine":
         return next((d for n, _, d in QUARANTINE_COLUMNS if n == column), None) or _contract(name).get(column)
     if schema == "features":
-        return feature_doc(column)
+        return fraud.FEATURE_DOCS.get(column) if name == "transaction_features" else feature_doc(column)
     if schema == "scores":
         spec = (scored or {}).get(name.removesuffix("_history"))
         return spec.docs().get(column) if spec else SCORE_COMMON.get(column)

@@ -8,6 +8,7 @@ import re
 import sys
 
 from warehouse import columns as C
+from warehouse import fraud
 from warehouse.contract import HISTORY, LINEAGE, TABLES
 from warehouse.features import FEATURE_DOCS, MAX_PIVOT_VALUES, WINDOWS
 from warehouse.schema import QUARANTINE_COLUMNS
@@ -105,6 +106,8 @@ def render_features() -> str:
         "| `features.holdings` | customer | products and accounts held, product flags, loans |",
         "| `features.labels` | customer and label | outcomes after the snapshot (long format) |",
         "| `features.customer_features` | customer | everything above, demographics, ratios, health score, aggregates |",
+        "| `features.transaction_features` | transaction of the latest day | fraud inputs: each transaction against its "
+        "customer's own earlier ones (below) |",
         "",
         f"Windows are {', '.join(f'{w}' for w in WINDOWS)} days. Mix and flag columns are made for the"
         f" {MAX_PIVOT_VALUES} most frequent values of the bank's channels, spend categories and products",
@@ -118,6 +121,13 @@ def render_features() -> str:
         "|---|---|",
     ]
     out += [f"| `{k}` | {v} |" for k, v in FEATURE_DOCS.items()]
+    out += ["", "## Columns of `features.transaction_features`", "",
+            "Built for the transactions of the last `models.fraud.score_days` days delivered (what `scores.fraud` "
+            "scores); training builds the same for the `train_days` before them. Each is measured against its own "
+            "customer's transactions of the `history_days` before it, never a later one (transactions booked at one "
+            "moment are ordered by id). The source's extra transaction columns follow, as delivered.", "",
+            "| column | meaning |", "|---|---|"]
+    out += [f"| `{k}` | {v} |" for k, v in fraud.FEATURE_DOCS.items()]
     return "\n".join(out) + "\n"
 
 
@@ -158,8 +168,8 @@ def render_scores(tables: list[C.ScoredTable]) -> str:
         out += _rows({c.name: c.doc for c in t.columns}, {c.name for c in t.customer_scores()})
         out += [f"| `{k}` | {v} |" for k, v in C.SCORE_COMMON.items()]
         if t.derived:
-            out += ["", "Made from its rows for `bi.customer_scores`: " + "; ".join(
-                f"`{d.name}`: {d.doc}" for d in t.derived)]
+            out += ["", "Made from its rows for `bi.customer_scores`:", ""]
+            out += [f"- `{d.name}`: {d.doc}" for d in t.derived]
         if t.trend:
             out += ["", f"Drift and `bi.score_trend` watch {', '.join(f'`{c}`' for c in t.trend)}."]
         if t.notes:

@@ -102,14 +102,20 @@ def ensure_raw_table(con: duckdb.DuckDBPyConnection, contract: Table, extras: di
     cols = [*contract.columns, *LINEAGE, *(HISTORY if mode == "snapshot" else ())]
     table = storage(contract, mode)
     con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{_q(c.name)} {c.type}' for c in cols)})")
+    parked = f"quarantine.{name}_parked"
+    for t in (table, parked):  # a column a newer contract adds (transactions.fraud): NULL in the rows before it
+        existing = _columns(con, t)
+        for c in cols if existing else ():
+            if c.name not in existing:
+                con.execute(f"ALTER TABLE {t} ADD COLUMN {_q(c.name)} {c.type}")
     if mode == "snapshot" and _kind(con, "raw", name) is None:
         hidden = ", ".join(c.name for c in HISTORY)
         con.execute(f"CREATE VIEW raw.{name} AS SELECT * EXCLUDE ({hidden}) FROM {table} WHERE _valid_to IS NULL")
     qcols = ", ".join(f"{n} {t}" for n, t, _ in QUARANTINE_COLUMNS)
     con.execute(f"CREATE TABLE IF NOT EXISTS quarantine.{name} ({qcols})")
-    con.execute(f"CREATE TABLE IF NOT EXISTS quarantine.{name}_parked AS SELECT * FROM {table} LIMIT 0")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {parked} AS SELECT * FROM {table} LIMIT 0")
     if extras:
-        for t in (table, f"quarantine.{name}_parked"):
+        for t in (table, parked):
             existing = _columns(con, t)
             for col, kind in extras.items():
                 if col not in existing:

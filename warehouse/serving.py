@@ -103,7 +103,10 @@ def _customer_scores_sql(present: dict[str, list[str]], models: list[ScoredTable
     if not scored:
         return None
     docs = dict(CUSTOMER_SCORES)
-    base = " UNION ".join(f"SELECT customer_id FROM {m.table}" for m in scored)
+    # the customers a per-customer model scored (the population); a transaction-grain model (fraud) also scores
+    # customers who joined after the snapshot: its roll-up joins, its customers count only when it alone scored
+    by_customer = [m for m in scored if m.grain == "customer"] or scored
+    base = " UNION ".join(f"SELECT customer_id FROM {m.table}" for m in by_customer)
     select, joins = ["ids.customer_id"], []
     dims = present.get("bi.customers", [])
     if "customer_id" in dims:
