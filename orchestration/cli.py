@@ -638,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="shift the population (0..1; 0.5: younger, richer, more digital) to see drift caught")
     g.add_argument("--fraud-rate", type=float, default=0.0,
                    help="share of customers defrauded once (0..1; e.g. 0.02), labelled in a `fraud` column of "
-                        "transactions: card testing, account takeover, night spending")
+                        "transactions (with a `counterparty` column): card testing, account takeover, night spending")
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("run", help="materialize the whole asset graph through Dagster, in this process")

@@ -19,6 +19,8 @@ def transactions(**overrides) -> pd.DataFrame:
         "channel": ["pos", "system", "system", "online"],
         "balance_after": [100.0, 2600.0, 2596.5, 2516.5],
         "quantity": [None, None, None, None],
+        "counterparty": ["P1", None, None, "P2"],
+        "fraud": [False, None, None, True],
     })
     for col, values in overrides.items():
         frame[col] = values

@@ -161,6 +161,10 @@ def test_the_generated_banks_fraud_is_labelled_and_found_through_the_pipeline(tm
     # the burst is visible in the SQL's own features: card testing is many transactions within the hour
     busy = frame["txn_last_hour"] >= 3
     assert busy[frame["fraud"] == 1].mean() > 0.4 and busy[frame["fraud"] == 0].mean() < 0.01
+    # every incident pays a party its customer never dealt with (its first row is new: card testing tries one
+    # merchant many times); a customer's 3 usual parties are known after a few transactions
+    new, known = frame["new_counterparty"] == 1, frame["txn_before"] >= 30
+    assert new[frame["fraud"] == 1].mean() > 0.15 and new[known & (frame["fraud"] == 0)].mean() < 0.001
     model = train_fraud(frame)
     m = model.metrics
     assert m["method"] == "supervised" and m["holdout_frauds"] >= 30 and m["auprc"] > 0.8, m

@@ -106,6 +106,27 @@ def test_history_older_than_a_day_counts_as_well(tmp_path):
     assert f["x4"]["amount_vs_usual"] == pytest.approx(5 / 25)
 
 
+def test_a_counterparty_never_dealt_with_before_is_new(tmp_path):
+    """Payees seen in the folded history, earlier the same day, or never: only the first deal with a payee is new;
+    without counterparties in the source the feature is null (not a constant 0 a model would learn from)."""
+    rows = [("p1", "p", datetime(2026, 10, 20, 9), -10.0, "mobile"), ("p2", "p", datetime(2026, 11, 4, 8), -20.0, "mobile"),
+            ("p3", "p", datetime(2026, 11, 4, 9), -900.0, "mobile"), ("p4", "p", datetime(2026, 11, 4, 10), -800.0, "mobile"),
+            ("q1", "q", datetime(2026, 11, 4, 9), -5.0, "pos")]
+    payees = {"p1": "landlord", "p2": "grocer", "p3": "mule-account", "p4": "mule-account", "p9": None}
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        load(con, rows)
+        for t, payee in payees.items():
+            con.execute("UPDATE raw.transactions SET counterparty = ? WHERE transaction_id = ?", [payee, t])
+        build_transaction_features(con, since=datetime(2026, 11, 4))
+        f = features(con)
+    assert [f[t]["new_counterparty"] for t in ("p2", "p3", "p4", "q1")] == [1, 1, 0, None]
+    assert "counterparty" not in f["p3"]  # an id, not a feature: only whether it is new
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute("UPDATE raw.transactions SET counterparty = 'landlord' WHERE transaction_id = 'p2'")
+        build_transaction_features(con, since=datetime(2026, 11, 4))
+        assert features(con)["p2"]["new_counterparty"] == 0  # paid before, in the folded history
+
+
 def test_a_training_sample_keeps_every_defrauded_customer_and_weighs_the_others(tmp_path):
     """Above max_rows, customers are sampled by a hash of their id: a sampled customer's rows are exactly those
     of the full build, each defrauded customer is kept (weight 1), the others weigh 1 / the share read."""

@@ -124,6 +124,8 @@ TRANSACTIONS = Table(
         Column("channel", TEXT, description="branch, atm, online, mobile, pos, ..."),
         Column("balance_after", NUM, description="Account balance after the movement.", max_abs=MONEY),
         Column("quantity", NUM, description="Items bought, for retail-style logs.", min=0),
+        Column("counterparty", TEXT, description="The other party: merchant, payee or payer (an id, or a name as "
+               "exported). The fraud model asks whether the customer dealt with it before.", sensitive=True),
         Column("fraud", BOOL, description="True for a transaction confirmed as fraud, false for one known genuine; "
                "empty when not known. The label models.fraud learns from (without it: an anomaly score)."),
     ),

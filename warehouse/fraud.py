@@ -37,6 +37,8 @@ FEATURE_DOCS = {
     "amount_last_day": "The amount of the customer's other transactions in the day up to it.",
     "seconds_since_last": "Seconds since the customer's previous transaction; null for the first.",
     "new_channel": "1 when the customer never used this channel before (within `history_days`).",
+    "new_counterparty": "1 when the customer never dealt with this counterparty before (within `history_days`); "
+                        "null when the source gives no counterparty.",
     "sample_weight": "1 / the chance its customer was read: 1 when every customer is read (scoring).",
     "fraud": "The fraud label as delivered (`raw.transactions.fraud`): what the model learns from, never an input.",
 }

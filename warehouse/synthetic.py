@@ -614,6 +614,7 @@ def _transactions(b: _Chunk) -> dict[str, np.ndarray]:
 
     if b.fraud_rate:
         t["fraud"] = np.zeros(len(t["cust"]), dtype=np.int8)
+        t["party"] = np.zeros(len(t["cust"]), dtype=np.int64)  # genuine: a usual party (_parties)
         extra = _fraud(b)
         t = {k: np.concatenate([v, extra[k].astype(v.dtype)]) for k, v in t.items()}
 
@@ -631,7 +632,7 @@ def _transactions(b: _Chunk) -> dict[str, np.ndarray]:
         extra = {"cust": c, "acct": rows, "day": b.closed[c, slot], "tod": hours(len(c), 9, 17) + 60 * slot,
                  "cents": -balance[rows], "cat": np.full(len(c), TRF), "chan": user_channel(c)}
         if "fraud" in t:
-            extra["fraud"] = np.zeros(len(c), dtype=np.int8)
+            extra["fraud"], extra["party"] = np.zeros(len(c), dtype=np.int8), np.zeros(len(c), dtype=np.int64)
         t = {k: np.concatenate([v, extra[k].astype(v.dtype)]) for k, v in t.items()}
         balance[rows] = 0
     b.balance = balance
@@ -646,6 +647,9 @@ def _transactions(b: _Chunk) -> dict[str, np.ndarray]:
         after[idx] = opening[t["acct"][idx]] + _grouped_cumsum(t["acct"][idx], t["cents"][idx])
     t["after"] = after
     return t
+
+
+MULE = 10**8  # fraud parties are numbered from here: never a customer's usual one
 
 
 def _fraud(b: _Chunk) -> dict[str, np.ndarray]:
@@ -685,7 +689,17 @@ def _fraud(b: _Chunk) -> dict[str, np.ndarray]:
     c = hit[v]
     add(c, day[v], rng.integers(3600, 4 * 3600, len(c)), -_cents(b.s_net[c] * rng.uniform(0.4, 1.2, len(c))), CARD,
         POS)
-    return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    out = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    # each incident pays a party the customer never dealt with (drawn last: the draws above stay as they were)
+    out["party"] = np.repeat(MULE + rng.integers(0, MULE, len(rows)), [len(r["cust"]) for r in rows])
+    return out
+
+
+def _parties(b: _Chunk, t: dict[str, np.ndarray]) -> np.ndarray:
+    """Counterparty numbers: a customer's genuine movements go to one of its 3 usual parties (which one follows
+    the day and hour, no random draw); a fraud incident's to its own new party (_fraud)."""
+    usual = b.num[t["cust"]] * 4 + (t["day"] * 7 + t["tod"] // 3600) % 3
+    return np.where(t["fraud"] == 1, t["party"], usual)
 
 
 def _tables(b: _Chunk, t: dict[str, np.ndarray], tx_offset: int) -> dict[str, pa.Table]:
@@ -702,7 +716,8 @@ def _tables(b: _Chunk, t: dict[str, np.ndarray], tx_offset: int) -> dict[str, pa
         "category": _labels(TX_CATEGORIES, t["cat"]),
         "channel": _labels(CHANNELS, t["chan"]),
         "balance_after": _money(t["after"]),
-        **({"fraud": pa.array(t["fraud"], pa.int8())} if "fraud" in t else {}),
+        **({"counterparty": _ids("P", _parties(b, t), 9), "fraud": pa.array(t["fraud"], pa.int8())}
+           if "fraud" in t else {}),
     })
 
     # accounts as of end_date; dormant = no customer-initiated movement in the last 6 months
@@ -986,7 +1001,7 @@ def generate_bank(out_dir: str | Path, customers: int = 20_000, seed: int = 0, f
     sinks = {}
     for name, columns in COLUMNS.items():
         if name == "transactions" and fraud_rate:
-            columns = (*columns, "fraud")
+            columns = (*columns, "counterparty", "fraud")
         if fmt == "csv":
             sinks[name] = _CsvSink(out / f"{name}.csv", columns)
         else:

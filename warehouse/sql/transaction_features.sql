@@ -28,6 +28,7 @@ WITH window_rows AS (
       AND ($3 IS NULL OR t.transaction_date < $3)
 ), folded AS (  -- everything older, within $2 days: one row per customer
     SELECT customer_id, count(*) AS _n, sum(abs(amount)) AS _total, list(DISTINCT channel) AS _channels,
+           list(DISTINCT counterparty) FILTER (WHERE counterparty IS NOT NULL) AS _counterparties,
            max(transaction_date) AS _last
     FROM raw.transactions t SEMI JOIN scored_customers USING (customer_id)
     WHERE t.transaction_date >= $1 - to_days(CAST($2 AS INTEGER))
@@ -43,7 +44,9 @@ WITH window_rows AS (
            sum(abs(o.amount)) OVER last_day - abs(o.amount) AS _day_amount,
            epoch(o.transaction_date) - epoch(coalesce(lag(o.transaction_date) OVER by_time, f._last)) AS _gap,
            o.channel IS NOT NULL AND NOT coalesce(list_contains(f._channels, o.channel), false)
-             AND row_number() OVER (PARTITION BY o.customer_id, o.channel ORDER BY o._t) = 1 AS _new_channel
+             AND row_number() OVER (PARTITION BY o.customer_id, o.channel ORDER BY o._t) = 1 AS _new_channel,
+           NOT coalesce(list_contains(f._counterparties, o.counterparty), false)
+             AND row_number() OVER (PARTITION BY o.customer_id, o.counterparty ORDER BY o._t) = 1 AS _new_counterparty
     FROM ordered o LEFT JOIN folded f USING (customer_id) JOIN scored_customers s USING (customer_id)
     WINDOW by_time AS (PARTITION BY o.customer_id ORDER BY o._t),
            earlier AS (PARTITION BY o.customer_id ORDER BY o._t ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
@@ -63,11 +66,12 @@ SELECT transaction_id, customer_id, transaction_date AS booked_at,
        _day_amount AS amount_last_day,
        _gap AS seconds_since_last,
        CAST(_new_channel AND _before > 0 AS INTEGER) AS new_channel,
+       CASE WHEN counterparty IS NOT NULL THEN CAST(_new_counterparty AND _before > 0 AS INTEGER) END AS new_counterparty,
        CASE WHEN CAST($4 AS DOUBLE) >= 1 OR _kept THEN 1.0 ELSE 1.0 / CAST($4 AS DOUBLE) END AS sample_weight,
        -- the source's own extra columns (e.g. a card processor's risk signals), as delivered
        * EXCLUDE (transaction_id, customer_id, account_id, transaction_date, amount, category, channel, balance_after,
-                  quantity, fraud, _source_file, _source_row, _ingested_at, _delivery_id, _t, _before, _usual, _hour_count,
-                  _day_count, _day_amount, _gap, _new_channel, _kept),
+                  quantity, counterparty, fraud, _source_file, _source_row, _ingested_at, _delivery_id, _t, _before, _usual, _hour_count,
+                  _day_count, _day_amount, _gap, _new_channel, _new_counterparty, _kept),
        fraud
 FROM windowed
 WHERE transaction_date >= $1
