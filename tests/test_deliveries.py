@@ -205,6 +205,22 @@ def test_a_correction_is_handled_by_on_conflict_with_an_audit_row(tmp_path, bank
                                  "values in amount")
 
 
+def test_a_fraud_confirmed_later_reaches_raw_with_latest_wins(tmp_path, bank):
+    """docs/deliveries.md: the bank re-sends yesterday's transactions with the fraud flag investigators set."""
+    landing, ingest, q = bank
+    cfg = _cfg(tmp_path, customers={"path": "customers.csv"},
+               transactions={"path": "tx_*.csv", "on_conflict": "latest_wins"})
+    _write(landing, "customers.csv", CUSTOMERS, DAY1)
+    _write(landing, "tx_1.csv", TX + "T1,C1,2024-05-01,-1,card\nT2,C2,2024-05-01,-2,card\n", DAY1)
+    ingest(cfg, "customers", "transactions")
+    _write(landing, "tx_1_labelled.csv", TX.replace("\n", ",fraud\n")
+           + "T1,C1,2024-05-01,-1,card,1\nT2,C2,2024-05-01,-2,card,0\n", DAY2)
+    ingest(cfg, "transactions")
+    assert q("SELECT transaction_id, fraud FROM raw.transactions ORDER BY 1") == [("T1", True), ("T2", False)]
+    assert q("SELECT key, action, changed_columns FROM raw.corrections ORDER BY 1") == [
+        ("T1", "replaced", ["fraud"]), ("T2", "replaced", ["fraud"])]
+
+
 def test_late_transactions_wait_for_their_customer_and_are_released(tmp_path, bank):
     landing, ingest, q = bank
     cfg = _cfg(tmp_path, customers={"path": "customers*.csv"}, transactions={"path": "tx_*.csv"})
