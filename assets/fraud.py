@@ -37,7 +37,8 @@ def transaction_features(context: dg.AssetExecutionContext, warehouse: Warehouse
     with warehouse.connect() as con:
         win = W.window(con, cfg["score_days"], cfg["train_days"])
         n = W.build_transaction_features(con, win.score_from if win else NEVER, cfg["history_days"])
-        md = table_metadata(con, W.TABLE, docs=W.FEATURE_DOCS, hide=("fraud",))
+        # the preview shows the pipeline's own columns, never a source's extra one (it may hold free text)
+        md = table_metadata(con, W.TABLE, docs=W.FEATURE_DOCS, show=[c for c in W.FEATURE_DOCS if c != "fraud"])
     context.log.info(f"{W.TABLE}: {n:,} transactions" + (f" booked from {win.score_from:%Y-%m-%d}" if win else ""))
     return dg.MaterializeResult(metadata={**md, "booked_from": str(win.score_from) if win else "no transactions",
                                           "booked_to": str(win.end) if win else "no transactions"})
@@ -60,7 +61,7 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     def rescore(champion: Entry) -> dict:  # the champion on the transactions the challenger was judged on
         return ml_fraud.evaluate(ml_fraud.FraudModel.load(champion.artifact_path), test, params.review_per_day)
 
-    frauds = int(ml_fraud.labels(frame).sum()) if ml_fraud.LABEL in frame.columns else 0
+    frauds = int(ml_fraud.labels(frame).sum())
     top = list(model.importance().items())[:10]
     return Trained(model, {**model.metrics, "sample_share": share}, model.features, win.score_from.date(),
                    frame_hash(frame), {

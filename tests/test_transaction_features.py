@@ -135,8 +135,10 @@ def test_a_training_sample_keeps_every_defrauded_customer_and_weighs_the_others(
     rows = [(f"t{c}-{i}", f"c{c}", datetime(2026, 11, 1 + i % 5, 8 + c % 12, i), -10.0 - i, "pos")
             for c in range(400) for i in range(10)]
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
-        load(con, rows)
-        con.execute("UPDATE raw.transactions SET fraud = customer_id IN ('c7', 'c300') AND transaction_id LIKE '%-9'")
+        load(con, [(*r, None) for r in rows], extra="v1")
+        con.execute("ALTER TABLE raw.transactions ADD COLUMN memo VARCHAR")  # a bank's free-text extra column
+        con.execute("UPDATE raw.transactions SET fraud = customer_id IN ('c7', 'c300') AND transaction_id LIKE '%-9', "
+                    "v1 = amount, memo = 'rent ' || customer_id")
         full, share = training_frame(con, datetime(2026, 11, 2), datetime(2026, 11, 6), 90, max_rows=10_000)
         sample, part = training_frame(con, datetime(2026, 11, 2), datetime(2026, 11, 6), 90, max_rows=800)
     assert share == 1.0 and len(full) == 3_200 and set(full["sample_weight"]) == {1.0}
@@ -146,5 +148,6 @@ def test_a_training_sample_keeps_every_defrauded_customer_and_weighs_the_others(
     others = kept.drop(["c7", "c300"])
     assert set(others) == {4.0} and 40 <= len(others) <= 160  # about a quarter of 398 customers
     cols = [c for c in full.columns if c != "sample_weight"]
+    assert "memo" not in full.columns and "v1" in full.columns  # free text is never an input; a signal is
     same = full[full["customer_id"].isin(kept.index)][cols].reset_index(drop=True)
     assert same.equals(sample[cols].reset_index(drop=True))

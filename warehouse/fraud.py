@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import duckdb
 import pandas as pd
 
+from warehouse.contract import personal
 from warehouse.db import sql
 
 TABLE = "features.transaction_features"
@@ -84,7 +85,9 @@ def training_frame(con: duckdb.DuckDBPyConnection, since: datetime, until: datet
                    max_rows: int) -> tuple[pd.DataFrame, float]:
     """Features of the transactions booked in [since, until): all of them when they are at most `max_rows`, else
     a hash sample of customers reading about that many (every customer with a labelled fraud kept, weighted 1;
-    the others weighted 1 / the share read). Returns the frame and the share of customers read."""
+    the others weighted 1 / the share read). Returns the frame and the share of customers read. A source's extra
+    column holding a person's name or free text (contract.personal) is never an input."""
     n = rows_between(con, since, until)
     share = 1.0 if n <= max_rows else max_rows / n
-    return _query(con, since, history_days, until, share).df(), share
+    frame = _query(con, since, history_days, until, share).df()
+    return frame.drop(columns=[c for c in frame.columns if c not in FEATURE_DOCS and personal(c)]), share
