@@ -8,11 +8,11 @@ import dagster as dg
 
 from assets.features import GROUP, RAW
 from assets.lazy import lazy_module
-from assets.lifecycle import PRIORITY, ModelSpec, Scored, Trained, frame_hash
+from assets.lifecycle import PRIORITY, ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import frame_md, table_metadata
 from assets.resources import Settings, Warehouse
 from ml import registry
-from ml.errors import MissingInputs, NotEnoughData
+from ml.errors import NotEnoughData
 from ml.registry import Entry
 from warehouse import fraud as W
 from warehouse.columns import Derived, ScoreColumn, ScoredTable
@@ -72,22 +72,10 @@ def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> T
     }, rescore=rescore)
 
 
-def _read(warehouse: Warehouse, columns: list[str]):
-    with warehouse.connect() as con:
-        have = {r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' "
-            "AND table_name = 'transaction_features'").fetchall()}
-        missing = [c for c in columns if c not in have]
-        if missing:
-            raise MissingInputs(missing)
-        cols = ["transaction_id", "customer_id", "booked_at", *(c for c in columns if c not in
-                                                                ("transaction_id", "customer_id", "booked_at"))]
-        return con.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in cols)} FROM {W.TABLE}").df()
-
-
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
     model = ml_fraud.FraudModel.load(champion.artifact_path)
-    frame = _read(warehouse, model.features)
+    frame = read_features(warehouse, model.features, table="transaction_features",
+                          ids=("transaction_id", "customer_id", "booked_at"))
     scored = model.score(frame)
     day = frame["booked_at"].max().date() if len(frame) else champion.snapshot_date
     queue = scored.nsmallest(10, "fraud_rank")

@@ -116,27 +116,26 @@ class ModelSpec:
         return self.table.trend
 
 
-def read_features(warehouse: Warehouse, columns: list[str] | None = None) -> pd.DataFrame:
-    """features.customer_features, or only customer_id, snapshot_date and `columns`: a scoring asset reads what
+def read_features(warehouse: Warehouse, columns: list[str] | None = None, table: str = "customer_features",
+                  ids: tuple[str, ...] = ("customer_id", "snapshot_date")) -> pd.DataFrame:
+    """features.<table> (customer_features by default), or only its `ids` and `columns`: a scoring asset reads what
     its model uses (the whole 85-column table costs seconds to load at 1M customers). A column the model was
     trained on that today's features lack is MissingInputs, never a column of NaN."""
     with warehouse.connect() as con:
         have = {r[0] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' "
-            "AND table_name = 'customer_features'").fetchall()}
+            "AND table_name = ?", [table]).fetchall()}
         if not have:  # e.g. `--job train_churn` on a new home: say what to run, not a catalog error
-            raise dg.Failure(description=f"features.customer_features is not built yet in {warehouse.home}: run "
+            raise dg.Failure(description=f"features.{table} is not built yet in {warehouse.home}: run "
                                          "the whole pipeline once (`scorehouse run`); the train and score jobs "
                                          "read the features it builds.")
         if columns is None:
-            return con.execute("SELECT * FROM features.customer_features").df()
+            return con.execute(f"SELECT * FROM features.{table}").df()
         missing = [c for c in dict.fromkeys(columns) if c not in have]
         if missing:
             raise MissingInputs(missing)
-        cols = ["customer_id", "snapshot_date", *(c for c in dict.fromkeys(columns)
-                                                  if c not in ("customer_id", "snapshot_date"))]
-        return con.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in cols)} "
-                           "FROM features.customer_features").df()
+        cols = [*ids, *(c for c in dict.fromkeys(columns) if c not in ids)]
+        return con.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in cols)} FROM features.{table}").df()
 
 
 def require_label(con, label: str, key: str) -> None:

@@ -10,6 +10,8 @@ class MissingInputs(ValueError):
     """A model version's inputs are not all in today's features (a column gone, or of another type): it cannot
     score without guessing, so it does not score at all (never NaN in place of a value it was trained on)."""
 
+    PREFIX = "inputs "  # how its message starts: ml.model_runs.scoring_note is read by it (registry.due_for_training)
+
     def __init__(self, columns: list[str], what: str = "missing from today's features"):
         self.columns = list(columns)
-        super().__init__(f"inputs {what}: {', '.join(self.columns)} (deliver them again, or retrain the model)")
+        super().__init__(f"{self.PREFIX}{what}: {', '.join(self.columns)} (deliver them again, or retrain the model)")

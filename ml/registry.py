@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 import duckdb
 import joblib
 
+from ml.errors import MissingInputs
+
 if TYPE_CHECKING:
     import xgboost as xgb
 
@@ -172,7 +174,7 @@ def due_for_training(con: duckdb.DuckDBPyConnection, models: list[str], max_age_
                                         arg_max(champion_version, updated_at) AS version
                                  FROM ml.model_runs WHERE scoring IS NOT NULL GROUP BY model) r
             JOIN ml.model_registry c ON c.model = r.model AND c.alias = 'champion' AND c.version = r.version
-            WHERE r.scoring = 'failed' AND r.note LIKE 'inputs %'""").fetchall()}
+            WHERE r.scoring = 'failed' AND starts_with(r.note, ?)""", [MissingInputs.PREFIX]).fetchall()}
     return [m for m in models if m not in fresh]
 
 
