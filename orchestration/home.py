@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import json
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -18,7 +19,14 @@ LOCATION = "scorehouse"
 MODULE = "orchestration.definitions"
 
 DAGSTER_YAML = """\
-# Written by scorehouse. Dagster's own storage (runs, events, schedules) lives in this folder.
+# Written by scorehouse (again by its next command, should this folder move). Dagster's own storage (runs,
+# events, schedules) lives in this folder: Dagster's SQLite storage, its connections kept open (orchestration/storage.py).
+storage:
+  custom:
+    module: orchestration.storage
+    class: PooledSqliteStorage
+    config:
+      base_dir: {base_dir}
 telemetry:
   enabled: false
 concurrency:
@@ -59,7 +67,8 @@ class StorageError(Exception):
 
 def ensure_dagster_home(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    for name, text in (("dagster.yaml", DAGSTER_YAML), ("workspace.yaml", WORKSPACE_YAML)):
+    dagster_yaml = DAGSTER_YAML.format(base_dir=json.dumps(str(path.resolve())))
+    for name, text in (("dagster.yaml", dagster_yaml), ("workspace.yaml", WORKSPACE_YAML)):
         f = path / name
         if not f.exists() or f.read_text() != text:
             f.write_text(text)
