@@ -31,7 +31,7 @@ lock: $(STAMP)
 
 demo: bytecode
 	@test -f $(HOME_DIR)/landing/customers.csv || \
-		$(BIN)/scorehouse generate --customers $(CUSTOMERS) --fraud-rate 0.02 --out $(HOME_DIR)/landing
+		$(BIN)/scorehouse generate --customers $(CUSTOMERS) --fraud-rate 0.02 --manager-effect 1 --out $(HOME_DIR)/landing
 	$(BIN)/scorehouse run --source synthetic --landing $(HOME_DIR)/landing --home $(HOME_DIR)
 
 # Two workers, a test module each at a time (module fixtures stay in one process): most of a test's time is

@@ -38,11 +38,13 @@ from pydantic import (
 )
 
 from ml.params import (
+    BookScoreParams,
     ChurnParams,
     ChurnTraining,
     CLVParams,
     CreditParams,
     FraudParams,
+    PerformanceParams,
     RecommendParams,
     RiskCutoffs,
     SegmentParams,
@@ -89,6 +91,25 @@ Bound = Annotated[int | float | None, BeforeValidator(_bound)]
 Range = Annotated[tuple[Bound, Bound], AfterValidator(_range)]
 
 
+class BookSettings(Strict):
+    periods: int = Field(15, ge=4, description=(
+        "months of book history built (the latest complete month and those before it): what the performance models "
+        "learn from"))
+    activity_filter: str = Field("category IS NULL OR category NOT IN ('fee', 'interest')", description=(
+        "SQL on raw.transactions: the transactions that count as a customer using a product (by default all but "
+        "what the bank books itself: fees and interest)"))
+    score: BookScoreParams = Field(default_factory=BookScoreParams, description="ml/params.py BookScoreParams")
+
+    @field_validator("activity_filter")
+    @classmethod
+    def _one_expression(cls, value: str) -> str:
+        """Pasted into the book query: one SQL expression, never a statement (warehouse/sqlcheck.py)."""
+        try:
+            return expression(value)
+        except UnsafeSql as e:
+            raise ValueError(f"{e}: {value!r}") from e
+
+
 class FeatureSettings(Strict):
     not_null: list[str] = Field(
         ["customer_id", "snapshot_date", "frequency", "monetary", "products_held", "rfm_score"],
@@ -98,6 +119,8 @@ class FeatureSettings(Strict):
          "monetary": (0, None), "rfm_r": (1, 5), "rfm_f": (1, 5), "rfm_m": (1, 5), "products_held": (0, None),
          "age": (0, 120)},
         description="asset check `features_in_range`: inclusive [low, high] per column; null: no bound")
+    book: BookSettings = Field(default_factory=BookSettings, description=(
+        "features.book_performance: each relationship manager's and agency's book month by month, and its score"))
 
 
 class SensorSettings(Strict):
@@ -377,6 +400,49 @@ class FraudSettings(Strict):
         "`params.flag_at_unsupervised`, at most this (a model flagging more is broken, not vigilant)"))
 
 
+SUPPORT = {
+    "activity": "reactivate dormant products: call the clients whose products saw no use this quarter",
+    "activity_mean_3": "reactivate dormant products: call the clients whose products saw no use this quarter",
+    "active_client_share": "reactivate dormant products: call the clients whose products saw no use this quarter",
+    "transactions_per_client": "reactivate dormant products: call the clients whose products saw no use this quarter",
+    "flow_per_client": "a balances review with the clients moving money out",
+    "clients_change": "win back the clients who left: a call within the month",
+    "retention": "retention calls for at-risk clients: those who closed a product or went quiet",
+    "churned_client_share": "retention calls for at-risk clients: those who closed a product or went quiet",
+    "growth": "cross-sell: a needs review with the clients holding one product",
+    "growth_mean_3": "cross-sell: a needs review with the clients holding one product",
+    "products_per_client": "cross-sell: a needs review with the clients holding one product",
+    "default": "a coaching review of the book with the agency head",
+}
+
+
+class PerformanceSettings(Strict):
+    params: PerformanceParams = Field(default_factory=PerformanceParams, description="ml/params.py PerformanceParams")
+    min_entities: int = Field(20, ge=2, description=(
+        "fewer managers (agencies) with a book: no model (not trained); a ranking needs a network"))
+    bottom_share: float = Field(0.1, gt=0, le=1, description=(
+        "the lowest predicted share of the network (0.1: the bottom decile) gets a support recommendation"))
+    support: dict[str, str] = Field(SUPPORT, description=(
+        "input name -> the support recommended when it pulls a bottom-decile prediction down (the first such input "
+        "with a rule, strongest first); `default` when none has one"))
+
+
+class ManagerPerformanceSettings(PerformanceSettings):
+    gate: Gate = Field(default_factory=lambda: Gate(
+        min={"skill": 0.0}, max={"rmse": 10.0}, not_worse_than_champion={"rmse": "lower"}, tolerance=0.25),
+        description=(f"{GATE}. rmse on the 0-100 score of the held-out periods (predicting the network's average, "
+                     "50, for everyone scores about 10 on the composite); skill: 1 - rmse / the RMSE of carrying "
+                     "each manager's last score forward (0: no better than that)"))
+
+
+class AgencyPerformanceSettings(PerformanceSettings):
+    min_entities: int = Field(10, ge=2, description=(
+        "fewer agencies with a book: no model (not trained); a ranking needs a network"))
+    gate: Gate = Field(default_factory=lambda: Gate(
+        min={"skill": 0.0}, max={"rmse": 8.0}, not_worse_than_champion={"rmse": "lower"}, tolerance=0.25),
+        description=f"{GATE}. As for managers; agencies' books are larger, so their scores move less: rmse <= 8")
+
+
 class ModelSettings(Strict):
     retrain_after_days: float = Field(7, ge=0, description=(
         "job `scorehouse` retrains a model only when its champion is older than this (or could not score: its "
@@ -392,6 +458,10 @@ class ModelSettings(Strict):
     recommendations: RecommendationSettings = Field(default_factory=RecommendationSettings)
     fraud: FraudSettings = Field(default_factory=FraudSettings, description=(
         "transaction fraud scoring (scores.fraud), docs/scores.md"))
+    manager_performance: ManagerPerformanceSettings = Field(default_factory=ManagerPerformanceSettings, description=(
+        "relationship managers' next-period performance (scores.manager_performance), docs/scores.md"))
+    agency_performance: AgencyPerformanceSettings = Field(default_factory=AgencyPerformanceSettings, description=(
+        "agencies' next-period performance (scores.agency_performance), docs/scores.md"))
 
 
 class ScorehouseSettings(Strict):

@@ -315,3 +315,48 @@ class FraudParams(Params):
         "unsupervised: a transaction more unusual than this share of the training transactions is flagged"))
     seed: int = Field(7, description="random seed")
     exclude: tuple[str, ...] = Field((), description="feature columns never used")
+
+
+# ------------------------------------------------------------------------------------- book performance
+
+class BookScoreParams(Params):
+    """features.book.score: each period's performance score of a manager's or agency's book (ml/performance.py)."""
+
+    weights: dict[Literal["activity", "growth", "retention"], float] = Field(
+        {"activity": 0.5, "growth": 0.3, "retention": 0.2}, description=(
+            "the composite without objectives (raw.targets): the weighted sum of activity (share of held products "
+            "used), growth (0.5 + growth_scale x net products opened per product held, within 0..1) and retention "
+            "(1 - products closed per product held), put on the T-score scale within each period (50: the "
+            "network's average; 10 points: one standard deviation)"))
+    window_periods: int = Field(3, ge=1, description=(
+        "the composite's rates are over this many periods up to the scored one (3 months: a rolling quarter), so "
+        "one month's handful of new products at a small book does not swing its score"))
+    growth_scale: float = Field(10.0, gt=0, description=(
+        "growth's slope: at 10, a book growing 5% over the window scores 1 (and shrinking 5%, 0)"))
+    achievement_cap: float = Field(1.0, gt=0, description=(
+        "with objectives: each one counts achieved / target up to this (1: beating one objective does not make "
+        "up for missing another); the score is 100 x their mean / the cap"))
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, weights: dict) -> dict:
+        if any(v < 0 for v in weights.values()) or not sum(weights.values()) > 0:
+            raise ValueError(f"weights must be >= 0 and not all 0, got {weights!r}")
+        return weights
+
+
+class PerformanceParams(Params):
+    """models.manager_performance.params / models.agency_performance.params: the XGBoost regressor predicting a
+    book's next period score (ml/performance.py)."""
+
+    n_estimators: int = Field(150, ge=1, description="XGBoost trees")
+    max_depth: int = Field(2, ge=1, description=(
+        "XGBoost tree depth: a network has hundreds of managers, tens of agencies; deeper trees learnt noise"))
+    learning_rate: float = Field(0.03, gt=0, description="XGBoost learning rate")
+    min_child_weight: float = Field(20.0, ge=0, description="XGBoost min_child_weight")
+    subsample: float = Field(0.8, gt=0, le=1, description="share of rows each tree sees")
+    holdout_periods: int = Field(2, ge=1, description=(
+        "the latest periods whose score is predicted are held out (by time): the gate's RMSE is on them"))
+    cv_folds: int = Field(5, ge=2, description=(
+        "cross-validation on the training periods, folds by entity (a manager never on both sides): reported"))
+    seed: int = Field(7, description="random seed")

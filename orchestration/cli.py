@@ -67,7 +67,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     counts = generate_bank(args.out, customers=args.customers, seed=args.seed, fmt=args.format, drift=args.drift,
-                           fraud_rate=args.fraud_rate, progress=lambda m: print(f"  {m}", flush=True))
+                           fraud_rate=args.fraud_rate,
+                           manager_effect=args.manager_effect, progress=lambda m: print(f"  {m}", flush=True))
     print(f"wrote a sample bank to {Path(args.out).resolve()} in {time.monotonic() - t0:.1f}s:")
     for table, n in counts.items():
         print(f"  {table:<14}{n:>12,} rows")
@@ -639,6 +640,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--fraud-rate", type=float, default=0.0,
                    help="share of customers defrauded once (0..1; e.g. 0.02), labelled in a `fraud` column of "
                         "transactions (with a `counterparty` column): card testing, account takeover, night spending")
+    g.add_argument("--manager-effect", type=float, default=0.0,
+                   help="how much a relationship manager's lasting quality moves their clients' product use and "
+                        "loyalty (>= 0; 1: clearly), so manager and agency performance can be predicted")
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("run", help="materialize the whole asset graph through Dagster, in this process")

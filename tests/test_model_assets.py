@@ -3,6 +3,7 @@ challenger that fails its gate leaves the champion and the scores as they were."
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 
@@ -28,6 +29,10 @@ def q(home, sql):
         return con.execute(sql).fetchall()
 
 
+MODELS = ("agency_performance", "churn", "clv", "credit_risk", "fraud", "manager_performance", "recommendations",
+          "segments")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The demo's bank through three runs, once: everything trained; a retrain whose churn gate is out of reach;
@@ -35,7 +40,7 @@ def runs(tmp_path_factory):
     whatever order the tests run in."""
     tmp = tmp_path_factory.mktemp("models")
     landing, home = tmp / "landing", tmp / "home"
-    generate_bank(landing, customers=20_000, fraud_rate=0.02)  # exactly the bank `make demo` generates
+    generate_bank(landing, customers=20_000, fraud_rate=0.02, manager_effect=1.0)  # the bank `make demo` generates
     out = {}
     for name, job, config in (("first", "scorehouse", None),
                               ("retrain", "retrain", "models:\n  churn:\n    gate:\n      min: {auc: 0.999}\n"),
@@ -72,10 +77,10 @@ def test_first_challenger_becomes_champion_and_scores_everyone(runs):
     assert q(home, "SELECT count(*) FROM scores.churn WHERE churn_risk_level = 'High' AND retention_action IS NULL") == [(0,)]
     # the population scored is the one trained on: every drift check passes with PSI 0 on the same data
     drift = {c.check_name: c for c in result.get_asset_check_evaluations() if c.check_name.endswith("_drift")}
-    assert set(drift) == {f"{m}_drift" for m in ("churn", "segments", "recommendations", "credit_risk", "clv", "fraud")}
+    assert set(drift) == {f"{m}_drift" for m in MODELS}
     assert all(c.passed for c in drift.values())
     (n, max_psi, models), = q(home, "SELECT count(*), max(psi), count(DISTINCT model) FROM monitoring.drift")
-    assert n > 50 and max_psi < 1e-9 and models == 6
+    assert n > 50 and max_psi < 1e-9 and models == len(MODELS)
     churn = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["scores", "churn"]))
     shown = churn.materialization.metadata["churn_probability_vs_reference"].value
     assert "reference (v1" in shown and "this run" in shown
@@ -87,7 +92,7 @@ def test_first_challenger_becomes_champion_and_scores_everyone(runs):
     # the run's report: what became of each model, as numbers the UI plots run after run
     report = next(e for e in result.get_asset_materialization_events()
                   if e.asset_key == dg.AssetKey(["serving", "run_report"])).materialization.metadata
-    assert report["models_promoted"].value == 6 and report["models_scored"].value == 6
+    assert report["models_promoted"].value == len(MODELS) and report["models_scored"].value == len(MODELS)
     assert report["churn_rows_scored"].value == population and report["churn_score_psi"].value < 1e-9
     assert report["churn_champion"].value == "v1" and report["published_at"].value != "not published"
 
@@ -96,7 +101,7 @@ def test_every_model_is_gated_promoted_and_scores_everyone(runs):
     _, home = runs["first"]
     # the demo's bank: every model passes its gate on the first run
     assert q(home, "SELECT model, version, alias FROM ml.model_registry ORDER BY 1") == [
-        (m, 1, "champion") for m in ("churn", "clv", "credit_risk", "fraud", "recommendations", "segments")]
+        (m, 1, "champion") for m in MODELS]
     population = q(home, "SELECT count(*) FROM features.population")[0][0]
     (n, ids, k, unnamed, no_rfm), = q(home, """SELECT count(*), count(DISTINCT customer_id), count(DISTINCT behaviour_segment),
         count(*) FILTER (WHERE behaviour_segment IS NULL OR behaviour_segment = ''), count(*) FILTER (WHERE rfm_segment IS NULL)
@@ -152,6 +157,31 @@ def test_fraud_ranks_the_latest_days_planted_frauds_first(runs):
             WHERE customer_id IN (SELECT customer_id FROM scores.churn) GROUP BY 1)""").fetchone()[0]
     population = q(home, "SELECT count(*) FROM features.population")[0][0]
     assert rows == population and len(rolled) > 1_000 and rolled == direct
+
+
+def test_managers_and_agencies_are_ranked_on_their_predicted_next_month(runs):
+    result, home = runs["first"]
+    for level, n, bar in (("manager", 314, 10), ("agency", 40, 8)):
+        (metrics,), = q(home, f"SELECT metrics FROM ml.model_registry WHERE model = '{level}_performance'")
+        metrics = json.loads(metrics)
+        # judged on the last two months by time, better than carrying each one's last score forward
+        assert metrics["rmse"] < bar and metrics["skill"] > 0 and metrics["holdout_rows"] == 2 * n
+        assert metrics["cv_folds"] == 5 and metrics["cv_rmse"] > 0
+        key = f"{level}_id"
+        rows = q(home, f"""SELECT count(*), count(DISTINCT {key}), min(performance_rank), max(performance_rank),
+            any_value(period), any_value(predicted_period), count(*) FILTER (WHERE support IS NOT NULL),
+            count(*) FILTER (WHERE support IS NOT NULL AND percentile > 10), bool_and(driver_1 IS NOT NULL)
+            FROM scores.{level}_performance""")
+        assert rows == [(n, n, 1, n, dt.date(2026, 9, 1), dt.date(2026, 10, 1), rows[0][6], 0, True)]
+        assert rows[0][6] == int(0.1 * (n - 1)) + 1  # the bottom decile, each with its support
+        gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == f"{level}_performance_gate")
+        assert gate.passed and "rmse" in gate.metadata["actual"].text
+    # the book is each manager's: managers' clients add up to their agency's
+    assert q(home, """SELECT count(*) FROM features.book_performance a JOIN (
+        SELECT agency_id, period, sum(clients) AS clients FROM features.book_performance WHERE level = 'manager'
+        GROUP BY ALL) m USING (agency_id, period) WHERE a.level = 'agency' AND a.clients <> m.clients""") == [(0,)]
+    with duckdb.connect(str(home / "serving.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM scores.manager_performance").fetchone() == (314,)
 
 
 def test_every_model_offers_the_one_model_interface(runs):

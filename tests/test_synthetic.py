@@ -9,11 +9,16 @@ import re
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pandas as pd
 import pytest
 from python_calamine import CalamineWorkbook
 
 from warehouse import synthetic
-from warehouse.contract import TABLES
+from warehouse.contract import TABLES as CONTRACT
+
+# every contract table but the optional objectives (raw.targets): a bank's own, not something to invent
+TABLES = {name: table for name, table in CONTRACT.items() if name != "targets"}
 
 N = 2_000
 SEED = 7
@@ -143,6 +148,27 @@ def test_fraud_is_planted_from_its_own_generator(tmp_path):
     assert header[-1] == "fraud" and "fraud" not in (tmp_path / "plain" / "transactions.csv").open().readline()
     with pytest.raises(ValueError, match="fraud_rate must be between 0 and 1"):
         synthetic.generate_bank(tmp_path / "bad", customers=1, fraud_rate=2)
+
+
+def test_a_manager_effect_moves_only_the_clients_and_zero_writes_the_bank_as_before(tmp_path):
+    """manager_effect 0 writes the bank byte for byte as without it; 1 makes a good manager's clients busier and more
+    loyal (so manager and agency performance have something lasting to find), the network itself unchanged."""
+    for name, effect in (("plain", None), ("zero", 0.0), ("effect", 1.0)):
+        synthetic.generate_bank(tmp_path / name, customers=2_000, seed=3,
+                                **({} if effect is None else {"manager_effect": effect}))
+    plain, zero, effect = (digests(tmp_path / x) for x in ("plain", "zero", "effect"))
+    assert zero == plain
+    assert all(plain[f] == effect[f] for f in ("agencies.csv", "managers.csv", "products.csv"))
+    assert plain["transactions.csv"] != effect["transactions.csv"]
+    quality = synthetic._Reference(np.random.default_rng([0, 1 << 40]), synthetic._Calendar("2026-09-30")).manager_quality
+    best = {f"M{i + 1:04d}" for i in np.argsort(-quality)[:60]}
+    worst = {f"M{i + 1:04d}" for i in np.argsort(quality)[:60]}
+    customers = pd.read_csv(tmp_path / "effect" / "customers.csv", usecols=["customer_id", "manager_id"])
+    per_client = pd.read_csv(tmp_path / "effect" / "transactions.csv", usecols=["customer_id"]).merge(
+        customers, on="customer_id").groupby("manager_id").size() / customers.groupby("manager_id").size()
+    assert per_client[per_client.index.isin(best)].mean() > 1.3 * per_client[per_client.index.isin(worst)].mean()
+    with pytest.raises(ValueError, match="manager_effect must be >= 0"):
+        synthetic.generate_bank(tmp_path / "bad", customers=1, manager_effect=-1)
 
 
 def test_transaction_history_volume_and_balances(db):

@@ -192,8 +192,25 @@ LABELS = Table(
     mode="events",
 )
 
+TARGETS = Table(
+    "targets",
+    "Objectives set for relationship managers and agencies, and what each achieved, period by period. Optional: "
+    "with it, a period's performance score is its objective achievement; without it, a composite of the book "
+    "(docs/scores.md, manager and agency performance).",
+    (
+        Column("level", TEXT, True, "`manager` or `agency`.", allowed=("manager", "agency")),
+        Column("entity_id", TEXT, True, "The manager_id or agency_id it is set for."),
+        Column("period", DATE, True, "The period's first day (monthly objectives: the 1st of the month)."),
+        Column("objective", TEXT, True, "What is measured: new_products, balances, clients, ... (any name)."),
+        Column("target", NUM, True, "The objective set for the period.", min=0, max_abs=MONEY),
+        Column("achieved", NUM, description="What was achieved; empty while the period is open.", max_abs=MONEY),
+    ),
+    key=("level", "entity_id", "period", "objective"),
+    mode="events",
+)
+
 TABLES: dict[str, Table] = {
-    t.name: t for t in (CUSTOMERS, AGENCIES, MANAGERS, PRODUCTS, ACCOUNTS, TRANSACTIONS, LOANS, LABELS)
+    t.name: t for t in (CUSTOMERS, AGENCIES, MANAGERS, PRODUCTS, ACCOUNTS, TRANSACTIONS, LOANS, LABELS, TARGETS)
 }
 
 # A bank's extra columns that hold a person's name, contact details or free text, known by their (snake_case)

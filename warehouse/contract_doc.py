@@ -8,7 +8,7 @@ import re
 import sys
 
 from warehouse import columns as C
-from warehouse import fraud
+from warehouse import fraud, performance
 from warehouse.contract import HISTORY, LINEAGE, TABLES
 from warehouse.features import FEATURE_DOCS, MAX_PIVOT_VALUES, WINDOWS
 from warehouse.schema import QUARANTINE_COLUMNS
@@ -108,6 +108,8 @@ def render_features() -> str:
         "| `features.customer_features` | customer | everything above, demographics, ratios, health score, aggregates |",
         "| `features.transaction_features` | transaction of the latest day | fraud inputs: each transaction against its "
         "customer's own earlier ones (below) |",
+        "| `features.book_performance` | manager or agency, and month | each book month by month, its performance "
+        "score and the performance models' inputs (below) |",
         "",
         f"Windows are {', '.join(f'{w}' for w in WINDOWS)} days. Mix and flag columns are made for the"
         f" {MAX_PIVOT_VALUES} most frequent values of the bank's channels, spend categories and products",
@@ -128,6 +130,13 @@ def render_features() -> str:
             "moment are ordered by id). The source's extra transaction columns follow, as delivered.", "",
             "| column | meaning |", "|---|---|"]
     out += [f"| `{k}` | {v} |" for k, v in fraud.FEATURE_DOCS.items()]
+    out += ["", "## Columns of `features.book_performance`", "",
+            "One row per relationship manager (`level` manager) and agency (`level` agency) and month, over the last "
+            "`features.book.periods` complete months (a month is complete when the latest transaction is on its last "
+            "day). A customer's manager is `customers.manager_id`; their agency `customers.agency_id`, else their "
+            "manager's. Every input looks back only: a month's row reads that month and the ones before it.", "",
+            "| column | meaning |", "|---|---|"]
+    out += [f"| `{k}` | {v} |" for k, v in {**performance.BOOK_DOCS, **performance.FEATURE_DOCS}.items()]
     return "\n".join(out) + "\n"
 
 

@@ -224,11 +224,12 @@ def _build(con: duckdb.DuckDBPyConnection, src: str, shareable: dict, run_id: st
         if f"{name}_history" in _tables(con, src, "scores") and table in present:
             # the last N snapshots, each with the version that scored it last: a trend, not every rerun
             have = _columns(con, src, history)
+            key = spec.columns[0].name if spec else present[table][0]  # customer_id; a manager-grain table's own
             copy(history, history, [c for c in present[table] if c in have], f"""
                  WHERE (snapshot_date, model_version) IN (
                      SELECT (snapshot_date, arg_max(model_version, scored_at)) FROM {src}.{history}
                      GROUP BY snapshot_date ORDER BY snapshot_date DESC LIMIT {int(history_snapshots)})
-                 ORDER BY snapshot_date, customer_id""")
+                 ORDER BY snapshot_date, {_q(key)}""")
             if spec:
                 docs[history] = spec.docs()
     for target, source in DIMENSIONS.items():
