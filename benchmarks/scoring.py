@@ -1,13 +1,14 @@
-"""Benchmark: scoring throughput of all six models at scale, through their Dagster scoring assets.
+"""Benchmark: scoring throughput of all eight models at scale, through their Dagster scoring assets.
 
     python benchmarks/scoring.py [--customers 1000000]
 
 1. The generated bank (cached under benchmarks/out/bank_<n>/, shared with ingest_features.py) is run once
    through `scorehouse run` (ingest, features, training, gates, first scoring) into benchmarks/out/score_home_<n>;
    that wall time is recorded as the training run.
-2. A child process then materializes the six `scores/*` assets alone (as the daily `score` job does after
+2. A child process then materializes the eight `scores/*` assets alone (as the daily `score` job does after
    the features; fraud with its own feature step, features/transaction_features, for the latest day's
-   transactions) against that home, and reports each step's duration and its own peak RSS.
+   transactions; manager and agency performance with theirs, features/book_performance, the books month by month)
+   against that home, and reports each step's duration and its own peak RSS.
 Throughput = customers / step duration per customer model, and customers / sum of them for "all customer
 models" (reading features from DuckDB and writing scores + history included); fraud: transactions of the day /
 (its feature step + its scoring step). Results are appended to
@@ -30,6 +31,8 @@ from ingest_features import BIN, OUT, RESULTS, ensure_bank, machine  # noqa: E40
 
 MODELS = ("churn", "segments", "recommendations", "credit_risk", "clv")  # one row per customer
 FRAUD = ("features__transaction_features", "scores__fraud")  # the day's transactions: features, then scores
+# every manager's and agency's book month by month, then their predicted next month
+PERFORMANCE = ("features__book_performance", "scores__manager_performance", "scores__agency_performance")
 
 CHILD = """
 import json, resource, sys
@@ -38,7 +41,8 @@ from assets.models import model_assets
 from assets.resources import Settings, Source, Warehouse
 
 home = sys.argv[1]
-keys = [dg.AssetKey(["scores", m]) for m in sys.argv[2].split(",")] + [dg.AssetKey(["features", "transaction_features"])]
+keys = [dg.AssetKey(["scores", m]) for m in sys.argv[2].split(",")] + [
+    dg.AssetKey(["features", "transaction_features"]), dg.AssetKey(["features", "book_performance"])]
 assets = [a for a in model_assets if a.key in keys]
 resources = {"warehouse": Warehouse(home=home, memory_limit="4GB"), "settings": Settings(home=home, source="synthetic"),
              "source": Source(source="synthetic", landing=home)}
@@ -71,7 +75,8 @@ def train(n: int) -> tuple[Path, float | None]:
 def score(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
     env["SCOREHOUSE_HOME"] = str(home)
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(home), ",".join((*MODELS, "fraud"))], env=env,
+    scored = (*MODELS, "fraud", "manager_performance", "agency_performance")
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(home), ",".join(scored)], env=env,
                           capture_output=True, text=True, cwd=Path(__file__).parents[1])
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
@@ -94,6 +99,10 @@ def main() -> None:
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         n_tx, method = con.execute("SELECT count(*), any_value(fraud_method) FROM scores.fraud").fetchone() \
             if res.get(FRAUD[1]) else (0, None)
+    perf = [res.get(k) for k in PERFORMANCE]
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        books = con.execute("SELECT count(*), count(DISTINCT period) FROM features.book_performance").fetchone() \
+            if perf[0] else (0, 0)
     per = {m: res.get(f"scores__{m}") for m in MODELS}
     total = sum(v for v in per.values() if v)
     fraud = [res.get(k) for k in FRAUD]
@@ -103,12 +112,15 @@ def main() -> None:
     if all(fraud):
         print(f"{'fraud':<16} {sum(fraud):7.1f} s  {n_tx / sum(fraud):>10,.0f} transactions/s ({n_tx:,} of the latest "
               f"day, {method}; features {fraud[0]:.1f} s, scoring {fraud[1]:.1f} s)")
+    if all(perf):
+        print(f"{'performance':<16} {sum(perf):7.1f} s  ({books[0]:,} manager and agency months over {books[1]} months: "
+              f"book features {perf[0]:.1f} s, managers {perf[1]:.1f} s, agencies {perf[2]:.1f} s)")
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n### {stamp} — `python benchmarks/scoring.py --customers {n_gen}`\n",
-             f"Machine: {machine()}. {n:,} customers in the population. The six `scores/*` assets and "
-             "features/transaction_features materialized in one child process against a trained home (features read "
+             f"Machine: {machine()}. {n:,} customers in the population. The eight `scores/*` assets, "
+             "features/transaction_features and features/book_performance materialized in one child process against a trained home (features read "
              "from DuckDB, scores + history written)"
-             + (f"; the training run before it (ingest, features, 6 models, gates, scoring) took {train_wall:.0f} s"
+             + (f"; the training run before it (ingest, features, 8 models, gates, scoring) took {train_wall:.0f} s"
                 if train_wall else "") + ".\n",
              "| model | seconds | customers/s |", "|---|---:|---:|"]
     lines += [f"| {m} | {s:.1f} | {n / s:,.0f} |" if s else f"| {m} | not scored | |" for m, s in per.items()]
@@ -116,6 +128,10 @@ def main() -> None:
     if all(fraud):
         lines.append(f"| fraud: {n_tx:,} transactions of the latest day ({method}), features {fraud[0]:.1f} s + "
                      f"scoring {fraud[1]:.1f} s | {sum(fraud):.1f} | {n_tx / sum(fraud):,.0f} transactions/s |")
+    if all(perf):
+        lines.append(f"| manager and agency performance: {books[0]:,} book months ({books[1]} months), book features "
+                     f"{perf[0]:.1f} s + managers {perf[1]:.1f} s + agencies {perf[2]:.1f} s | {sum(perf):.1f} | "
+                     f"{n / perf[0]:,.0f} customers/s (book) |")
     lines.append(f"\nPeak RSS of the scoring process: {res['_peak_rss_gb']:.2f} GB.")
     with RESULTS.open("a") as f:
         f.write("\n".join(lines) + "\n")

@@ -70,6 +70,13 @@ def test_the_book_month_by_month_counted_by_hand(small_bank):
     assert book.loc[("manager", "M1", jan), "agency_id"] == "A1"
 
 
+def test_no_transactions_no_book():
+    with duckdb.connect() as con:
+        ensure_all_raw_tables(con)
+        assert W.periods(con, 3) is None
+        con.register("_frame", pd.DataFrame({"a": [1]}))  # nothing left unfinished on the connection
+
+
 def test_objectives_are_read_by_month_within_the_books_months(small_bank):
     _insert(small_bank, "targets", [
         {"level": "manager", "entity_id": "M1", "period": dt.date(2026, 2, 1), "objective": "new_products",

@@ -58,12 +58,11 @@ def periods(con: duckdb.DuckDBPyConnection, count: int) -> tuple[date, date] | N
     """(first, last) month of the book history: the last month whose transactions are complete (the latest
     transaction is on its last day, else the month before) and the `count` - 1 before it. None without
     transactions."""
-    row = con.execute("""
+    (last,), = con.execute("""
         SELECT (date_trunc('month', max(transaction_date) + INTERVAL 1 DAY) - INTERVAL 1 MONTH)::DATE
-        FROM raw.transactions""").fetchone()
-    if row is None or row[0] is None:
+        FROM raw.transactions""").fetchall()
+    if last is None:
         return None
-    last = row[0]
     first = (pd.Timestamp(last) - pd.DateOffset(months=count - 1)).date()
     return first, last
 
