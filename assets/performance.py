@@ -6,8 +6,9 @@ import dagster as dg
 import pandas as pd
 
 from assets.features import GROUP, RAW
+from assets.fraud import AFTER_CUSTOMER_MODELS
 from assets.lazy import lazy_module
-from assets.lifecycle import ModelSpec, Scored, Trained, frame_hash
+from assets.lifecycle import PRIORITY, ModelSpec, Scored, Trained, frame_hash
 from assets.metadata import frame_md, table_metadata
 from assets.resources import Settings, Warehouse
 from ml.errors import NotEnoughData
@@ -21,7 +22,8 @@ ml_performance = lazy_module("ml.performance")  # XGBoost and scikit-learn load 
 
 BOOK = dg.AssetKey(["features", W.TABLE])
 @dg.asset(key=BOOK, group_name=GROUP, kinds={"duckdb", "sql"}, pool="warehouse",
-          deps=[RAW[t] for t in ("customers", "managers", "accounts", "transactions", "labels", "targets")])
+          deps=[RAW[t] for t in ("customers", "managers", "accounts", "transactions", "labels", "targets")],
+          op_tags=AFTER_CUSTOMER_MODELS)
 def book_performance(context: dg.AssetExecutionContext, warehouse: Warehouse,
                      settings: Settings) -> dg.MaterializeResult:
     """features.book_performance: every relationship manager's and agency's book month by month over the last
@@ -59,7 +61,9 @@ def book_performance(context: dg.AssetExecutionContext, warehouse: Warehouse,
 
 def _frame(warehouse: Warehouse, level: str) -> pd.DataFrame:
     with warehouse.connect() as con:
-        return con.execute(f"SELECT * FROM features.{W.TABLE} WHERE level = ?", [level]).df()
+        # in one order every time: the fit samples rows and folds by position
+        return con.execute(f"SELECT * FROM features.{W.TABLE} WHERE level = ? ORDER BY entity_id, period",
+                           [level]).df()
 
 
 def _fit(level: str):
@@ -160,6 +164,8 @@ def _spec(level: str) -> ModelSpec:
         fit=_fit(level), model_class="ml.performance:PerformanceModel", score=_score(level),
         train_deps=(BOOK,), score_deps=(BOOK,), kinds=frozenset({"xgboost", "duckdb"}),
         comparable_on=("score_source",),  # objectives and the composite are different scores
+        # like fraud's: a branch of its own, run after the customer models' steps whenever both are ready
+        priority=int(AFTER_CUSTOMER_MODELS[PRIORITY]),
         domain="performance", table=TABLES[level])
 
 

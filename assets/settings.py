@@ -91,23 +91,26 @@ Bound = Annotated[int | float | None, BeforeValidator(_bound)]
 Range = Annotated[tuple[Bound, Bound], AfterValidator(_range)]
 
 
+def _one_expression(value: str) -> str:
+    """Pasted into a query (CLV's purchases, the book's activity): one SQL expression, never a statement
+    (warehouse/sqlcheck.py)."""
+    try:
+        return expression(value)
+    except UnsafeSql as e:
+        raise ValueError(f"{e}: {value!r}") from e
+
+
+SqlExpression = Annotated[str, AfterValidator(_one_expression)]
+
+
 class BookSettings(Strict):
     periods: int = Field(15, ge=4, description=(
         "months of book history built (the latest complete month and those before it): what the performance models "
         "learn from"))
-    activity_filter: str = Field("category IS NULL OR category NOT IN ('fee', 'interest')", description=(
+    activity_filter: SqlExpression = Field("category IS NULL OR category NOT IN ('fee', 'interest')", description=(
         "SQL on raw.transactions: the transactions that count as a customer using a product (by default all but "
         "what the bank books itself: fees and interest)"))
     score: BookScoreParams = Field(default_factory=BookScoreParams, description="ml/params.py BookScoreParams")
-
-    @field_validator("activity_filter")
-    @classmethod
-    def _one_expression(cls, value: str) -> str:
-        """Pasted into the book query: one SQL expression, never a statement (warehouse/sqlcheck.py)."""
-        try:
-            return expression(value)
-        except UnsafeSql as e:
-            raise ValueError(f"{e}: {value!r}") from e
 
 
 class FeatureSettings(Strict):
@@ -319,9 +322,9 @@ class SupervisedChallenger(Strict):
 
 
 class ClvSettings(Strict):
-    event_filter: str = Field("amount < 0", description=(
+    event_filter: SqlExpression = Field("amount < 0", description=(
         "SQL on raw.transactions: what counts as a purchase (money out by default)"))
-    value_expr: str = Field("-amount", description="the value of a purchase, positive (SQL)")
+    value_expr: SqlExpression = Field("-amount", description="the value of a purchase, positive (SQL)")
     min_repeat_customers: int = Field(50, ge=0, description="fewer customers with a repeat purchase: no CLV model")
     supervised_challenger: SupervisedChallenger = Field(default_factory=SupervisedChallenger)
     params: CLVParams = Field(default_factory=CLVParams, description="ml/params.py CLVParams")
@@ -329,15 +332,6 @@ class ClvSettings(Strict):
         f"{GATE}. holdout_abs_error: aggregate repeat purchases predicted after the snapshot vs bought "
         "(relative). CDNOW, the model's reference data, lands at 0.121 with the paper's exact parameters; 0.15 "
         "keeps it and catches a model that does not fit"))
-
-    @field_validator("event_filter", "value_expr")
-    @classmethod
-    def _one_expression(cls, value: str) -> str:
-        """Pasted into the CLV query: one SQL expression, never a statement (warehouse/sqlcheck.py)."""
-        try:
-            return expression(value)
-        except UnsafeSql as e:
-            raise ValueError(f"{e}: {value!r}") from e
 
 
 class CreditRiskSettings(Strict):

@@ -203,6 +203,7 @@ def split(frame: pd.DataFrame, holdout_periods: int) -> tuple[pd.DataFrame, pd.D
 def train_performance(frame: pd.DataFrame, level: str, params: PerformanceParams, min_entities: int) -> PerformanceModel:
     """Fit on the earlier periods, judge on the latest (`split`), and cross-validate on the earlier ones by entity
     (`cv_rmse`, `cv_rmse_sd`: reported, not gated)."""
+    frame = frame.sort_values(KEYS, kind="stable").reset_index(drop=True)  # a fit never depends on the rows' order
     entities = frame["entity_id"].nunique()
     if entities < min_entities:
         raise NotEnoughData(f"{entities} {level}s with a book: at least {min_entities} are needed to rank and judge "

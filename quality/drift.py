@@ -46,6 +46,9 @@ class Bands(BaseModel):
     constant_share: float = Field(0.999, gt=0, le=1, description=(
         "a column whose reference holds one value (or nothing) in at least this share of rows is not counted "
         "(band `skipped`): there is no spread for PSI to compare"))
+    min_rows: int = Field(100, ge=1, description=(
+        "a population of fewer rows (scored now, or in the reference) is measured but not counted (band `skipped`): "
+        "PSI over ten bins of a few dozen values (40 agencies) moves by ~0.4 with no change at all"))
     constant_spread: float = Field(1e-6, ge=0, description=(
         "a numeric column whose reference values all lie within this fraction of their magnitude is not counted "
         "(band `skipped`), e.g. a P(alive) of 1 for everyone but rounding"))
@@ -224,14 +227,17 @@ def measure(reference: dict, scores: pd.DataFrame, inputs: pd.DataFrame, bands: 
             exclude: Mapping[str, str] | None = None, threads: int = 2) -> pd.DataFrame:
     """Every profiled score column (kind score) and input (kind feature) present now, against the reference,
     worst first: compare()'s columns plus kind, weight (an input's share of the model's importance) and note.
-    A column constant in the reference, or an input named in `exclude` (column -> why), is measured but its
-    band is `skipped` and note says why: it does not count in `verdict`."""
+    A column constant in the reference, an input named in `exclude` (column -> why), or every column of a population
+    below `bands.min_rows`, is measured but its band is `skipped` and note says why: it does not count in `verdict`."""
     exclude = exclude or {}
+    few = min(len(scores), int(reference.get("rows") or len(scores)))
+    too_few = (f"{few:,} rows: too few for PSI (monitoring.drift.min_rows {bands.min_rows})"
+               if few < bands.min_rows else None)
     parts = []
     for kind, profile, frame in (("score", reference.get("scores") or {}, scores),
                                  ("feature", reference.get("features") or {}, inputs)):
         rows = compare(profile, frame, bands, threads).assign(kind=kind)
-        rows["note"] = [(exclude.get(f) if kind == "feature" else None) or constant_reason(profile[f], bands)
+        rows["note"] = [too_few or (exclude.get(f) if kind == "feature" else None) or constant_reason(profile[f], bands)
                         for f in rows["feature"]]
         parts.append(rows)
     rows = pd.concat(parts, ignore_index=True) if any(len(p) for p in parts) else parts[0]

@@ -163,6 +163,28 @@ def test_a_column_constant_in_the_reference_is_skipped_not_flagged():
     assert all(s["why"] for s in md["skipped"])
 
 
+def test_a_network_of_forty_agencies_is_too_few_rows_for_psi():
+    """PSI over ten bins of 40 values moves by ~0.4 between two draws of the same population: an agency table's
+    drift is measured but not counted (monitoring.drift.min_rows), never a false alarm; 400 rows are counted."""
+    from assets.lifecycle import Scored, measure_drift
+
+    rng = np.random.default_rng(5)
+    for n, counted in ((40, False), (400, True)):
+        ref = pd.DataFrame({"predicted_score": rng.normal(50, 10, n)})
+        reference = {"model": "agency_performance", "version": 1, "snapshot_date": "2026-08-01", "rows": n,
+                     "scores": drift.build_profile(ref, ["predicted_score"]),
+                     "features": drift.build_profile(ref.rename(columns={"predicted_score": "score"}), ["score"])}
+        now = rng.normal(50, 10, n)
+        rows = measure_drift(reference, Scored(pd.DataFrame({"predicted_score": now}), date(2026, 9, 1),
+                                               inputs=pd.DataFrame({"score": now})), drift.DEFAULT_BANDS)
+        if counted:
+            assert (rows["band"] != "skipped").all()
+        else:
+            assert (rows["band"] == "skipped").all() and rows["note"].str.contains("40 rows: too few for PSI").all()
+            result, _ = _checked(rows)
+            assert result.passed
+
+
 def test_a_varied_column_is_not_taken_for_a_constant_one():
     rng = np.random.default_rng(4)
     for values in (rng.normal(1e6, 50, 2000), rng.uniform(0, 1e-4, 2000), np.r_[np.zeros(1990), np.ones(10)]):

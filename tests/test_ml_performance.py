@@ -150,6 +150,9 @@ def test_a_lasting_effect_is_learnt_and_judged_against_carrying_the_score_forwar
     noise = P.train_performance(P.features(P.period_scores(_book(120, 12, 0.0), monthly)), "manager",
                                 PerformanceParams(), min_entities=20)
     assert noise.metrics["rmse"] > 9.5 and noise.metrics["r2"] < 0.1
+    # the rows' order never changes the fit (the warehouse may hand them over in any order)
+    shuffled = P.train_performance(frame.sample(frac=1, random_state=3), "manager", PerformanceParams(), min_entities=20)
+    assert shuffled.metrics == m
     with pytest.raises(NotEnoughData, match="at least 20 are needed"):
         P.train_performance(frame[frame["entity_id"] < "M010"], "manager", PerformanceParams(), min_entities=20)
     with pytest.raises(NotEnoughData, match="periods of book history"):

@@ -272,8 +272,10 @@ def test_reading_settings_loads_no_model_library_nor_dagster():
 
 
 @pytest.mark.parametrize("sql", ["amount < 0; DROP TABLE raw.transactions", "(SELECT 1)", "getenv('HOME') = ''"])
-def test_clv_sql_settings_must_be_one_expression(tmp_path, sql):
-    """models.clv.event_filter is pasted into the CLV query: anything but one expression is refused."""
-    (tmp_path / "scorehouse.yaml").write_text(yaml.safe_dump({"models": {"clv": {"event_filter": sql}}}))
-    with pytest.raises(SettingsError, match="models.clv.event_filter"):
-        load_settings(tmp_path)
+def test_sql_settings_must_be_one_expression(tmp_path, sql):
+    """models.clv.event_filter and features.book.activity_filter are pasted into queries: anything but one
+    expression is refused."""
+    for block, key in ((("models", "clv"), "event_filter"), (("features", "book"), "activity_filter")):
+        (tmp_path / "scorehouse.yaml").write_text(yaml.safe_dump({block[0]: {block[1]: {key: sql}}}))
+        with pytest.raises(SettingsError, match=f"{'.'.join(block)}.{key}"):
+            load_settings(tmp_path)

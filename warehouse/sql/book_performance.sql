@@ -14,8 +14,9 @@ WITH months AS (
     SELECT a.account_id, a.customer_id, a.opened_date, a.closed_date, b.manager_id, b.agency_id
     FROM raw.accounts a JOIN book b USING (customer_id)
 ), used AS (
+    -- money summed as decimals: exact, so the book is the same bits whichever thread adds which rows
     SELECT account_id, date_trunc('month', transaction_date)::DATE AS period, count(*) AS transactions,
-           sum(amount) AS net_flow
+           sum(amount::DECIMAL(18, 4)) AS net_flow
     FROM raw.transactions
     WHERE transaction_date >= $1::DATE AND transaction_date < $2::DATE + INTERVAL 1 MONTH AND account_id IS NOT NULL
       AND ({activity})
@@ -67,7 +68,7 @@ SELECT CASE WHEN g.agency_level = 1 THEN 'agency' ELSE 'manager' END AS level,
        CASE WHEN g.agency_level = 1 THEN g.agency_id ELSE g.manager_id END AS entity_id,
        CASE WHEN g.agency_level = 1 THEN g.agency_id ELSE mg.agency_id END AS agency_id,
        g.period, g.clients, g.products_held, g.products_active, g.new_products, g.closed_products,
-       g.active_clients, g.churned_clients, g.transactions, g.net_flow
+       g.active_clients, g.churned_clients, g.transactions, g.net_flow::DOUBLE AS net_flow
 FROM grouped g LEFT JOIN raw.managers mg ON g.agency_level = 0 AND mg.manager_id = g.manager_id
 WHERE CASE WHEN g.agency_level = 1 THEN g.agency_id ELSE g.manager_id END IS NOT NULL
 ORDER BY level, entity_id, g.period
