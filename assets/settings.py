@@ -104,7 +104,7 @@ SqlExpression = Annotated[str, AfterValidator(_one_expression)]
 
 
 class BookSettings(Strict):
-    periods: int = Field(15, ge=4, description=(
+    periods: int = Field(15, ge=4, le=60, description=(
         "months of book history built (the latest complete month and those before it): what the performance models "
         "learn from"))
     activity_filter: SqlExpression = Field("category IS NULL OR category NOT IN ('fee', 'interest')", description=(

@@ -76,7 +76,11 @@ def book(con: duckdb.DuckDBPyConnection, first: date, last: date, activity: str)
 
 def targets(con: duckdb.DuckDBPyConnection, first: date, last: date) -> pd.DataFrame:
     """The objectives of the months from `first` to `last` (each month's first day; an objective dated within a
-    month counts for that month)."""
+    month counts for that month). Empty in a home made before the contract had them (its next ingest creates
+    raw.targets)."""
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
+                       "AND table_name = 'targets'").fetchone()[0]:
+        return pd.DataFrame(columns=["level", "entity_id", "period", "objective", "target", "achieved"])
     return con.execute("""
         SELECT level, entity_id, date_trunc('month', period)::DATE AS period, objective, target, achieved
         FROM raw.targets WHERE period >= ?::DATE AND period < ?::DATE + INTERVAL 1 MONTH""", [first, last]).df()
