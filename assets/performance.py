@@ -85,7 +85,7 @@ def _fit(level: str):
             "holdout": frame_md([("this model", f"{m['rmse']:.2f}", f"{m['mae']:.2f}", f"{m['r2']:.3f}"),
                                  ("last score carried forward", f"{m['rmse_last']:.2f}", "", "")],
                                 ["next month's score", "RMSE", "MAE", "R²"]),
-            f"cv_{p.cv_folds}_fold": f"RMSE {m['cv_rmse']:.2f} ± {m['cv_rmse_sd']:.2f} ({m['cv_folds']} folds by "
+            "cross_validation": f"RMSE {m['cv_rmse']:.2f} ± {m['cv_rmse_sd']:.2f} ({m['cv_folds']} folds by "
                                      f"{level}, training months)",
             "feature_importance": frame_md([(k, f"{v:.3f}") for k, v in top], ["input", "share of gain"]),
         }, rescore=rescore)
@@ -99,8 +99,8 @@ def _score(level: str):
         frame = _frame(warehouse, level)
         latest = frame[frame["period"] == frame["period"].max()].reset_index(drop=True)
         scored = model.score(latest, cfg["support"], cfg["bottom_share"])
-        period = pd.to_datetime(scored["period"])
-        scored["period"], scored["predicted_period"] = period.dt.date, (period + pd.DateOffset(months=1)).dt.date
+        month = pd.to_datetime(scored["period"])
+        scored["period"], scored["predicted_period"] = month.dt.date, (month + pd.DateOffset(months=1)).dt.date
         if level == "agency":
             scored = scored.drop(columns="agency_id")
         scored = scored[[c.was or c.name for c in TABLES[level].columns]]
@@ -156,7 +156,7 @@ def _spec(level: str) -> ModelSpec:
         name=f"{level}_performance",
         train_doc=f"{who.capitalize()} performance: XGBoost predicting each {level}'s next-month score from this "
                   f"month's book and its scores before (features.book_performance), judged on the latest months "
-                  f"(by time) against carrying the last score forward; {5}-fold cross-validation by {level} "
+                  f"(by time) against carrying the last score forward; cross-validation by {level} (`params.cv_folds`, 5) "
                   "reported. Registered as challenger.",
         score_doc=f"scores.{level}_performance: every {level}'s predicted score for next month, last actual, rank "
                   "and percentile in the network, the three inputs moving it most, and a support recommendation "
