@@ -28,7 +28,6 @@ ENTITY = ["level", "entity_id"]  # a manager and an agency may share an id
 KEYS = [*ENTITY, "period"]
 COUNTS = ["clients", "products_held", "products_active", "new_products", "closed_products", "active_clients",
           "churned_clients", "transactions", "net_flow"]
-RATES = ["activity", "growth", "retention"]
 FEATURES = list(FEATURE_DOCS)  # what the model reads for a period: the book's rates and size, the scores before it
 
 
@@ -46,6 +45,7 @@ def period_scores(book: pd.DataFrame, params: BookScoreParams, targets: pd.DataF
 
     def trailing(column: str) -> pd.Series:
         return by[column].transform(lambda s: s.rolling(params.window_periods, min_periods=1).sum())
+
     held = trailing("products_held")
     f["activity"] = _ratio(trailing("products_active"), held).fillna(0.0).clip(0, 1)
     f["growth"] = _ratio(trailing("new_products") - trailing("closed_products"), held).fillna(0.0)
