@@ -8,7 +8,7 @@ import pandas as pd
 from assets.features import GROUP, RAW
 from assets.fraud import AFTER_CUSTOMER_MODELS
 from assets.lazy import lazy_module
-from assets.lifecycle import PRIORITY, ModelSpec, Scored, Trained, frame_hash
+from assets.lifecycle import PRIORITY, ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import frame_md, table_metadata
 from assets.resources import Settings, Warehouse
 from ml.errors import NotEnoughData
@@ -60,10 +60,10 @@ def book_performance(context: dg.AssetExecutionContext, warehouse: Warehouse,
 
 
 def _frame(warehouse: Warehouse, level: str) -> pd.DataFrame:
-    with warehouse.connect() as con:
-        # in one order every time: the fit samples rows and folds by position
-        return con.execute(f"SELECT * FROM features.{W.TABLE} WHERE level = ? ORDER BY entity_id, period",
-                           [level]).df()
+    """One level's rows of features.book_performance (a clear failure when it is not built yet), in one order every
+    time: the fit samples rows and folds by position, and ranks break ties by it."""
+    frame = read_features(warehouse, table=W.TABLE)
+    return frame[frame["level"] == level].sort_values(["entity_id", "period"], kind="stable").reset_index(drop=True)
 
 
 def _fit(level: str):

@@ -26,8 +26,6 @@ from warehouse.performance import FEATURE_DOCS
 
 ENTITY = ["level", "entity_id"]  # a manager and an agency may share an id
 KEYS = [*ENTITY, "period"]
-COUNTS = ["clients", "products_held", "products_active", "new_products", "closed_products", "active_clients",
-          "churned_clients", "transactions", "net_flow"]
 FEATURES = list(FEATURE_DOCS)  # what the model reads for a period: the book's rates and size, the scores before it
 
 
@@ -36,7 +34,7 @@ def _ratio(a: pd.Series, b: pd.Series) -> pd.Series:
 
 
 def period_scores(book: pd.DataFrame, params: BookScoreParams, targets: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The book (one row per entity and period, COUNTS) with its rates, its score and where the score came from
+    """The book (one row per entity and period, the counts of warehouse.performance.BOOK_DOCS) with its rates, its score and where the score came from
     (`objectives` where the entity has objectives with an achievement for the period, else `book composite`)."""
     f = book.sort_values(KEYS).reset_index(drop=True)
     # rates over the last `window_periods` periods (each entity's own): a month's handful of new products at a

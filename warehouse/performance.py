@@ -9,6 +9,7 @@ import duckdb
 import pandas as pd
 
 from warehouse.db import sql
+from warehouse.schema import table_mode
 
 TABLE = "book_performance"
 BOOK_DOCS = {
@@ -78,8 +79,7 @@ def targets(con: duckdb.DuckDBPyConnection, first: date, last: date) -> pd.DataF
     """The objectives of the months from `first` to `last` (each month's first day; an objective dated within a
     month counts for that month). Empty in a home made before the contract had them (its next ingest creates
     raw.targets)."""
-    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
-                       "AND table_name = 'targets'").fetchone()[0]:
+    if table_mode(con, "targets") is None:
         return pd.DataFrame(columns=["level", "entity_id", "period", "objective", "target", "achieved"])
     return con.execute("""
         SELECT level, entity_id, date_trunc('month', period)::DATE AS period, objective, target, achieved
