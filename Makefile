@@ -7,7 +7,7 @@ CUSTOMERS ?= 20000
 PORT     ?= 3000
 STAMP    := $(VENV)/.installed
 
-.PHONY: demo test ui lint bench clean lock bytecode
+.PHONY: demo test ui lint bench clean lock bytecode postgres
 
 # (Re)install when the dependencies change: the exact versions of requirements.lock (what CI tested), then
 # scorehouse itself. uv installs in ~15 s where pip takes ~60 s. Bytecode is compiled at install: where
@@ -36,9 +36,17 @@ demo: bytecode
 
 # Two workers, a test module each at a time (module fixtures stay in one process): most of a test's time is
 # one-threaded Python (imports, Dagster's bookkeeping), which left one of the two cores idle.
-test: bytecode
+test: bytecode postgres
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The iceberg backend's tests start a PostgreSQL server of their own (tests/postgres.py): Debian's package is
+# installed where it is missing (as root, else through sudo).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		echo "installing PostgreSQL (Debian's postgresql package) for the iceberg backend's tests ..."; \
+		sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$sudo apt-get install -y -q postgresql >/dev/null || \
+		{ $$sudo apt-get update -q >/dev/null && $$sudo apt-get install -y -q postgresql >/dev/null; }; }
 
 ui: bytecode
 	$(BIN)/scorehouse ui --home $(HOME_DIR) --landing $(HOME_DIR)/landing --port $(PORT)

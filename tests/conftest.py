@@ -21,3 +21,12 @@ def _relax(home: Path) -> None:
 @pytest.fixture
 def relax_gates():
     return _relax
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server for this test session (tests/postgres.py): the iceberg backend's catalog."""
+    from tests.postgres import local_postgres
+
+    with local_postgres() as url:
+        yield url

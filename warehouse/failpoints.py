@@ -18,6 +18,7 @@ POINTS = {
     "approved": "a challenger's gate approved it, it is not promoted yet",
     "scoring": "one model's scores are committed, its drift and the other models not yet",
     "publish": "the new serving file is written, not yet swapped in",
+    "lake_write": "a lake part's data files are written, its catalog commit not yet made",
 }
 
 

@@ -1,0 +1,119 @@
+"""The iceberg backend's tables (warehouse/lake.py) on a real PostgreSQL catalog and a local warehouse folder:
+a part is replaced whole or not at all, writers of different shards commit side by side, a pinned reader
+keeps its snapshot, and a writer killed mid-write leaves the table as it was until it is run again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from datetime import date
+
+import duckdb
+import pytest
+
+from tests.lake_writer import write_rounds
+from tests.postgres import bindir
+from warehouse.lake import Lake, LakeError, LakeLocation
+from warehouse.shards import check, shard_of, shard_sql
+
+SNAP = date(2026, 10, 31)
+
+def _expected(round_of: dict[int, int]) -> Counter:
+    """The table's rows when shard k was last written in round round_of[k]."""
+    return Counter((f"C{i:06d}", i * round_of[shard_of(f"C{i:06d}", 4)] + 0.5) for i in range(2000)
+                   if shard_of(f"C{i:06d}", 4) in round_of)
+
+
+def _rows(lake: Lake, **kw) -> Counter:
+    t = lake.read("features.balances", **kw)
+    return Counter(zip(t["customer_id"].to_pylist(), [float(v) for v in t["balance"].to_pylist()], strict=True))
+
+
+def _write(location: LakeLocation, shard: int, last: int, first: int = 1, kill_at: str | None = None
+           ) -> subprocess.Popen:
+    env = {**os.environ, **({"SCOREHOUSE_KILL_AT": kill_at} if kill_at else {})}
+    return subprocess.Popen([sys.executable, "-m", "tests.lake_writer", location.catalog, location.warehouse,
+                             str(shard), str(first), str(last)], env=env, stderr=subprocess.PIPE, text=True)
+
+
+def _write_all(location: LakeLocation) -> Lake:
+    """Round 1 of every shard, in this process."""
+    lake = Lake(location)
+    for k in range(4):
+        write_rounds(lake, k, 1)
+    return lake
+
+
+@pytest.fixture
+def location(postgres_url, tmp_path, request):
+    # One database per test: the tests share the session's server, not each other's tables.
+    db = f"lake_{abs(hash(request.node.name)) % 10**8}"
+    subprocess.run([bindir() / "psql", postgres_url, "-qc", f"CREATE DATABASE {db}"], check=True)
+    return LakeLocation(postgres_url.rsplit("/", 1)[0] + f"/{db}", str(tmp_path / "warehouse"))
+
+
+def test_shard_is_the_same_in_python_and_duckdb_and_spreads_customers():
+    ids = [f"C{i:06d}" for i in range(4000)]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE c AS SELECT unnest(?) AS customer_id", [ids])
+    in_sql = dict(con.execute(f"SELECT customer_id, {shard_sql('customer_id', 8)} FROM c").fetchall())
+    assert in_sql == {i: shard_of(i, 8) for i in ids}
+    sizes = Counter(in_sql.values())
+    assert sorted(sizes) == list(range(8)) and min(sizes.values()) > 400 and max(sizes.values()) < 600
+    assert shard_of(12345, 4) == shard_of("12345", 4)  # a numeric id shards as its text
+    with pytest.raises(ValueError, match="from 1 to 4096"):
+        check(0)
+
+
+def test_each_shard_replaces_only_its_own_part_and_a_pinned_reader_keeps_its_snapshot(location):
+    lake = _write_all(location)
+    assert _rows(lake) == _expected({0: 1, 1: 1, 2: 1, 3: 1})
+    assert sum(lake.shard_counts("features.balances").values()) == 2000
+    pinned = lake.pin(["features.balances", "features.missing"])
+    assert pinned["features.missing"] is None
+
+    write_rounds(lake, 2, 3)  # shard 2 rewritten three times: its last round stands
+    assert _rows(lake) == _expected({0: 1, 1: 1, 2: 3, 3: 1})
+    assert _rows(lake, shards=[2]) == _expected({2: 3})
+    assert _rows(lake, at=pinned["features.balances"]) == _expected({0: 1, 1: 1, 2: 1, 3: 1})
+    assert _rows(lake, snapshot=date(2026, 9, 30)) == Counter()
+
+
+def test_writers_of_different_shards_commit_side_by_side(location):
+    writers = [_write(location, k, 3) for k in range(2)]  # two processes, as on this machine's two cores
+    lake = Lake(location)
+    write_rounds(lake, 2, 3)
+    assert [w.wait() for w in writers] == [0, 0], [w.stderr.read()[-500:] for w in writers]
+    assert _rows(lake) == _expected({0: 3, 1: 3, 2: 3})
+
+
+def test_a_writer_killed_before_its_commit_leaves_the_table_as_it_was_and_a_rerun_converges(location):
+    lake = _write_all(location)
+    killed = _write(location, 1, 2, first=2, kill_at="lake_write")
+    assert killed.wait() == -signal.SIGKILL
+    assert _rows(lake) == _expected({0: 1, 1: 1, 2: 1, 3: 1})  # the killed round's files are not in any snapshot
+    write_rounds(lake, 1, 2)
+    assert _rows(lake) == _expected({0: 1, 1: 2, 2: 1, 3: 1})
+
+
+def test_a_new_column_is_added_and_older_parts_read_it_as_null(location):
+    lake = Lake(location)
+    con = duckdb.connect()
+    lake.write_part("features.pivots", con.sql("SELECT 'a' AS customer_id, 1::UBIGINT AS n").to_arrow_table(), shard=0)
+    lake.write_part("features.pivots", con.sql("SELECT 'b' AS customer_id, 2 AS n, NULL AS extra").to_arrow_table(),
+                    shard=1)
+    rows = lake.read("features.pivots").sort_by("customer_id").to_pylist()
+    assert rows == [{"customer_id": "a", "n": 1, "extra": None}, {"customer_id": "b", "n": 2, "extra": None}]
+
+
+def test_a_bad_catalog_is_one_line_without_the_password(tmp_path):
+    with pytest.raises(LakeError, match="expected postgresql://"):
+        Lake(LakeLocation("mysql://u@h/db", str(tmp_path)))
+    with pytest.raises(LakeError) as e:
+        Lake(LakeLocation("postgresql://scorehouse:s3cret@127.0.0.1:1/none", str(tmp_path)))
+    assert "s3cret" not in str(e.value) and "***" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(LakeError, match="<schema>.<table>"):
+        Lake._check("Features.x; DROP")

@@ -1,0 +1,198 @@
+"""Tables in an Apache Iceberg catalog: the storage of the iceberg warehouse backend (docs/scale-out.md).
+
+DuckDB still does the work: a step reads its part of the inputs as Arrow (`read`), runs the pipeline's own
+SQL in a local DuckDB, and writes its output back with `write_part`, which replaces exactly one part (a
+customer shard, and a snapshot date for the tables built as of one) in a single catalog commit. A re-run
+replaces what the killed or earlier run wrote (idempotent); other shards' writers commit beside it (the
+catalog serialises commits and pyiceberg retries the ones that raced); a reader sees a table's current
+snapshot, before or after a part's commit, never between (`pin` fixes those snapshots for a reader that reads
+several tables, as publishing does).
+
+The catalog is pyiceberg's SQL catalog (PostgreSQL for several processes or machines; a SQLite file for one
+process); the data lives under the warehouse location (a folder, or an object store pyiceberg supports).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from warehouse import failpoints
+
+SHARD = "_shard"
+SNAPSHOT = "_snapshot_date"
+PARTS = (SHARD, SNAPSHOT)
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+_CATALOG_SCHEMES = {"postgresql": "postgresql+psycopg2", "postgresql+psycopg2": "postgresql+psycopg2",
+                    "sqlite": "sqlite"}
+
+
+class LakeError(ValueError):
+    """A lake location or table name that cannot be used, said in one line."""
+
+
+@dataclass(frozen=True)
+class LakeLocation:
+    catalog: str  # postgresql://user[:password]@host:port/database, or sqlite:////path/catalog.db
+    warehouse: str  # a local folder, file:///folder or s3://bucket/prefix
+
+    def catalog_url(self) -> str:
+        scheme, sep, rest = self.catalog.partition("://")
+        if not sep or scheme not in _CATALOG_SCHEMES:
+            raise LakeError(f"catalog {_redact(self.catalog)!r}: expected postgresql://user@host:port/database or "
+                            f"sqlite:////path/catalog.db")
+        return f"{_CATALOG_SCHEMES[scheme]}://{rest}"
+
+    def warehouse_url(self) -> str:
+        if "://" in self.warehouse:
+            return self.warehouse
+        path = Path(self.warehouse).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path.as_uri()
+
+
+def _redact(url: str) -> str:
+    """A catalog URL without its password: error messages go to logs and alerts."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def _iceberg_types(rows: pa.Table) -> pa.Table:
+    """Arrow columns Iceberg can hold: unsigned integers as signed 64-bit (a value that does not fit fails the
+    cast, it is not wrapped), and DuckDB's untyped NULL columns as text."""
+    fields = []
+    for f in rows.schema:
+        t = f.type
+        if pa.types.is_unsigned_integer(t):
+            t = pa.int64()
+        elif pa.types.is_null(t):
+            t = pa.string()
+        fields.append(pa.field(f.name, t))
+    target = pa.schema(fields)
+    return rows if target == rows.schema else rows.cast(target)
+
+
+def _with_parts(rows: pa.Table, shard: int, snapshot: date | None) -> pa.Table:
+    rows = rows.drop_columns([c for c in PARTS if c in rows.column_names])
+    rows = rows.append_column(pa.field(SHARD, pa.int32(), nullable=False),
+                              pa.array([shard] * rows.num_rows, pa.int32()))
+    if snapshot is not None:
+        rows = rows.append_column(pa.field(SNAPSHOT, pa.date32(), nullable=False),
+                                  pa.array([snapshot] * rows.num_rows, pa.date32()))
+    return rows
+
+
+class Lake:
+    """One catalog and warehouse. Table names are `<schema>.<table>` as in the DuckDB warehouse."""
+
+    def __init__(self, location: LakeLocation):
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        self.location = location
+        try:
+            self.catalog = SqlCatalog("scorehouse", uri=location.catalog_url(), warehouse=location.warehouse_url())
+        except Exception as e:  # the driver's message names host and port; the URL's password is left out
+            raise LakeError(f"cannot open the Iceberg catalog {_redact(location.catalog)}: "
+                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+
+    @staticmethod
+    def _check(name: str) -> str:
+        if not _NAME.match(name):
+            raise LakeError(f"table name {name!r}: expected <schema>.<table> in lower case")
+        return name
+
+    def exists(self, name: str) -> bool:
+        return self.catalog.table_exists(self._check(name))
+
+    def _table(self, name: str, schema: pa.Schema, by_snapshot: bool):
+        from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
+
+        if self.catalog.table_exists(name):
+            return self.catalog.load_table(name)
+        self.catalog.create_namespace_if_not_exists(name.split(".")[0])
+        try:
+            with self.catalog.create_table_transaction(name, schema=schema) as tx, tx.update_spec() as spec:
+                spec.add_identity(SHARD)
+                if by_snapshot:
+                    spec.add_identity(SNAPSHOT)
+        except (CommitFailedException, TableAlreadyExistsError):
+            pass  # another shard's writer created it first: the same table
+        return self.catalog.load_table(name)
+
+    def _evolve(self, name: str, table, schema: pa.Schema):
+        """Columns new in this write (a feature table gains a pivot column) are added; a column this write does
+        not have stays, null in its rows. Retried when another writer changed the schema at the same time."""
+        from pyiceberg.exceptions import CommitFailedException
+
+        for _ in range(5):
+            known = set(table.schema().column_names)
+            if all(f.name in known for f in schema):
+                return table
+            try:
+                with table.update_schema() as update:
+                    update.union_by_name(schema)
+            except CommitFailedException:
+                table = self.catalog.load_table(name)
+        raise LakeError(f"{name}: its schema kept changing under this write; run the step again")
+
+    def write_part(self, name: str, rows: pa.Table, *, shard: int, snapshot: date | None = None) -> int:
+        """Replace the rows of (shard[, snapshot]) in `name` with `rows`, in one commit; returns the new
+        current snapshot id. Every table is partitioned by shard, and by snapshot date when written with one."""
+        from pyiceberg.expressions import And, EqualTo
+
+        self._check(name)
+        rows = _with_parts(_iceberg_types(rows), shard, snapshot)
+        table = self._evolve(name, self._table(name, rows.schema, snapshot is not None), rows.schema)
+        part = EqualTo(SHARD, shard)
+        if snapshot is not None:
+            part = And(part, EqualTo(SNAPSHOT, snapshot.isoformat()))
+        with table.transaction() as tx, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Delete operation did not match")  # a part's first write
+            tx.overwrite(rows, overwrite_filter=part)
+            failpoints.reached("lake_write")  # the part's data files are written; the catalog commit is not made
+        return self.catalog.load_table(name).current_snapshot().snapshot_id
+
+    def pin(self, names: Iterable[str]) -> dict[str, int | None]:
+        """The current snapshot id of each table (None: empty or missing): read them all `at` these."""
+        pins = {}
+        for name in names:
+            if not self.exists(name):
+                pins[name] = None
+                continue
+            current = self.catalog.load_table(name).current_snapshot()
+            pins[name] = current.snapshot_id if current else None
+        return pins
+
+    def read(self, name: str, *, shards: Iterable[int] | None = None, snapshot: date | None = None,
+             at: int | None = None, columns: Iterable[str] | None = None) -> pa.Table:
+        """Rows of `name` (of the given shards, of one snapshot date, as of snapshot id `at`), without the
+        partition columns."""
+        from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In
+
+        table = self.catalog.load_table(self._check(name))
+        where = AlwaysTrue()
+        if shards is not None:
+            where = And(where, In(SHARD, sorted(set(shards))))
+        if snapshot is not None:
+            where = And(where, EqualTo(SNAPSHOT, snapshot.isoformat()))
+        selected = tuple(columns) if columns is not None else ("*",)
+        rows = table.scan(row_filter=where, snapshot_id=at, selected_fields=selected).to_arrow()
+        return rows.drop_columns([c for c in PARTS if c in rows.column_names])
+
+    def shard_counts(self, name: str, at: int | None = None) -> dict[int, int]:
+        """Rows per shard: what a test or an operator checks a run against."""
+        rows = self.catalog.load_table(self._check(name)).scan(snapshot_id=at, selected_fields=(SHARD,)).to_arrow()
+        if rows.num_rows == 0:
+            return {}
+        counts = pc.value_counts(rows[SHARD]).to_pylist()
+        return {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])}
