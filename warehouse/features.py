@@ -149,10 +149,14 @@ def build_population(con, snap: date) -> int:
     return _count(con, "features.population")
 
 
-def _top_values(con, kind: str, expr: str, table: str, where: str) -> list[str]:
+def _top_values(con, kind: str, expr: str, table: str, where: str, given: dict[str, list[str]] | None = None
+                ) -> list[str]:
     """The values a pivot makes columns of (channels, spend categories, products): the most frequent now, plus
     every value an earlier build pivoted (features.pivots), so a column a model was trained on does not vanish
-    when its value drops out of the top (it stays, with zeros) and scoring never misses an input for that."""
+    when its value drops out of the top (it stays, with zeros) and scoring never misses an input for that.
+    `given`: the lists chosen for the whole bank (a shard's build on the iceberg backend uses the bank's)."""
+    if given is not None:
+        return given[kind]
     con.execute("CREATE TABLE IF NOT EXISTS features.pivots (kind VARCHAR, value VARCHAR, first_built TIMESTAMP)")
     top = [r[0] for r in con.execute(
         f"SELECT {expr} AS v, count(*) n FROM {table} WHERE {where} AND {expr} IS NOT NULL "
@@ -171,12 +175,24 @@ def _quintile(col: str) -> str:
     return f"least(5, 1 + floor(5 * {mid}))::INTEGER"
 
 
-def build_rfm(con, snap: date) -> int:
-    """RFM, windowed counts and spend, trends and channel/category mix from transactions."""
+def pivot_values(con, snap: date) -> dict[str, list[str]]:
+    """The pivot lists of every kind, chosen over this warehouse's rows (and recorded in features.pivots)."""
     s = f"DATE '{snap}'"
     in_year = f"transaction_date < {s} + 1 AND transaction_date >= {s} - 364"
-    channels = _top_values(con, "channel", "lower(channel)", "raw.transactions", in_year)
-    categories = _top_values(con, "category", "lower(category)", "raw.transactions", f"{in_year} AND amount < 0")
+    kind, joined, open_at = _product_pivot(con, snap)
+    return {"channel": _top_values(con, "channel", "lower(channel)", "raw.transactions", in_year),
+            "category": _top_values(con, "category", "lower(category)", "raw.transactions", f"{in_year} AND amount < 0"),
+            "product": _top_values(con, "product", kind, joined, open_at)}
+
+
+def build_rfm(con, snap: date, pivots: dict[str, list[str]] | None = None, scores: bool = True) -> int:
+    """RFM, windowed counts and spend, trends and channel/category mix from transactions. Without `scores`, the
+    quintile scores (over the whole population) are left to `build_population_scores`."""
+    s = f"DATE '{snap}'"
+    in_year = f"transaction_date < {s} + 1 AND transaction_date >= {s} - 364"
+    channels = _top_values(con, "channel", "lower(channel)", "raw.transactions", in_year, pivots)
+    categories = _top_values(con, "category", "lower(category)", "raw.transactions", f"{in_year} AND amount < 0",
+                             pivots)
     # Each row carries 0/1 indicators (in window w, in the year, debit amount, credit amount) computed once,
     # and the aggregates are plain sums of products: about twice as fast in DuckDB as ~45 FILTER clauses.
     flags = ", ".join(f"(transaction_date >= {s} - {w - 1})::INTEGER AS d{w}" for w in WINDOWS)
@@ -224,20 +240,23 @@ def build_rfm(con, snap: date) -> int:
                    coalesce(a.spend_365d, 0) AS monetary,
                    a.txn_count_90d / nullif(a.txn_prev_90d, 0) AS txn_trend_90d,
                    a.spend_90d / nullif(a.spend_prev_90d, 0) AS spend_trend_90d
-            FROM features.population p LEFT JOIN agg a USING (customer_id)),
-        -- Quintiles by mid-rank: a run of equal values is placed at its middle, so equal values get equal
-        -- scores, the same on every run (ntile split ties arbitrarily), and a big tie (e.g. everyone seen
-        -- yesterday) does not swallow the scale. Over a narrow projection: a window over the wide rows
-        -- re-sorts every column.
-        q AS (
-            SELECT customer_id,
-                   CASE WHEN recency_days IS NULL THEN 1 ELSE 6 - {_quintile("recency_days")} END AS rfm_r,
-                   {_quintile("frequency")} AS rfm_f,
-                   {_quintile("monetary")} AS rfm_m
-            FROM (SELECT customer_id, recency_days, frequency, monetary FROM b))
-        SELECT b.*, q.rfm_r, q.rfm_f, q.rfm_m, q.rfm_r * 100 + q.rfm_f * 10 + q.rfm_m AS rfm_score
-        FROM b JOIN q USING (customer_id) ORDER BY b.customer_id""")
+            FROM features.population p LEFT JOIN agg a USING (customer_id))
+        {f", q AS ({_rfm_scores_select('b')}) SELECT b.*, q.* EXCLUDE (customer_id) FROM b JOIN q USING (customer_id)"
+         if scores else "SELECT * FROM b"}
+        ORDER BY customer_id""")
     return _count(con, "features.rfm")
+
+
+def _rfm_scores_select(src: str) -> str:
+    # Quintiles by mid-rank: a run of equal values is placed at its middle, so equal values get equal scores, the
+    # same on every run (ntile split ties arbitrarily), and a big tie (e.g. everyone seen yesterday) does not
+    # swallow the scale. Over a narrow projection: a window over the wide rows re-sorts every column.
+    return f"""
+        SELECT customer_id, r AS rfm_r, f AS rfm_f, m AS rfm_m, r * 100 + f * 10 + m AS rfm_score FROM (
+            SELECT customer_id,
+                   CASE WHEN recency_days IS NULL THEN 1 ELSE 6 - {_quintile("recency_days")} END AS r,
+                   {_quintile("frequency")} AS f, {_quintile("monetary")} AS m
+            FROM (SELECT customer_id, recency_days, frequency, monetary FROM {src}))"""
 
 
 def build_balances(con, snap: date) -> int:
@@ -283,19 +302,25 @@ def build_balances(con, snap: date) -> int:
     return _count(con, "features.balances")
 
 
-def build_holdings(con, snap: date) -> int:
+def _product_pivot(con, snap: date) -> tuple[str, str, str]:
+    """What a product flag is (a category when the bank sends a catalogue, else the product id), the holdings
+    it is counted over, and the condition of a holding open at the snapshot."""
+    s = f"DATE '{snap}'"
+    products = state(con, "products", snap)
+    kind = "coalesce(lower(pr.category), lower(a.product_id))" if has_rows(con, products) else "lower(a.product_id)"
+    joined = f"{state(con, 'accounts', snap)} a LEFT JOIN {products} pr USING (product_id)"
+    return kind, joined, f"(a.opened_date IS NULL OR a.opened_date <= {s}) AND (a.closed_date IS NULL OR a.closed_date > {s})"
+
+
+def build_holdings(con, snap: date, pivots: dict[str, list[str]] | None = None) -> int:
     """Product holdings at the snapshot, product flags, and loans.
 
     Loan status and the `defaulted` flag describe the loan when the file was exported, i.e. after the
     snapshot: they are outcomes, not features, and are left out here."""
     s = f"DATE '{snap}'"
     open_at = f"(opened_date IS NULL OR opened_date <= {s}) AND (closed_date IS NULL OR closed_date > {s})"
-    products = state(con, "products", snap)
-    has_products = has_rows(con, products)
-    # Flags per product category when the bank sends a catalogue, else per product id.
-    kind = ("coalesce(lower(pr.category), lower(a.product_id))" if has_products else "lower(a.product_id)")
-    joined = f"{state(con, 'accounts', snap)} a LEFT JOIN {products} pr USING (product_id)"
-    kinds = _top_values(con, "product", kind, joined, open_at.replace("opened_date", "a.opened_date").replace("closed_date", "a.closed_date"))
+    kind, joined, open_a = _product_pivot(con, snap)
+    kinds = _top_values(con, "product", kind, joined, open_a, pivots)
     flags = "".join(
         f",\n max(CASE WHEN {kind} = {_lit(k)} AND {open_at} THEN 1 ELSE 0 END) AS has_{_slug(k)}" for k in kinds
     )
@@ -353,14 +378,16 @@ def customer_extra_columns(con) -> list[tuple[str, str]]:
     return [(c, t) for c, t in extras if c not in distinct or distinct[c] <= max(50, 0.2 * rows)]
 
 
-def build_customer_features(con, snap: date) -> int:
-    """The wide model-ready table: demographics, RFM, balances, holdings, ratios, health score, aggregates."""
+def build_customer_features(con, snap: date, extras: list[tuple[str, str]] | None = None,
+                            population: bool = True) -> int:
+    """The wide model-ready table: demographics, RFM, balances, holdings, ratios, health score, aggregates.
+    Without `population`, the columns computed over the whole population are left to `build_population_scores`
+    (a shard's build on the iceberg backend); `extras`: the bank's customer attributes chosen for the whole bank."""
     s = f"DATE '{snap}'"
-    extras = customer_extra_columns(con)
+    extras = customer_extra_columns(con) if extras is None else extras
     extra_sql = "".join(f',\n c."{n}" AS "attr_{n}"' for n, _ in extras)
-    con.execute(f"""
-        CREATE OR REPLACE TABLE features.customer_features AS
-        WITH base AS (
+    own = f"""
+        base AS (
             SELECT p.customer_id, p.snapshot_date,
                    coalesce(date_diff('year', c.birth_date, {s}), c.age) AS age,
                    c.gender, c.income, c.credit_score, c.region, c.city, c.segment, c.agency_id, c.manager_id,
@@ -378,7 +405,28 @@ def build_customer_features(con, snap: date) -> int:
         ratios AS MATERIALIZED (
             SELECT *, (monetary / 12) / nullif(income_monthly, 0) AS spend_to_income,
                    loan_payment_monthly / nullif(income_monthly, 0) AS debt_to_income
-            FROM joined),
+            FROM joined)"""
+    tail = (f", pop AS ({_population_select(con, 'ratios', snap)}) SELECT ratios.*, pop.* EXCLUDE (customer_id) "
+            f"FROM ratios JOIN pop USING (customer_id)") if population else " SELECT * FROM ratios"
+    con.execute(f"CREATE OR REPLACE TABLE features.customer_features AS WITH {own}{tail}")
+    return _count(con, "features.customer_features")
+
+
+# The columns computed over the whole population (quintiles, percentiles, group shares and means), and what they
+# are computed from: on the iceberg backend every shard builds its own customers' other columns, one step
+# computes these over all shards' inputs (build_population_scores), and `add_population_scores` joins them in.
+RFM_SCORES = ("rfm_r", "rfm_f", "rfm_m", "rfm_score")
+POPULATION_COLUMNS = (*RFM_SCORES, "financial_health_score", "agency_customer_share", "agency_avg_income",
+                      "agency_avg_balance", "manager_customer_share", "manager_tenure_years")
+POPULATION_INPUTS = ("customer_id", "recency_days", "frequency", "monetary", "income_monthly", "credit_score",
+                     "balance_now", "spend_to_income", "agency_id", "manager_id")
+
+
+def _population_select(con, src: str, snap: date) -> str:
+    s = f"DATE '{snap}'"
+    return f"""
+        WITH n AS (SELECT customer_id, income_monthly, credit_score, balance_now, spend_to_income, agency_id,
+                          manager_id FROM {src}),
         -- ranks over a narrow projection: a window over all ~90 columns re-sorts every one of them
         ranks AS (
             SELECT customer_id,
@@ -390,26 +438,50 @@ def build_customer_features(con, snap: date) -> int:
                         PARTITION BY balance_now IS NULL ORDER BY balance_now) END AS p_savings,
                    CASE WHEN spend_to_income IS NOT NULL THEN 1 - percent_rank() OVER (
                         PARTITION BY spend_to_income IS NULL ORDER BY spend_to_income) END AS p_spending
-            FROM (SELECT customer_id, income_monthly, credit_score, balance_now, spend_to_income FROM ratios)),
-        parts AS (SELECT * FROM ratios JOIN ranks USING (customer_id)),
+            FROM n),
         agency AS (
             SELECT agency_id, count(*) / sum(count(*)) OVER () AS agency_customer_share,
                    avg(income_monthly) * 12 AS agency_avg_income, avg(balance_now) AS agency_avg_balance
-            FROM ratios WHERE agency_id IS NOT NULL GROUP BY agency_id),
+            FROM n WHERE agency_id IS NOT NULL GROUP BY agency_id),
         manager AS (
             SELECT r.manager_id, count(*) / sum(count(*)) OVER () AS manager_customer_share,
                    any_value(date_diff('day', m.hired_date, {s}) / 365.25) AS manager_tenure_years
-            FROM ratios r LEFT JOIN {state(con, "managers", snap)} m USING (manager_id)
+            FROM n r LEFT JOIN {state(con, "managers", snap)} m USING (manager_id)
             WHERE r.manager_id IS NOT NULL GROUP BY r.manager_id)
-        SELECT pa.* EXCLUDE (p_income, p_credit, p_savings, p_spending),
+        SELECT n.customer_id,
                round(100 * (0.40 * coalesce(p_income, 0) + 0.25 * coalesce(p_credit, 0)
                            + 0.20 * coalesce(p_savings, 0) + 0.15 * coalesce(p_spending, 0))
                      / nullif(0.40 * (p_income IS NOT NULL)::INT + 0.25 * (p_credit IS NOT NULL)::INT
                               + 0.20 * (p_savings IS NOT NULL)::INT + 0.15 * (p_spending IS NOT NULL)::INT, 0),
                      1) AS financial_health_score,
                ag.* EXCLUDE (agency_id), mg.* EXCLUDE (manager_id)
-        FROM parts pa LEFT JOIN agency ag USING (agency_id) LEFT JOIN manager mg USING (manager_id)""")
-    return _count(con, "features.customer_features")
+        FROM n JOIN ranks USING (customer_id) LEFT JOIN agency ag USING (agency_id)
+        LEFT JOIN manager mg USING (manager_id)"""
+
+
+def build_population_scores(con, src: str, snap: date) -> int:
+    """features.population_scores: POPULATION_COLUMNS per customer, over `src` (a relation of
+    POPULATION_INPUTS for the whole population: every shard's customer_features built without them)."""
+    con.execute(f"""
+        CREATE OR REPLACE TABLE features.population_scores AS
+        WITH src AS MATERIALIZED (SELECT {", ".join(POPULATION_INPUTS)} FROM {src}),
+        q AS ({_rfm_scores_select("src")}), pop AS ({_population_select(con, "src", snap)})
+        SELECT q.*, pop.* EXCLUDE (customer_id) FROM q JOIN pop USING (customer_id) ORDER BY customer_id""")
+    return _count(con, "features.population_scores")
+
+
+def add_population_scores(con, scores: str) -> None:
+    """features.rfm and features.customer_features built without the population's columns get them from
+    `scores` (rows of build_population_scores), in the columns' places of a build with them."""
+    rfm = [c for c, _ in _cols(con, "features", "rfm")]
+    own = [c for c, _ in _cols(con, "features", "customer_features")]
+    at = max(own.index(c) for c in rfm if c in own) + 1  # the quintiles follow the other RFM columns
+    order = [*(f'f."{c}"' for c in own[:at]), *(f"s.{c}" for c in RFM_SCORES), *(f'f."{c}"' for c in own[at:]),
+             *(f"s.{c}" for c in POPULATION_COLUMNS if c not in RFM_SCORES)]
+    con.execute(f"CREATE OR REPLACE TABLE features.customer_features AS SELECT {', '.join(order)} "
+                f"FROM features.customer_features f JOIN {scores} s USING (customer_id)")
+    con.execute(f"CREATE OR REPLACE TABLE features.rfm AS SELECT f.*, {', '.join(f's.{c}' for c in RFM_SCORES)} "
+                f"FROM features.rfm f JOIN {scores} s USING (customer_id) ORDER BY customer_id")
 
 
 def build_labels(con, snap: date) -> int:

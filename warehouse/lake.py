@@ -162,6 +162,15 @@ class Lake:
             failpoints.reached("lake_write")  # the part's data files are written; the catalog commit is not made
         return self.catalog.load_table(name).current_snapshot().snapshot_id
 
+    def drop_shards_from(self, name: str, shards: int) -> None:
+        """Delete the parts of shards >= `shards` (what a bank sharded more finely before left behind)."""
+        from pyiceberg.expressions import GreaterThanOrEqual
+
+        if self.exists(name):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Delete operation did not match")
+                self.catalog.load_table(name).delete(GreaterThanOrEqual(SHARD, shards))
+
     def pin(self, names: Iterable[str]) -> dict[str, int | None]:
         """The current snapshot id of each table (None: empty or missing): read them all `at` these."""
         pins = {}

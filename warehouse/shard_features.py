@@ -1,0 +1,153 @@
+"""Feature tables built shard by shard on the iceberg backend (docs/scale-out.md), with the pipeline's own SQL.
+
+Each step opens a DuckDB of its own in memory, reads its part of the lake into the same tables the embedded
+warehouse has (raw.<table>, raw.<table>_history, features.<table>), runs warehouse/features.py's builders, and
+writes its results back as one part each (`Lake.write_part`). What a shard cannot know alone is decided for the
+whole bank: the pivot columns and the customer attributes before the shards (`plan`), the columns computed
+over the whole population (quintiles, percentiles, group shares) after them (`population_step`), from a
+narrow projection of every shard's rows. The tables a shard reads back (`load_features`) then equal, row for
+row, the tables the embedded warehouse builds from the same deliveries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import duckdb
+import pyarrow as pa
+
+from warehouse import features as F
+from warehouse.contract import HISTORY, LINEAGE, TABLES, Table
+from warehouse.lake import Lake
+from warehouse.schema import ensure_raw_table, ensure_schemas, storage, table_mode
+from warehouse.shards import check, shard_sql
+
+FEATURE_TABLES = ("population", "rfm", "balances", "holdings", "labels", "customer_features")
+SCORES = "features.population_scores"
+
+
+def _arrow(con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:
+    """A query's rows as Arrow without a copy (the relation API), once the warehouse functions' last execute()
+    is run to its end (they read single rows with fetchone, which leaves it open)."""
+    con.complete()
+    return con.sql(query).to_arrow_table()
+
+
+def _per_customer(contract: Table) -> bool:
+    return any(c.name == "customer_id" for c in contract.columns)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every shard builds with, decided once for the bank."""
+
+    snapshot: date
+    pivots: dict[str, list[str]]
+    extras: list[tuple[str, str]]
+
+
+def plan(con: duckdb.DuckDBPyConnection, snap: date) -> Plan:
+    """The pivot lists (recorded in features.pivots, as the embedded build does) and the customer attributes
+    used as features, chosen over the whole bank's raw tables in `con`."""
+    return Plan(snap, F.pivot_values(con, snap), F.customer_extra_columns(con))
+
+
+def export_raw(con: duckdb.DuckDBPyConnection, lake: Lake, shards: int) -> dict[str, int]:
+    """The raw tables the ingest keeps (with their history) into the lake: tables of customers' rows by shard,
+    the others (products, managers, agencies, targets) whole, in shard 0. Returns rows per lake table."""
+    check(shards)
+    written = {}
+    for contract in TABLES.values():
+        mode = table_mode(con, contract.name)
+        if mode is None:
+            continue
+        table = storage(contract, mode)
+        if _per_customer(contract):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _sharded AS SELECT *, {shard_sql('customer_id', shards)} "
+                        f"AS _part FROM {table}")
+            for k in range(shards):
+                lake.write_part(table, _arrow(con, f"SELECT * EXCLUDE (_part) FROM _sharded WHERE _part = {k}"),
+                                shard=k)
+            con.execute("DROP TABLE _sharded")
+            lake.drop_shards_from(table, shards)  # a bank re-sharded to fewer shards keeps no stale part
+        else:
+            lake.write_part(table, _arrow(con, f"SELECT * FROM {table}"), shard=0)
+        (written[table],), = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+    return written
+
+
+def load_raw(con: duckdb.DuckDBPyConnection, lake: Lake, shard: int | None, only: tuple[str, ...] | None = None
+             ) -> None:
+    """raw.* in `con` as the ingest keeps them, holding shard `shard`'s customers (None: every shard) and every
+    row of the tables that are not per customer."""
+    ensure_schemas(con)
+    for contract in TABLES.values():
+        if only is not None and contract.name not in only:
+            continue
+        history = f"raw.{contract.name}_history"
+        mode = "snapshot" if lake.exists(history) else "events" if lake.exists(f"raw.{contract.name}") else None
+        if mode is None:
+            ensure_raw_table(con, contract)  # never delivered: empty, as in the embedded warehouse
+            continue
+        rows = lake.read(storage(contract, mode), shards=[shard] if shard is not None and _per_customer(contract)
+                         else None)
+        known = {c.name for c in (*contract.columns, *LINEAGE, *HISTORY)}
+        con.register("_rows", rows)
+        con.complete()
+        rel = con.table("_rows")
+        extras = {n: str(t) for n, t in zip(rel.columns, rel.types, strict=True) if n not in known}
+        table = ensure_raw_table(con, contract, extras=extras, mode=mode)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
+        con.unregister("_rows")
+
+
+def build_shard(lake: Lake, shard: int, p: Plan) -> dict[str, int]:
+    """One shard's feature tables, without the population's columns, written to the lake for (shard,
+    snapshot). Returns rows per table."""
+    with duckdb.connect() as con:
+        load_raw(con, lake, shard)
+        con.execute("CREATE SCHEMA IF NOT EXISTS features")
+        snap = p.snapshot
+        counts = {"population": F.build_population(con, snap),
+                  "rfm": F.build_rfm(con, snap, p.pivots, scores=False),
+                  "balances": F.build_balances(con, snap),
+                  "holdings": F.build_holdings(con, snap, p.pivots),
+                  "labels": F.build_labels(con, snap),
+                  "customer_features": F.build_customer_features(con, snap, p.extras, population=False)}
+        for t in FEATURE_TABLES:
+            lake.write_part(f"features.{t}", _arrow(con, f"SELECT * FROM features.{t}"), shard=shard, snapshot=snap)
+    return counts
+
+
+def population_step(lake: Lake, shards: int, snap: date) -> int:
+    """features.population_scores for every customer of every shard, from the shards' narrow inputs, written
+    back shard by shard. Returns the customers scored."""
+    inputs = lake.read("features.customer_features", snapshot=snap, columns=F.POPULATION_INPUTS)
+    with duckdb.connect() as con:
+        load_raw(con, lake, None, only=("managers",))
+        con.execute("CREATE SCHEMA IF NOT EXISTS features")
+        con.register("_inputs", inputs)
+        n = F.build_population_scores(con, "_inputs", snap)
+        con.execute(f"CREATE TEMP TABLE _sharded AS SELECT *, {shard_sql('customer_id', shards)} AS _part "
+                    f"FROM {SCORES}")
+        for k in range(shards):
+            lake.write_part(SCORES, _arrow(con, f"SELECT * EXCLUDE (_part) FROM _sharded WHERE _part = {k}"),
+                            shard=k, snapshot=snap)
+    return n
+
+
+def load_features(con: duckdb.DuckDBPyConnection, lake: Lake, shard: int | None, snap: date,
+                  pins: dict[str, int | None] | None = None) -> None:
+    """features.* in `con` for one shard (None: every shard) as of the snapshot date, the population's columns
+    joined in: the tables a model trains on or scores, equal to the embedded build's rows. `pins` reads each
+    table as of a pinned lake snapshot (Lake.pin), so a reader never mixes two runs' parts."""
+    shards = None if shard is None else [shard]
+    pins = pins or {}
+    con.execute("CREATE SCHEMA IF NOT EXISTS features")
+    for t in FEATURE_TABLES:
+        con.register("_rows", lake.read(f"features.{t}", shards=shards, snapshot=snap, at=pins.get(f"features.{t}")))
+        con.execute(f"CREATE OR REPLACE TABLE features.{t} AS SELECT * FROM _rows")
+    con.register("_rows", lake.read(SCORES, shards=shards, snapshot=snap, at=pins.get(SCORES)))
+    F.add_population_scores(con, "_rows")
+    con.unregister("_rows")
