@@ -319,8 +319,8 @@ def build_holdings(con, snap: date, pivots: dict[str, list[str]] | None = None) 
     snapshot: they are outcomes, not features, and are left out here."""
     s = f"DATE '{snap}'"
     open_at = f"(opened_date IS NULL OR opened_date <= {s}) AND (closed_date IS NULL OR closed_date > {s})"
-    kind, joined, open_a = _product_pivot(con, snap)
-    kinds = _top_values(con, "product", kind, joined, open_a, pivots)
+    kind, joined, open_in_joined = _product_pivot(con, snap)
+    kinds = _top_values(con, "product", kind, joined, open_in_joined, pivots)
     flags = "".join(
         f",\n max(CASE WHEN {kind} = {_lit(k)} AND {open_at} THEN 1 ELSE 0 END) AS has_{_slug(k)}" for k in kinds
     )
