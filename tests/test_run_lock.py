@@ -4,11 +4,12 @@
 takes it again inside. Before, the CLI's summary read the warehouse after letting go, while a second run already
 held the file for writing ("Could not set lock"), and the first run exited 1 after a successful run."""
 
+import os
 import subprocess
 import sys
 import textwrap
 
-from warehouse.db import RunLockTimeout, run_lock
+from warehouse.db import SHARED_LOCK, RunLockTimeout, run_lock
 
 OTHER_PROCESS = textwrap.dedent("""
     import sys
@@ -61,3 +62,27 @@ def test_a_second_holder_waits_then_fails_naming_the_first(tmp_path):
         held.communicate("")
     with run_lock(path, "third", 0):
         pass
+
+
+def test_a_holder_can_let_the_processes_it_starts_in_and_no_other(tmp_path):
+    path = tmp_path / "run.lock"
+    with run_lock(path, "run of job 'lake_features' from `scorehouse run`", 0, children=True):
+        assert _other_process_tries(path) == "got it"  # a step the multiprocess executor started for the run
+    assert SHARED_LOCK not in os.environ
+    held = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from warehouse.db import run_lock
+        with run_lock(Path(sys.argv[1]), "run xyz", 0, children=True):
+            print("held", flush=True)
+            sys.stdin.read()
+    """), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "held"
+        # a process that is not its child, even one whose environment names it, waits like any other run
+        forged = {**os.environ, SHARED_LOCK: f"{held.pid} {path.resolve()}"}
+        probe = subprocess.run([sys.executable, "-c", OTHER_PROCESS, str(path)], capture_output=True, text=True,
+                               check=True, env=forged).stdout.strip()
+        assert f"run xyz (pid {held.pid}) holds" in probe
+    finally:
+        held.communicate("")

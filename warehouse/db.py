@@ -142,16 +142,20 @@ class RunLockTimeout(RuntimeError):
 
 
 _HELD: dict[str, int] = {}  # run locks this process holds: path -> its file descriptor
+SHARED_LOCK = "SCOREHOUSE_RUN_LOCK_SHARED"  # "<pid> <lock path>": a holder that lets its children in
 
 
 @contextmanager
-def run_lock(path: Path, holder: str, wait_seconds: float, on_wait=print, poll_seconds: float = 0.5):
+def run_lock(path: Path, holder: str, wait_seconds: float, on_wait=print, poll_seconds: float = 0.5,
+             children: bool = False):
     """One pipeline run per home at a time: an exclusive `flock` on `path`, held for the whole run.
 
     The kernel drops the lock when the process ends, however it ends (SIGKILL included), so a crashed run never
     blocks the next one. A second run waits up to `wait_seconds` (saying once who holds the lock), then fails
     with a message naming the holder. Re-entrant within a process: `scorehouse run` holds it from before its
-    run until after its summary has read the warehouse, and the run's own resource takes it again inside.
+    run until after its summary has read the warehouse, and the run's own resource takes it again inside. With
+    `children`, also for the processes it starts (their environment names the lock and its holder): the steps
+    the multiprocess executor starts for its run go ahead under its lock instead of waiting for it.
     """
     import fcntl
     import time
@@ -171,6 +175,9 @@ def run_lock(path: Path, holder: str, wait_seconds: float, on_wait=print, poll_s
                 break
             except BlockingIOError:
                 other = Path(path).read_text().strip() or "another process"
+                if _held_for_this_process_tree(key, other):
+                    yield
+                    return
                 if time.monotonic() >= deadline:
                     raise RunLockTimeout(f"{other} holds {path} (one run per home at a time); waited "
                                          f"{wait_seconds:.0f}s (warehouse.run_lock_wait_seconds)") from None
@@ -180,10 +187,22 @@ def run_lock(path: Path, holder: str, wait_seconds: float, on_wait=print, poll_s
                 time.sleep(poll_seconds)
         _write_holder(fd, holder)
         _HELD[key] = fd
+        if children:
+            os.environ[SHARED_LOCK] = f"{os.getpid()} {key}"
         yield
     finally:
-        _HELD.pop(key, None)
+        if _HELD.pop(key, None) is not None and children:
+            os.environ.pop(SHARED_LOCK, None)
         os.close(fd)  # releases the lock
+
+
+def _held_for_this_process_tree(key: str, holder: str) -> bool:
+    """Whether the lock is held by the process that started this one and shared it with its children."""
+    import psutil
+
+    pid, _, shared = os.environ.get(SHARED_LOCK, "").partition(" ")
+    return (shared == key and holder.endswith(f"(pid {pid})")
+            and int(pid) in {p.pid for p in psutil.Process().parents()})
 
 
 def _write_holder(fd: int, holder: str) -> None:
