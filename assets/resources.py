@@ -101,9 +101,14 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
     wh = load_settings(home.root, source)["warehouse"]
     # Landing: the environment, else the source config's own `landing:`, else <home>/landing.
     landing = os.environ.get("SCOREHOUSE_LANDING") or source_config(source).default_landing or str(home.root / "landing")
-    return {
+    resources = {
         "warehouse": Warehouse(home=str(home.root), memory_limit=wh["memory_limit"], threads=wh["threads"],
                                run_lock_wait_seconds=wh["run_lock_wait_seconds"]),
         "source": Source(source=source, landing=landing),
         "settings": Settings(home=str(home.root), source=source),
     }
+    if wh["backend"] == "iceberg":
+        from assets.lake import LakeResource
+
+        resources["lake"] = LakeResource(catalog=dg.EnvVar("SCOREHOUSE_CATALOG"), location=wh["lake"]["location"])
+    return resources

@@ -21,6 +21,7 @@ import typing
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,6 +36,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from ml.params import (
@@ -62,11 +64,33 @@ class Strict(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ sections
 
+class LakeSettings(Strict):
+    location: str | None = Field(None, description=(
+        "the Iceberg warehouse: a folder, file:///folder or s3://bucket/prefix (the catalog's URL, which may hold a "
+        "password, comes from the environment variable SCOREHOUSE_CATALOG: postgresql://user@host:port/database)"))
+    shards: int = Field(1, ge=1, le=4096, description=(
+        "customer shards: hash(customer_id) mod shards (docs/scale-out.md); each shard's features are one step"))
+    max_concurrent: int = Field(2, ge=1, description=(
+        "shard steps run at once by the multiprocess executor of job `lake_features` (one per core is a start)"))
+    first_snapshot: date = Field(date(2020, 1, 1), description=(
+        "the first day of `lake/features`' daily snapshot partitions (a past snapshot is backfilled from the UI)"))
+
+
 class WarehouseSettings(Strict):
     memory_limit: str = Field("2GB", description="DuckDB spills to <home>/tmp beyond this; keeps big loads within RAM")
     threads: int | None = Field(None, ge=1, description="DuckDB threads; null: all cores")
     run_lock_wait_seconds: float = Field(7200, ge=0, description=(
         "a run waits this long while another run of the same home holds it, then fails"))
+    backend: Literal["duckdb", "iceberg"] = Field("duckdb", description=(
+        "duckdb: everything in <home>/warehouse.duckdb (the default). iceberg: also the lake of `lake:`, built by "
+        "job `lake_features`, shard by shard (docs/scale-out.md; being built: scoring still reads the DuckDB file)"))
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+
+    @model_validator(mode="after")
+    def _lake_located(self):
+        if self.backend == "iceberg" and not self.lake.location:
+            raise ValueError("backend iceberg needs lake.location (a folder or s3://bucket/prefix)")
+        return self
 
 
 class IngestSettings(Strict):

@@ -256,8 +256,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     # finds the file held by the other run's writer. The run's Warehouse resource takes it again, in this process.
     with run_lock(home.run_lock, f"run of job {args.job!r} from `scorehouse run`",
                   settings["warehouse"]["run_lock_wait_seconds"],
-                  on_wait=_to_stderr):
+                  on_wait=_to_stderr, children=True):  # the multiprocess executor's steps run under it
         job = defs.resolve_job_def(args.job)
+        partition, problem = _partition(job, args.partition, home, cfg)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         selection = None
         if args.job == "scorehouse":
             selection = due_selection(job, home.root, settings, [s.name for s in SPECS])
@@ -274,7 +278,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 instance, home.dagster_home / "workspace.yaml", args.job, asset_selection=selection,
                 run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
                 tags={"scorehouse/trigger": "cli", "scorehouse/pid": str(os.getpid()),
-                      "scorehouse/host": os.uname().nodename})
+                      "scorehouse/host": os.uname().nodename,
+                      **({"dagster/partition": partition} if partition else {})})
             run_id = run.run_id
             progress = _Progress(instance, run_id)
             progress.start()
@@ -286,6 +291,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             _summary(home, result, run_id)
             _alerts(instance, run_id, home, settings)
         return 0 if result.success else 1
+
+
+def _partition(job, given: str | None, home: Home, cfg) -> tuple[str | None, str | None]:
+    """The partition to run a partitioned job for (given, else the snapshot date the warehouse's data gives),
+    or what is wrong."""
+    from datetime import date
+
+    if job.partitions_def is None:
+        return None, (f"job {job.name!r} has no partitions: leave out --partition" if given else None)
+    if given:
+        try:
+            return date.fromisoformat(given).isoformat(), None
+        except ValueError:
+            return None, f"--partition {given!r}: expected a snapshot date, YYYY-MM-DD"
+    from warehouse.db import connect
+    from warehouse.features import resolve_snapshot
+
+    if not home.warehouse.exists():
+        return None, f"job {job.name!r} builds on the ingest's tables: run `scorehouse run --job ingest` first"
+    with connect(home.warehouse, read_only=True) as con:
+        return resolve_snapshot(con, cfg.snapshot_date, cfg.holdout_days).isoformat(), None
 
 
 def _alerts(instance, run_id: str, home: Home, settings: dict) -> None:
@@ -649,7 +675,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--source", help="shipped source name (synthetic, berka, ...) or a source-config YAML")
     r.add_argument("--landing", help="folder with the bank's files (default: the source's, else <home>/landing)")
     r.add_argument("--home", help="home folder (default: $SCOREHOUSE_HOME or ./.scorehouse)")
-    r.add_argument("--job", default="scorehouse", help="job to run: scorehouse (all), score, retrain, train_<model>, ingest")
+    r.add_argument("--job", default="scorehouse", help="job to run: scorehouse (all), score, retrain, train_<model>, ingest"
+                   ", lake_features (warehouse.backend iceberg: docs/scale-out.md)")
+    r.add_argument("--partition", help="a partitioned job's partition (lake_features: the snapshot date, YYYY-MM-DD; "
+                   "default: the snapshot the warehouse's data gives)")
     r.set_defaults(func=cmd_run)
 
     a = sub.add_parser("alerts", help="send a test message to every alert channel, or show what was sent")

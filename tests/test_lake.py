@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from tests.lake_writer import write_rounds
-from tests.postgres import bindir
+from tests.lakes import new_lake
 from warehouse.lake import Lake, LakeError, LakeLocation
 from warehouse.shards import check, shard_of, shard_sql
 
@@ -50,9 +50,7 @@ def _write_all(location: LakeLocation) -> Lake:
 @pytest.fixture
 def location(postgres_url, tmp_path, request):
     # One database per test: the tests share the session's server, not each other's tables.
-    db = f"lake_{abs(hash(request.node.name)) % 10**8}"
-    subprocess.run([bindir() / "psql", postgres_url, "-qc", f"CREATE DATABASE {db}"], check=True)
-    return LakeLocation(postgres_url.rsplit("/", 1)[0] + f"/{db}", str(tmp_path / "warehouse"))
+    return new_lake(postgres_url, f"lake_{abs(hash(request.node.name)) % 10**8}", tmp_path / "warehouse")
 
 
 def test_shard_is_the_same_in_python_and_duckdb_and_spreads_customers():

@@ -179,6 +179,16 @@ def test_gates_thresholds_can_be_dropped_and_tiers_replaced(tmp_path):
         load_settings(home)  # a mapping merges with Platinum, Gold, Silver, Bronze
 
 
+def test_the_iceberg_backend_needs_a_lake_and_keeps_its_shards_in_bounds(tmp_path):
+    assert load_settings(home_with(tmp_path, ""))["warehouse"]["backend"] == "duckdb"  # the embedded default
+    with pytest.raises(SettingsError, match=r"warehouse: backend iceberg needs lake.location"):
+        load_settings(home_with(tmp_path, "warehouse:\n  backend: iceberg\n"))
+    with pytest.raises(SettingsError, match=r"warehouse.lake.shards: "):
+        load_settings(home_with(tmp_path, "warehouse:\n  lake: {location: /x, shards: 0}\n"))
+    lake = load_settings(home_with(tmp_path, "warehouse:\n  backend: iceberg\n  lake: {location: /x, shards: 8}\n"))
+    assert lake["warehouse"]["lake"]["shards"] == 8
+
+
 def test_bad_yaml_and_a_bad_channel_are_one_line_each(tmp_path):
     home = home_with(tmp_path, "models: [unclosed\n")
     with pytest.raises(SettingsError) as e:
@@ -254,7 +264,9 @@ def test_no_second_copy_of_a_default():
     from assets.resources import Warehouse
 
     wh = Warehouse(home="x")
-    assert (wh.memory_limit, wh.threads, wh.run_lock_wait_seconds) == tuple(WarehouseSettings().model_dump().values())
+    shared = ("memory_limit", "threads", "run_lock_wait_seconds")  # the settings the resource holds
+    assert (wh.memory_limit, wh.threads, wh.run_lock_wait_seconds) == tuple(WarehouseSettings().model_dump()[k]
+                                                                             for k in shared)
 
 
 def test_settings_doc_is_current():

@@ -4,23 +4,19 @@ row for row, for two snapshot dates kept side by side in the lake."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from datetime import timedelta
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from tests.postgres import bindir
+from tests.lakes import assert_same, frame, new_lake
 from tests.realdata import build_warehouse
 from warehouse import features as F
 from warehouse import shard_features as S
 from warehouse.db import connect
-from warehouse.lake import Lake, LakeLocation
+from warehouse.lake import Lake
 from warehouse.synthetic import generate_bank
 
 SHARDS = 4
-KEYS = {"labels": ["customer_id", "label"]}
 
 
 @pytest.fixture(scope="module")
@@ -34,26 +30,9 @@ def control(tmp_path_factory):
     return db, [snap - timedelta(days=61), snap]
 
 
-def _frame(con, table: str) -> pd.DataFrame:
-    keys = KEYS.get(table, ["customer_id"])
-    return con.execute(f"SELECT * FROM features.{table}").df().sort_values(keys).reset_index(drop=True)
-
-
-def _assert_same(embedded: pd.DataFrame, lake: pd.DataFrame, table: str) -> None:
-    assert list(lake.columns) == list(embedded.columns), table  # models see their inputs in the same order
-    assert len(lake) == len(embedded) > 0, table
-    for c in embedded.columns:
-        a, b = embedded[c], lake[c]
-        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
-            assert np.allclose(a.astype(float), b.astype(float), rtol=1e-9, atol=1e-9, equal_nan=True), (table, c)
-        else:
-            assert [None if pd.isna(v) else v for v in a] == [None if pd.isna(v) else v for v in b], (table, c)
-
-
 def test_shards_build_the_embedded_features_for_each_snapshot(control, postgres_url, tmp_path):
     db, snaps = control
-    subprocess.run([bindir() / "psql", postgres_url, "-qc", "CREATE DATABASE shard_features"], check=True)
-    lake = Lake(LakeLocation(postgres_url.rsplit("/", 1)[0] + "/shard_features", str(tmp_path / "lake")))
+    lake = Lake(new_lake(postgres_url, "shard_features", tmp_path / "lake"))
     embedded, lake_db = tmp_path / "embedded.duckdb", tmp_path / "lake_control.duckdb"
     shutil.copy(db, embedded)
     shutil.copy(db, lake_db)
@@ -70,11 +49,11 @@ def test_shards_build_the_embedded_features_for_each_snapshot(control, postgres_
     for snap in snaps:
         with connect(embedded) as con:
             F.build_all(con, snap)
-            expected = {t: _frame(con, t) for t in S.FEATURE_TABLES}
+            expected = {t: frame(con, t) for t in S.FEATURE_TABLES}
         with connect(tmp_path / f"read_{snap}.duckdb") as con:
             S.load_features(con, lake, None, snap, pins)
             for t in S.FEATURE_TABLES:
-                _assert_same(expected[t], _frame(con, t), t)
+                assert_same(expected[t], frame(con, t), t)
             assert con.execute("SELECT max(snapshot_date) FROM features.customer_features").fetchone()[0] == snap
             seen[snap] = con.execute("SELECT count(*), sum(txn_count_365d) FROM features.customer_features").fetchone()
         with connect(tmp_path / f"shard_{snap}.duckdb") as con:  # one shard's read: its customers only

@@ -22,6 +22,7 @@ POINTS = {
 # The iceberg backend's (tests/test_lake.py), not reached by a run on the embedded warehouse.
 LAKE_POINTS = {
     "lake_write": "a lake part's data files are written, its catalog commit not yet made",
+    "lake_shard": "a shard step has written its first feature table to the lake, the others not yet",
 }
 
 

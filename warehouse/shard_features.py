@@ -17,6 +17,7 @@ from datetime import date
 import duckdb
 import pyarrow as pa
 
+from warehouse import failpoints
 from warehouse import features as F
 from warehouse.contract import HISTORY, LINEAGE, TABLES, Table
 from warehouse.lake import Lake
@@ -117,6 +118,7 @@ def build_shard(lake: Lake, shard: int, p: Plan) -> dict[str, int]:
                   "customer_features": F.build_customer_features(con, snap, p.extras, population=False)}
         for t in FEATURE_TABLES:
             lake.write_part(f"features.{t}", _arrow(con, f"SELECT * FROM features.{t}"), shard=shard, snapshot=snap)
+            failpoints.reached("lake_shard")
     return counts
 
 
