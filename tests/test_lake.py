@@ -101,8 +101,9 @@ def test_a_new_column_is_added_and_older_parts_read_it_as_null(location):
     lake = Lake(location)
     con = duckdb.connect()
     lake.write_part("features.pivots", con.sql("SELECT 'a' AS customer_id, 1::UBIGINT AS n").to_arrow_table(), shard=0)
-    lake.write_part("features.pivots", con.sql("SELECT 'b' AS customer_id, 2 AS n, NULL AS extra").to_arrow_table(),
-                    shard=1)
+    sid = lake.write_part("features.pivots", con.sql("SELECT 'b' AS customer_id, 2 AS n, NULL AS extra")
+                          .to_arrow_table(), shard=1)
+    assert lake.pin(["features.pivots"]) == {"features.pivots": sid}  # the id of the write's own commit
     rows = lake.read("features.pivots").sort_by("customer_id").to_pylist()
     assert rows == [{"customer_id": "a", "n": 1, "extra": None}, {"customer_id": "b", "n": 2, "extra": None}]
 

@@ -115,10 +115,12 @@ class Lake:
         return self.catalog.table_exists(self._check(name))
 
     def _table(self, name: str, schema: pa.Schema, by_snapshot: bool):
-        from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
+        from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
 
-        if self.catalog.table_exists(name):
+        try:
             return self.catalog.load_table(name)
+        except NoSuchTableError:
+            pass
         self.catalog.create_namespace_if_not_exists(name.split(".")[0])
         try:
             with self.catalog.create_table_transaction(name, schema=schema) as tx, tx.update_spec() as spec:
@@ -160,7 +162,7 @@ class Lake:
             warnings.filterwarnings("ignore", "Delete operation did not match")  # a part's first write
             tx.overwrite(rows, overwrite_filter=part)
             failpoints.reached("lake_write")  # the part's data files are written; the catalog commit is not made
-        return self.catalog.load_table(name).current_snapshot().snapshot_id
+        return table.current_snapshot().snapshot_id  # the commit updated `table` to the catalog's metadata
 
     def drop_shards_from(self, name: str, shards: int) -> None:
         """Delete the parts of shards >= `shards` (what a bank sharded more finely before left behind)."""
