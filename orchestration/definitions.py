@@ -8,7 +8,6 @@ import dagster as dg
 
 from assets.features import feature_assets, feature_checks
 from assets.ingest import raw_assets
-from assets.lake import build_lake
 from assets.lifecycle import training_keys
 from assets.metadata import catalogued
 from assets.models import SPECS, model_assets, model_checks
@@ -27,6 +26,8 @@ jobs = {j.name: j for j in build_jobs(MODELS)}
 lake = settings["warehouse"]["lake"]
 lake_assets = []
 if settings["warehouse"]["backend"] == "iceberg":
+    from assets.lake import build_lake
+
     lake_asset, lake_job = build_lake(lake["shards"], lake["max_concurrent"], lake["first_snapshot"])
     lake_assets, jobs[lake_job.name] = [lake_asset], lake_job
 
