@@ -14,7 +14,7 @@ import pandas as pd
 
 from assets.features import RAW
 from assets.lazy import lazy_module
-from assets.lifecycle import CUSTOMER_FEATURES, ModelSpec, Scored, Trained, frame_hash
+from assets.lifecycle import CUSTOMER_FEATURES, ModelSpec, Population, Scored, Trained, frame_hash
 from assets.metadata import frame_md, rounded
 from assets.resources import Warehouse
 from ml.errors import NotEnoughData
@@ -108,6 +108,15 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
     }, inputs=summary)
 
 
+def _tiers(rows: pd.DataFrame, model) -> pd.DataFrame:
+    """clv_tier over the whole bank: tiers are shares of all customers with purchases (ties in customer order,
+    as clv_summary returns them)."""
+    bought = (rows["clv_tier"] != NO_HISTORY).to_numpy()
+    tiers = rows["clv_tier"].to_numpy(dtype=object).copy()
+    tiers[bought] = ml_clv.tier(rows["clv"].to_numpy(float)[bought], model.params.tiers)
+    return pd.DataFrame({"clv_tier": tiers}, index=rows.index)
+
+
 SPEC = ModelSpec(
     name="clv",
     train_doc="BG/NBD (purchase counts) and Gamma-Gamma (spend per purchase) fitted by maximum likelihood on the "
@@ -121,6 +130,8 @@ SPEC = ModelSpec(
     score_deps=(dg.AssetKey(["features", "population"]), RAW["transactions"]),
     kinds=frozenset({"scipy", "duckdb"}),
     domain="marketing",
+    population=Population(key=("customer_id",), order=("customer_id",), inputs=("clv", "clv_tier"),
+                          columns=("clv_tier",), compute=_tiers),
     table=ScoredTable(
         "clv", "customer", "customer lifetime value",
         (ScoreColumn("customer_id", CUSTOMER_ID),

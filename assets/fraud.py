@@ -5,10 +5,11 @@ source labels frauds, an IsolationForest anomaly score where it does not (each g
 from datetime import datetime
 
 import dagster as dg
+import pandas as pd
 
 from assets.features import GROUP, RAW
 from assets.lazy import lazy_module
-from assets.lifecycle import PRIORITY, ModelSpec, Scored, Trained, frame_hash, read_features
+from assets.lifecycle import PRIORITY, ModelSpec, Population, Scored, Trained, frame_hash, read_features
 from assets.metadata import frame_md, table_metadata
 from assets.resources import Settings, Warehouse
 from ml import registry
@@ -129,6 +130,13 @@ SPEC = ModelSpec(
     domain="fraud",
     gate_key=lambda metrics: "gate" if metrics.get("method") == "supervised" else "unsupervised_gate",
     checks=(flagged_check,),
+    # the review queue's order over every shard's transactions (ties in features.transaction_features' order),
+    # and the last day booked in the whole bank
+    population=Population(key=("transaction_id",), order=("booked_at", "transaction_id"),
+                          inputs=("fraud_score", "snapshot_date"), columns=("fraud_rank", "snapshot_date"),
+                          compute=lambda rows, model: pd.DataFrame({
+                              "fraud_rank": rows["fraud_score"].rank(method="first", ascending=False).astype("int64"),
+                              "snapshot_date": rows["snapshot_date"].max()}, index=rows.index)),
     priority=int(AFTER_CUSTOMER_MODELS[PRIORITY]),
     table=ScoredTable(
         "fraud", "transaction", "transaction fraud",

@@ -1,24 +1,35 @@
-"""The iceberg backend's assets (docs/scale-out.md): the feature tables built shard by shard in the lake.
+"""The iceberg backend's assets (docs/scale-out.md): feature tables and scores built shard by shard in the lake.
 
-`lake/features` is one asset per snapshot date (daily partitions: a past snapshot is backfilled from the UI),
-computed by a graph: a step that puts the ingest's raw tables into the lake and fixes what every shard builds
-with, one step per customer shard (Dagster's dynamic mapping: the multiprocess executor runs them side by side,
-a failed shard is re-executed alone from the UI), and the step that computes the population's columns over all
-shards. The work is warehouse/shard_features.py's; this module is the glue.
+`lake/features` and `lake/scores` are one asset each per snapshot date (daily partitions: a past snapshot is
+backfilled from the UI), each computed by a graph: a step that fixes what every shard works with, one step per
+customer shard (Dagster's dynamic mapping: the multiprocess executor runs them side by side, a failed shard is
+re-executed alone from the UI), and a step over all shards (the population's columns). The work is
+warehouse/shard_features.py's and warehouse/shard_scores.py's, with the models' own scoring; this is the glue.
 """
 
-from datetime import date
+import inspect
+import tempfile
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
-from assets.resources import Warehouse
+from assets.lifecycle import ModelSpec, score_as_published, training_keys
+from assets.resources import Settings, Warehouse
+from ml import registry
+from warehouse import fraud as W
 from warehouse import shard_features as S
+from warehouse import shard_scores as SS
 from warehouse.contract import TABLES
+from warehouse.db import Home
 from warehouse.lake import Lake, LakeLocation
 
 GROUP = "lake"
 KEY = dg.AssetKey(["lake", "features"])
-JOB = "lake_features"
+SCORES_KEY = dg.AssetKey(["lake", "scores"])
+JOB = "lake"
+# Step processes forked from a server that has imported Dagster and these definitions once: a step starts in a
+# fraction of a second instead of importing everything again (the per-shard overhead, benchmarks/RESULTS.md).
+FORKSERVER = {"start_method": {"forkserver": {"preload_modules": ["orchestration.definitions"]}}}
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -36,9 +47,11 @@ def _snapshot(context: dg.OpExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)
 
 
-def build_lake(shards: int, max_concurrent: int, first_snapshot: str) -> tuple[dg.AssetsDefinition, object]:
-    """The `lake/features` asset for `shards` customer shards, and job `lake_features` running it on the
-    multiprocess executor, `max_concurrent` steps at a time."""
+def build_lake(shards: int, max_concurrent: int, first_snapshot: str, specs: list[ModelSpec]
+               ) -> tuple[list[dg.AssetsDefinition], object]:
+    """The `lake/features` and `lake/scores` assets for `shards` customer shards, and job `lake` running them on
+    the multiprocess executor, `max_concurrent` steps at a time."""
+    partitions = dg.DailyPartitionsDefinition(start_date=str(first_snapshot), end_offset=1)
 
     @dg.op(ins={"delivered": dg.In(dg.Nothing)}, out=dg.DynamicOut(), pool="warehouse")
     def lake_plan(context: dg.OpExecutionContext, warehouse: Warehouse, lake: LakeResource):
@@ -75,14 +88,94 @@ def build_lake(shards: int, max_concurrent: int, first_snapshot: str) -> tuple[d
     raw = {t: dg.AssetIn(key=dg.AssetKey(["raw", t]), dagster_type=dg.Nothing) for t in TABLES}
 
     @dg.graph_asset(key=KEY, group_name=GROUP, kinds={"iceberg", "duckdb"}, ins=raw,
-                    partitions_def=dg.DailyPartitionsDefinition(start_date=str(first_snapshot), end_offset=1),
-                    description=__doc__.split("\n\n")[1])
+                    partitions_def=partitions,
+                    description="The feature tables of one snapshot date in the lake (features.*), built shard by "
+                                "shard: the raw tables into the lake and the plan, a step per customer shard, the "
+                                "population's columns over all shards.")
     def lake_features(customers, products, accounts, transactions, loans, managers, agencies, labels, targets):
         delivered = [customers, products, accounts, transactions, loans, managers, agencies, labels, targets]
         return lake_population(lake_plan(delivered=delivered).map(lake_shard).collect())
 
-    job = dg.define_asset_job(JOB, selection=[KEY], partitions_def=lake_features.partitions_def,
-                              executor_def=dg.multiprocess_executor.configured({"max_concurrent": max_concurrent}),
-                              description="The feature tables in the lake for one snapshot date, shard by shard "
-                              "(docs/scale-out.md). Run after the ingest: `scorehouse run --job lake_features`.")
-    return lake_features, job
+    lake_scores = _scores_asset(shards, partitions, [s for s in specs if s.per_customer])
+    job = dg.define_asset_job(JOB, selection=[KEY, SCORES_KEY], partitions_def=partitions,
+                              executor_def=dg.multiprocess_executor.configured({"max_concurrent": max_concurrent, **FORKSERVER}),
+                              description="Features and scores in the lake for one snapshot date, shard by shard "
+                              "(docs/scale-out.md), with the registry's champions. Run after the ingest and "
+                              "training: `scorehouse run --job lake`.")
+    return [lake_features, lake_scores], job
+
+
+def _scores_asset(shards: int, partitions: dg.PartitionsDefinition, specs: list[ModelSpec]) -> dg.AssetsDefinition:
+    """`lake/scores`: every customer model's champion scores each shard into scores.<model> in the lake."""
+    by_name = {s.name: s for s in specs}
+
+    @dg.op(ins={"ready": dg.In(dg.Nothing)}, out=dg.DynamicOut(), pool="warehouse")
+    def lake_score_plan(context: dg.OpExecutionContext, warehouse: Warehouse, settings: Settings, lake: LakeResource):
+        """The champions every shard scores with, the fraud window of the whole bank, the lake snapshots read."""
+        with warehouse.connect() as con:
+            champions = {n: e for n in by_name if (e := registry.get(con, n, "champion")) is not None}
+            fraud = settings.get("models", "fraud")
+            win = W.window(con, fraud["score_days"], fraud["train_days"]) if "fraud" in champions else None
+        missing = sorted(set(by_name) - set(champions))
+        if missing:
+            context.log.info(f"no champion yet (not scored in the lake): {', '.join(missing)}")
+        names = [*(f"features.{t}" for t in S.FEATURE_TABLES), S.SCORES,
+                 *(n for c in TABLES.values() for n in (f"raw.{c.name}", f"raw.{c.name}_history"))]
+        pins = {n: p for n, p in lake.open().pin(names).items() if p is not None}
+        plan = {"champions": champions, "fraud_from": win.score_from if win else None, "pins": pins,
+                "scored_at": datetime.now(UTC).replace(tzinfo=None)}
+        for k in range(shards):
+            yield dg.DynamicOutput((k, plan), mapping_key=f"shard_{k}")
+
+    @dg.op
+    def lake_score_shard(context: dg.OpExecutionContext, work: tuple, lake: LakeResource, settings: Settings) -> dict:
+        """One shard's scores of every champion, written to the lake as its part of the snapshot."""
+        shard, plan = work
+        snap, store, written = _snapshot(context), lake.open(), {}
+        with tempfile.TemporaryDirectory(prefix=f"scorehouse-shard{shard}-") as tmp:
+            SS.shard_warehouse(Home.resolve(tmp).warehouse, store, shard, snap, plan["pins"])
+            local = Warehouse(home=tmp)
+            if plan["fraud_from"] is not None:
+                with local.connect() as con:
+                    W.build_transaction_features(con, plan["fraud_from"], settings.get("models", "fraud")["history_days"])
+            for name, entry in plan["champions"].items():
+                scored = score_as_published(by_name[name], context, local, settings.get("models", name), entry)
+                written[name] = SS.write_scores(store, name, scored.frame, shard=shard, snap=snap,
+                                                scored_date=scored.snapshot_date, version=entry.version, run_id=context.run.run_id,
+                                                scored_at=plan["scored_at"])
+        context.log.info(f"shard {shard}: " + (", ".join(f"{n} {r:,}" for n, r in written.items()) or "no champion"))
+        return {"shard": shard, "rows": written, "champions": plan["champions"]}
+
+    @dg.op
+    def lake_score_population(context: dg.OpExecutionContext, parts: list, lake: LakeResource) -> dg.Output:
+        """The columns decided over every shard's rows (ModelSpec.population); the asset's metadata."""
+        snap, store = _snapshot(context), lake.open()
+        rows = sorted(parts, key=lambda p: p["shard"])
+        champions = rows[0]["champions"] if rows else {}
+        for name, entry in champions.items():
+            pop = by_name[name].population
+            if pop is not None:
+                model = by_name[name].model.load(entry.artifact_path)
+                SS.recompute(store, name, shards, snap, key=pop.key, order=pop.order, inputs=pop.inputs,
+                             columns=pop.columns, compute=lambda frame, pop=pop, model=model: pop.compute(frame, model))
+        names = sorted(champions)
+        preview = "| shard | " + " | ".join(names) + " |\n|---:|" + "---:|" * len(names) + "\n" + "".join(
+            f"| {p['shard']} | " + " | ".join(f"{p['rows'].get(n, 0):,}" for n in names) + " |\n" for p in rows)
+        return dg.Output(sum(sum(p["rows"].values()) for p in rows), metadata={
+            "snapshot_date": str(snap), "shards": shards,
+            "models": ", ".join(f"{n} v{e.version}" for n, e in sorted(champions.items())) or "none (no champion yet)",
+            "rows per shard": dg.MetadataValue.md(preview)})
+
+    ins = {"features": dg.AssetIn(key=KEY, dagster_type=dg.Nothing),
+           **{s.name: dg.AssetIn(key=training_keys(s.name)[1], dagster_type=dg.Nothing) for s in specs}}
+
+    def compose(**upstream):  # an input per upstream asset (Dagster reads the inputs from the signature)
+        return lake_score_population(lake_score_plan(ready=list(upstream.values())).map(lake_score_shard).collect())
+
+    compose.__name__ = "lake_scores"
+    compose.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ins])
+    return dg.graph_asset(compose, key=SCORES_KEY, group_name=GROUP, kinds={"iceberg", "duckdb"}, ins=ins,
+                          partitions_def=partitions, description="Every customer model's scores of one snapshot date in the lake (scores.<model>), "
+                                      "from the registry's champions, shard by shard, with the columns ranked or "
+                                      "tiered over the whole bank computed after the shards.")

@@ -72,6 +72,20 @@ class Scored:
 
 
 @dataclass(frozen=True)
+class Population:
+    """Score columns decided over every row a model scores, not row by row (a rank, a tier by share of
+    customers). On the iceberg backend each shard scores its own rows; these columns are then computed again
+    over all shards' rows, put in the order the embedded scoring has them (`order`: ties are split in it)."""
+
+    key: tuple[str, ...]  # a row's identity in scores.<name>
+    order: tuple[str, ...]
+    inputs: tuple[str, ...]  # the published columns `compute` reads
+    columns: tuple[str, ...]  # the published columns it gives
+    # (rows: key, order and inputs of every shard, in order; the champion's model) -> `columns`, aligned to rows
+    compute: Callable[[pd.DataFrame, Model], pd.DataFrame]
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     train_doc: str
@@ -100,6 +114,13 @@ class ModelSpec:
     # Dagster's step priority: below 0, the model's steps wait while another model's step is ready (fraud's own
     # branch starts before the customer features are built, and would otherwise interleave with their phases)
     priority: int = 0
+    population: Population | None = None
+
+    @property
+    def per_customer(self) -> bool:
+        """Scored customer by customer (one row per customer, customer and rank, or transaction): by customer
+        shard on the iceberg backend. Not the manager and agency models, scored over whole books."""
+        return any(c.name == "customer_id" for c in self.table.columns)
 
     @property
     def op_tags(self) -> dict[str, str]:

@@ -71,9 +71,9 @@ class LakeSettings(Strict):
     shards: int = Field(1, ge=1, le=4096, description=(
         "customer shards: hash(customer_id) mod shards (docs/scale-out.md); each shard's features are one step"))
     max_concurrent: int = Field(2, ge=1, description=(
-        "shard steps run at once by the multiprocess executor of job `lake_features` (one per core is a start)"))
+        "shard steps run at once by the multiprocess executor of job `lake` (one per core is a start)"))
     first_snapshot: date = Field(date(2020, 1, 1), description=(
-        "the first day of `lake/features`' daily snapshot partitions (a past snapshot is backfilled from the UI)"))
+        "the first day of the lake assets' daily snapshot partitions (a past snapshot is backfilled from the UI)"))
 
 
 class WarehouseSettings(Strict):
@@ -82,8 +82,9 @@ class WarehouseSettings(Strict):
     run_lock_wait_seconds: float = Field(7200, ge=0, description=(
         "a run waits this long while another run of the same home holds it, then fails"))
     backend: Literal["duckdb", "iceberg"] = Field("duckdb", description=(
-        "duckdb: everything in <home>/warehouse.duckdb (the default). iceberg: also the lake of `lake:`, built by "
-        "job `lake_features`, shard by shard (docs/scale-out.md; being built: scoring still reads the DuckDB file)"))
+        "duckdb: everything in <home>/warehouse.duckdb (the default). iceberg: also the lake of `lake:`: job `lake` "
+        "builds its features and scores shard by shard (docs/scale-out.md; being built: training and publishing "
+        "still read the DuckDB file)"))
     lake: LakeSettings = Field(default_factory=LakeSettings)
 
     @model_validator(mode="after")

@@ -676,8 +676,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--landing", help="folder with the bank's files (default: the source's, else <home>/landing)")
     r.add_argument("--home", help="home folder (default: $SCOREHOUSE_HOME or ./.scorehouse)")
     r.add_argument("--job", default="scorehouse", help="job to run: scorehouse (all), score, retrain, train_<model>, ingest"
-                   ", lake_features (warehouse.backend iceberg: docs/scale-out.md)")
-    r.add_argument("--partition", help="a partitioned job's partition (lake_features: the snapshot date, YYYY-MM-DD; "
+                   ", lake (warehouse.backend iceberg: features and scores in the lake, docs/scale-out.md)")
+    r.add_argument("--partition", help="a partitioned job's partition (lake: the snapshot date, YYYY-MM-DD; "
                    "default: the snapshot the warehouse's data gives)")
     r.set_defaults(func=cmd_run)
 

@@ -28,8 +28,8 @@ lake_assets = []
 if settings["warehouse"]["backend"] == "iceberg":
     from assets.lake import build_lake
 
-    lake_asset, lake_job = build_lake(lake["shards"], lake["max_concurrent"], lake["first_snapshot"])
-    lake_assets, jobs[lake_job.name] = [lake_asset], lake_job
+    lake_assets, lake_job = build_lake(lake["shards"], lake["max_concurrent"], lake["first_snapshot"], SPECS)
+    jobs[lake_job.name] = lake_job
 
 
 def _due() -> list[dg.AssetKey] | None:

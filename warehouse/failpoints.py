@@ -23,6 +23,7 @@ POINTS = {
 LAKE_POINTS = {
     "lake_write": "a lake part's data files are written, its catalog commit not yet made",
     "lake_shard": "a shard step has written its first feature table to the lake, the others not yet",
+    "lake_score": "a scoring shard step has written its first model's scores to the lake, the others not yet",
 }
 
 

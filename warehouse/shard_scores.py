@@ -1,0 +1,73 @@
+"""Scores written shard by shard on the iceberg backend (docs/scale-out.md), by the pipeline's own models.
+
+A scoring step gets a DuckDB file of its own holding one shard's raw and feature tables as the embedded
+warehouse has them (`shard_warehouse`): the models score it unchanged, and each model's rows go to the lake
+as the shard's part of scores.<model> for the snapshot date (`write_scores`). What one shard cannot decide
+alone (a rank over every transaction, a tier by share of customers) is computed again over all shards'
+rows afterwards (`recompute`), so the lake's tables equal, row for row, what the embedded warehouse scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from warehouse import failpoints
+from warehouse.db import connect
+from warehouse.lake import Lake
+from warehouse.shard_features import load_features, load_raw
+
+
+def table(model: str) -> str:
+    return f"scores.{model}"
+
+
+def shard_warehouse(path: Path, lake: Lake, shard: int, snap: date, pins: dict[str, int | None] | None = None
+                    ) -> None:
+    """A DuckDB file at `path` with shard `shard`'s raw tables and its feature tables as of `snap` (the
+    population's columns joined in): what a model's scoring reads."""
+    with connect(path) as con:
+        load_raw(con, lake, shard)
+        load_features(con, lake, shard, snap, pins)
+
+
+def write_scores(lake: Lake, model: str, scored: pd.DataFrame, *, shard: int, snap: date, scored_date: date,
+                 version: int, run_id: str, scored_at: datetime) -> int:
+    """One shard's scores of `model` as its part of scores.<model> for the snapshot date `snap`, with the columns
+    the embedded scores.<model> has after the model's own (snapshot_date: the date the model says it scored as
+    of, `scored_date`). Returns the rows written."""
+    rows = scored.assign(model_name=model, model_version=int(version), snapshot_date=scored_date,
+                         scored_at=scored_at, run_id=run_id)
+    lake.write_part(table(model), pa.Table.from_pandas(rows, preserve_index=False), shard=shard, snapshot=snap)
+    failpoints.reached("lake_score")
+    return len(rows)
+
+
+def recompute(lake: Lake, model: str, shards: int, snap: date, *, key: tuple[str, ...], order: tuple[str, ...],
+              inputs: tuple[str, ...], columns: tuple[str, ...],
+              compute: Callable[[pd.DataFrame], pd.DataFrame]) -> int:
+    """`columns` of scores.<model> computed again over every shard's rows (read narrow: key, order, inputs; in
+    `order`), each shard's part rewritten with them. Returns the rows."""
+    name = table(model)
+    if not lake.exists(name):
+        return 0
+    narrow = list(dict.fromkeys((*key, *order, *inputs)))
+    rows = lake.read(name, snapshot=snap, columns=narrow).to_pandas()
+    rows = rows.sort_values(list(order), kind="stable").reset_index(drop=True)
+    fixed = pd.concat([rows[list(key)], compute(rows)[list(columns)]], axis=1)
+    for k in range(shards):
+        part = lake.read(name, shards=[k], snapshot=snap).to_pandas()
+        if not len(part):
+            continue
+        merged = part.drop(columns=list(columns)).merge(fixed, on=list(key), how="left", validate="one_to_one")
+        lake.write_part(name, pa.Table.from_pandas(merged[part.columns], preserve_index=False), shard=k, snapshot=snap)
+    return len(rows)
+
+
+def read_scores(lake: Lake, model: str, snap: date, at: int | None = None) -> pd.DataFrame:
+    """scores.<model> for the snapshot date from every shard (as of lake snapshot `at`)."""
+    return lake.read(table(model), snapshot=snap, at=at).to_pandas()
