@@ -7,13 +7,13 @@ re-executed alone from the UI), and a step over all shards (the population's col
 warehouse/shard_features.py's and warehouse/shard_scores.py's, with the models' own scoring; this is the glue.
 """
 
-import inspect
 import tempfile
 from datetime import UTC, date, datetime
 
 import dagster as dg
 
 from assets.lifecycle import ModelSpec, score_as_published, training_keys
+from assets.metadata import frame_md
 from assets.resources import Settings, Warehouse
 from ml import registry
 from warehouse import fraud as W
@@ -22,10 +22,12 @@ from warehouse import shard_scores as SS
 from warehouse.contract import TABLES
 from warehouse.db import Home
 from warehouse.lake import Lake, LakeLocation
+from warehouse.serving import publish
 
 GROUP = "lake"
 KEY = dg.AssetKey(["lake", "features"])
 SCORES_KEY = dg.AssetKey(["lake", "scores"])
+PUBLISHED_KEY = dg.AssetKey(["lake", "published"])
 JOB = "lake"
 # Step processes forked from a server that has imported Dagster and these definitions once: a step starts in a
 # fraction of a second instead of importing everything again (the per-shard overhead, benchmarks/RESULTS.md).
@@ -97,12 +99,13 @@ def build_lake(shards: int, max_concurrent: int, first_snapshot: str, specs: lis
         return lake_population(lake_plan(delivered=delivered).map(lake_shard).collect())
 
     lake_scores = _scores_asset(shards, partitions, [s for s in specs if s.per_customer])
-    job = dg.define_asset_job(JOB, selection=[KEY, SCORES_KEY], partitions_def=partitions,
+    published = _published_asset(partitions, specs)
+    job = dg.define_asset_job(JOB, selection=[KEY, SCORES_KEY, PUBLISHED_KEY], partitions_def=partitions,
                               executor_def=dg.multiprocess_executor.configured({"max_concurrent": max_concurrent, **FORKSERVER}),
                               description="Features and scores in the lake for one snapshot date, shard by shard "
                               "(docs/scale-out.md), with the registry's champions. Run after the ingest and "
                               "training: `scorehouse run --job lake`.")
-    return [lake_features, lake_scores], job
+    return [lake_features, lake_scores, published], job
 
 
 def _scores_asset(shards: int, partitions: dg.PartitionsDefinition, specs: list[ModelSpec]) -> dg.AssetsDefinition:
@@ -169,13 +172,54 @@ def _scores_asset(shards: int, partitions: dg.PartitionsDefinition, specs: list[
     ins = {"features": dg.AssetIn(key=KEY, dagster_type=dg.Nothing),
            **{s.name: dg.AssetIn(key=training_keys(s.name)[1], dagster_type=dg.Nothing) for s in specs}}
 
-    def compose(**upstream):  # an input per upstream asset (Dagster reads the inputs from the signature)
+    # markdown in the UI: placeholders in backticks
+    @dg.graph_asset(key=SCORES_KEY, group_name=GROUP, kinds={"iceberg", "duckdb"}, ins=ins, partitions_def=partitions,
+                    description="Every customer model's scores of one snapshot date in the lake (`scores.MODEL`), "
+                                "from the registry's champions, shard by shard, with the columns ranked or tiered "
+                                "over the whole bank computed after the shards.")
+    def lake_scores(**upstream):
         return lake_score_population(lake_score_plan(ready=list(upstream.values())).map(lake_score_shard).collect())
 
-    compose.__name__ = "lake_scores"
-    compose.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ins])
-    return dg.graph_asset(compose, key=SCORES_KEY, group_name=GROUP, kinds={"iceberg", "duckdb"}, ins=ins,
-                          partitions_def=partitions, description="Every customer model's scores of one snapshot date in the lake (scores.<model>), "
-                                      "from the registry's champions, shard by shard, with the columns ranked or "
-                                      "tiered over the whole bank computed after the shards.")
+    return lake_scores
+
+
+def _published_asset(partitions: dg.PartitionsDefinition, specs: list[ModelSpec]) -> dg.AssetsDefinition:
+    """`lake/published`: serving.duckdb from one pinned snapshot of the lake's scores."""
+    lake_models = [s.name for s in specs if s.per_customer]
+
+    @dg.asset(key=PUBLISHED_KEY, group_name=GROUP, kinds={"iceberg", "duckdb"}, deps=[SCORES_KEY], pool="warehouse",
+              partitions_def=partitions)
+    def lake_published(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings,
+                       lake: LakeResource) -> dg.MaterializeResult:
+        """serving.duckdb for BI, as the embedded `serving/published` builds it, with each customer model's scores
+        read from the lake at one pinned snapshot of its table (taken after every shard has committed: a reader
+        never sees a half-written shard), their history from every snapshot date the lake holds; the manager
+        and agency scores, registry, drift and dimensions from the DuckDB file."""
+        snap, store, cfg = _snapshot(context), lake.open(), settings.get("serving")
+        pins = store.pin([SS.table(m) for m in lake_models])
+        paths = warehouse.paths
+        staging = paths.root / "tmp" / f"lake-publish-{context.run.run_id}.duckdb"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        staging.unlink(missing_ok=True)
+        with warehouse.connect() as con:
+            home = con.execute("SELECT current_database()").fetchone()[0]
+            con.execute(f"ATTACH '{staging}' AS lake_publish")
+            try:
+                counts = SS.stage_publish(con, "lake_publish", store, snap, lake_models, pins)
+                con.execute("USE lake_publish")
+                out = publish(con, paths, run_id=context.run.run_id, shareable=cfg["shareable"],
+                              models=[s.table for s in specs], keep_previous=cfg["keep_previous"],
+                              exports=cfg["exports"], history_snapshots=cfg["history_snapshots"])
+            finally:
+                con.execute(f'USE "{home}"')
+                con.execute("DETACH lake_publish")
+                staging.unlink(missing_ok=True)
+        context.log.info(f"serving.duckdb now {out.version.name}, from the lake's snapshot ids {pins}")
+        return dg.MaterializeResult(metadata={
+            "serving_file": dg.MetadataValue.path(str(paths.serving)), "version": out.version.name,
+            "snapshot_date": str(snap),
+            "lake_snapshots": dg.MetadataValue.json({k: v for k, v in pins.items() if v is not None}),
+            "from_lake": frame_md([(t, f"{n:,}") for t, n in counts.items()], ["table", "rows"]),
+            "manifest": frame_md([(t, k, f"{n:,}") for t, k, n in out.tables], ["table_name", "kind", "rows"])})
+
+    return lake_published

@@ -34,6 +34,11 @@ def _cli(*args: str, home: Path, env: dict) -> subprocess.CompletedProcess:
                           env={**clean, **env}, timeout=900)
 
 
+def _manifest_runs(home: Path) -> set[str]:
+    with connect(Home.resolve(home).serving, read_only=True) as srv:
+        return {r[0] for r in srv.execute("SELECT run_id FROM manifest").fetchall()}
+
+
 KEYS = {"recommendations": ["customer_id", "rank"], "fraud": ["transaction_id"]}
 RUN_COLUMNS = ["scored_at", "run_id"]  # when and by which run: the only columns that differ
 
@@ -65,9 +70,11 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
 
     bad = _cli("run", "--job", "lake", "--partition", "2026-13-01", home=home, env=env)
     assert bad.returncode == 2 and "expected a snapshot date, YYYY-MM-DD" in bad.stderr, bad.stderr
+    published = _manifest_runs(home)
     for kill in ("lake_shard", "lake_score"):  # the feature shards, then the scoring shards, killed mid-write
         killed = _cli("run", "--job", "lake", home=home, env={**env, "SCOREHOUSE_KILL_AT": kill})
         assert killed.returncode == 1, killed.stdout[-3000:] + killed.stderr[-3000:]
+        assert _manifest_runs(home) == published  # BI still reads the last good publish
     rerun = _cli("run", "--job", "lake", home=home, env=env)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
 
@@ -76,13 +83,18 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
         S.load_features(con, lake, None, snap)
         for t in S.FEATURE_TABLES:
             assert_same(expected[t], frame(con, t), t)
-    for name, rows in scored.items():
-        assert_same(rows, _scores(SS.read_scores(lake, name, snap), name), f"scores.{name}")
-        assert set(lake.shard_counts(f"scores.{name}")) == {0, 1, 2, 3}, name
+    with connect(Home.resolve(home).serving, read_only=True) as srv:
+        for name, rows in scored.items():
+            in_lake = _scores(SS.read_scores(lake, name, snap), name)
+            assert_same(rows, in_lake, f"scores.{name}")
+            assert set(lake.shard_counts(f"scores.{name}")) == {0, 1, 2, 3}, name
+            served = _scores(srv.execute(f"SELECT * FROM scores.{name}").df().assign(scored_at=0, run_id=""), name)
+            assert_same(in_lake[served.columns], served, f"serving scores.{name}")  # its shareable columns
+        (run_id,), = srv.execute("SELECT DISTINCT run_id FROM manifest").fetchall()
 
     with open_instance(Home.resolve(home).dagster_home, say=lambda m: None) as instance:
         good_run, scores_killed, features_killed = instance.get_runs(dg.RunsFilter(job_name="lake"))  # newest first
-        assert good_run.status == dg.DagsterRunStatus.SUCCESS, good_run.status
+        assert good_run.status == dg.DagsterRunStatus.SUCCESS and run_id == good_run.run_id, good_run.status
         for run, step in ((features_killed, "lake__features.lake_shard["), (scores_killed, "lake__scores.lake_score_shard[")):
             assert run.status == dg.DagsterRunStatus.FAILURE
             failed = {e.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)}

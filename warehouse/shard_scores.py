@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pyarrow as pa
 
@@ -71,3 +72,36 @@ def recompute(lake: Lake, model: str, shards: int, snap: date, *, key: tuple[str
 def read_scores(lake: Lake, model: str, snap: date, at: int | None = None) -> pd.DataFrame:
     """scores.<model> for the snapshot date from every shard (as of lake snapshot `at`)."""
     return lake.read(table(model), snapshot=snap, at=at).to_pandas()
+
+
+# What a lake publish copies from the DuckDB file as it is: the registry and runs, drift, the dimensions BI joins
+# (warehouse/serving.py DIMENSIONS), and the scores of the models not scored by shard (manager, agency).
+FROM_FILE = ("ml.model_registry", "ml.model_runs", "monitoring.drift", "raw.customers", "raw.agencies",
+             "raw.products")
+
+
+def stage_publish(con: duckdb.DuckDBPyConnection, catalog: str, lake: Lake, snap: date, models: list[str],
+                  pins: dict[str, int | None]) -> dict[str, int]:
+    """Fill the attached, empty DuckDB catalog `catalog` with what warehouse/serving.py publishes, from the lake
+    at the pinned snapshot ids for `models` (scores.<model>: snapshot date `snap`; scores.<model>_history: every
+    snapshot date the lake holds) and from `con`'s own catalog for the rest. Returns rows per lake table."""
+    home = con.execute("SELECT current_database()").fetchone()[0]
+    have = {f"{s}.{t}" for s, t in con.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_catalog = ?", [home]).fetchall()}
+    for schema in ("ml", "monitoring", "raw", "scores"):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {catalog}.{schema}")
+    own = [t for t in have if t.startswith("scores.") and t.removesuffix("_history").split(".")[1] not in models]
+    for name in [*(t for t in FROM_FILE if t in have), *sorted(own)]:
+        con.execute(f"CREATE TABLE {catalog}.{name} AS SELECT * FROM {home}.{name}")
+    counts = {}
+    for model in models:
+        at = pins.get(table(model))
+        if at is None:
+            continue
+        for name, rows in ((table(model), lake.read(table(model), snapshot=snap, at=at)),
+                           (f"{table(model)}_history", lake.read(table(model), at=at))):
+            con.register("_rows", rows)
+            con.execute(f"CREATE TABLE {catalog}.{name} AS SELECT * FROM _rows")
+            con.unregister("_rows")
+            counts[name] = rows.num_rows
+    return counts
