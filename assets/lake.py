@@ -29,9 +29,6 @@ KEY = dg.AssetKey(["lake", "features"])
 SCORES_KEY = dg.AssetKey(["lake", "scores"])
 PUBLISHED_KEY = dg.AssetKey(["lake", "published"])
 JOB = "lake"
-# Step processes forked from a server that has imported Dagster and these definitions once: a step starts in a
-# fraction of a second instead of importing everything again (the per-shard overhead, benchmarks/RESULTS.md).
-FORKSERVER = {"start_method": {"forkserver": {"preload_modules": ["orchestration.definitions"]}}}
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -49,10 +46,10 @@ def _snapshot(context: dg.OpExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)
 
 
-def build_lake(shards: int, max_concurrent: int, first_snapshot: str, specs: list[ModelSpec]
+def build_lake(shards: int, first_snapshot: str, specs: list[ModelSpec], executor: dg.ExecutorDefinition
                ) -> tuple[list[dg.AssetsDefinition], object]:
-    """The `lake/features` and `lake/scores` assets for `shards` customer shards, and job `lake` running them on
-    the multiprocess executor, `max_concurrent` steps at a time."""
+    """The `lake/features`, `lake/scores` and `lake/published` assets for `shards` customer shards, and job `lake`
+    running them on `executor` (settings `execution:`; the multiprocess executor by default)."""
     partitions = dg.DailyPartitionsDefinition(start_date=str(first_snapshot), end_offset=1)
 
     @dg.op(ins={"delivered": dg.In(dg.Nothing)}, out=dg.DynamicOut(), pool="warehouse")
@@ -101,7 +98,7 @@ def build_lake(shards: int, max_concurrent: int, first_snapshot: str, specs: lis
     lake_scores = _scores_asset(shards, partitions, [s for s in specs if s.per_customer])
     published = _published_asset(partitions, specs)
     job = dg.define_asset_job(JOB, selection=[KEY, SCORES_KEY, PUBLISHED_KEY], partitions_def=partitions,
-                              executor_def=dg.multiprocess_executor.configured({"max_concurrent": max_concurrent, **FORKSERVER}),
+                              executor_def=executor,
                               description="Features and scores in the lake for one snapshot date, shard by shard "
                               "(docs/scale-out.md), with the registry's champions. Run after the ingest and "
                               "training: `scorehouse run --job lake`.")

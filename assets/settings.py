@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import json
 import os
 import re
 import types
@@ -70,10 +71,20 @@ class LakeSettings(Strict):
         "password, comes from the environment variable SCOREHOUSE_CATALOG: postgresql://user@host:port/database)"))
     shards: int = Field(1, ge=1, le=4096, description=(
         "customer shards: hash(customer_id) mod shards (docs/scale-out.md); each shard's features are one step"))
-    max_concurrent: int = Field(2, ge=1, description=(
-        "shard steps run at once by the multiprocess executor of job `lake` (one per core is a start)"))
     first_snapshot: date = Field(date(2020, 1, 1), description=(
         "the first day of the lake assets' daily snapshot partitions (a past snapshot is backfilled from the UI)"))
+
+
+class ExecutionSettings(Strict):
+    executor: Literal["in_process", "multiprocess", "k8s", "celery"] | None = Field(None, description=(
+        "how job `lake`'s steps are executed (docs/scale-out.md; the embedded jobs always run in process: their "
+        "steps take the DuckDB file one at a time). null: multiprocess, a process per step on this machine; "
+        "in_process: one after the other in the run's process; k8s: a Kubernetes job per step (Dagster's "
+        "k8s_job_executor, package dagster-k8s); celery: Celery workers (package dagster-celery, broker URL from "
+        "SCOREHOUSE_CELERY_BROKER)"))
+    max_concurrent: int = Field(2, ge=1, description=(
+        "job `lake`'s steps run at once by the multiprocess, k8s or celery executor (on one machine, one per core "
+        "is a start)"))
 
 
 class WarehouseSettings(Strict):
@@ -487,6 +498,7 @@ class ScorehouseSettings(Strict):
     """Everything users tune."""
 
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     sensors: SensorSettings = Field(default_factory=SensorSettings)
@@ -502,6 +514,11 @@ class ScorehouseSettings(Strict):
 
 
 # ------------------------------------------------------------------------------------------------- loading
+
+# Settings given as flags (`scorehouse run --backend iceberg --shards 4 ...`), as JSON: the last layer, and set
+# in the environment so that a run's step processes read the same settings.
+FLAGS_ENV = "SCOREHOUSE_SETTINGS"
+
 
 class SettingsError(ValueError):
     """Settings that cannot be used: one line per problem, each naming the file and the key path."""
@@ -583,6 +600,9 @@ def layers(home: str | Path | None = None, source: str | Path | None = None) -> 
         if not Path(env).is_file():
             raise SettingsError([f"{where}: no such file"])
         out.append(Layer("$SCOREHOUSE_CONFIG", where, "", _read(Path(env), where)))
+    flags = os.environ.get(FLAGS_ENV)
+    if flags:
+        out.append(Layer("command line", "the command line's flags", "", json.loads(flags)))
     return out
 
 
@@ -680,6 +700,7 @@ def _loaded(home: str | None, source: str | None, stamp: tuple) -> dict[str, Any
 def _stamp(home: str | Path | None, source: str | Path | None) -> tuple:
     """What the settings are read from, as (path, size, mtime) of each file: a change in any reads them again."""
     paths = [Path(home) / "scorehouse.yaml" if home else None, os.environ.get("SCOREHOUSE_CONFIG")]
+    flags = [("flags", os.environ.get(FLAGS_ENV), None)]
     if source:
         try:
             paths.append(resolve_source(source))
@@ -694,7 +715,7 @@ def _stamp(home: str | Path | None, source: str | Path | None) -> tuple:
             out.append((str(p), st.st_size, st.st_mtime_ns))
         except OSError:
             out.append((str(p), None, None))
-    return tuple(out)
+    return tuple(out + flags)
 
 
 # ------------------------------------------------------------------------------------------- error messages

@@ -228,8 +228,27 @@ def _landing_problems(cfg, landing: Path) -> list[str]:
     return out
 
 
+def _flags(args: argparse.Namespace) -> None:
+    """`scorehouse run`'s settings flags as the settings' last layer, in the environment: the run's step
+    processes read the same settings. The catalog URL (it may hold a password) goes where the lake resource
+    reads it, SCOREHOUSE_CATALOG."""
+    import json
+
+    from assets.settings import FLAGS_ENV
+
+    lake = {k: v for k, v in (("location", args.warehouse), ("shards", args.shards)) if v is not None}
+    flags = {**({"warehouse": {k: v for k, v in (("backend", args.backend), ("lake", lake)) if v}}
+                if args.backend or lake else {}),
+             **({"execution": {"executor": args.executor}} if args.executor else {})}
+    if flags:
+        os.environ[FLAGS_ENV] = json.dumps(flags)
+    if args.catalog:
+        os.environ["SCOREHOUSE_CATALOG"] = args.catalog
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     home = Home.resolve(args.home)
+    _flags(args)
     settings = _settings(home, _source(args))  # a bad source config or setting stops here, before Dagster
     if settings is None:
         return 2
@@ -243,13 +262,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     _writable(home.root)
     _set_env(home, args.source, args.landing)
-
-    from assets.models import SPECS
-    from orchestration.definitions import defs
-    from orchestration.home import open_instance
-    from orchestration.jobs import due_selection
-    from orchestration.location import create_run, execute
-    from orchestration.stale_runs import fail_dead_cli_runs
+    lake_after = args.job == "scorehouse" and settings["warehouse"]["backend"] == "iceberg"
+    if lake_after and not os.environ.get("SCOREHOUSE_CATALOG"):
+        print("error: warehouse.backend iceberg needs the catalog's URL: --catalog postgresql://user@host:port/db "
+              "or SCOREHOUSE_CATALOG (docs/scale-out.md)", file=sys.stderr)
+        return 2
 
     # The home's run lock from before the registry is read (which models are due) until the summary and the
     # alerts have read the warehouse: a second `scorehouse run` of this home starts after all of it, and never
@@ -257,40 +274,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     with run_lock(home.run_lock, f"run of job {args.job!r} from `scorehouse run`",
                   settings["warehouse"]["run_lock_wait_seconds"],
                   on_wait=_to_stderr, children=True):  # the multiprocess executor's steps run under it
-        job = defs.resolve_job_def(args.job)
-        partition, problem = _partition(job, args.partition, home, cfg)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
-        selection = None
-        if args.job == "scorehouse":
-            selection = due_selection(job, home.root, settings, [s.name for s in SPECS])
-            if selection is not None:
-                kept = sorted({k.path[-1].removesuffix("_challenger") for k in job.asset_layer.executable_asset_keys
-                               if k.path[0] == "ml" and k not in selection and k.path[-1].endswith("_challenger")})
-                print(f"Not retrained (champion younger than models.retrain_after_days; --job retrain forces): "
-                      f"{', '.join(kept)}", flush=True)
-        with open_instance(home.dagster_home) as instance:
-            fail_dead_cli_runs(instance)
-            print(f"Running job {args.job!r} for source {os.environ.get('SCOREHOUSE_SOURCE', 'synthetic')!r}, "
-                  f"home {home.root}", flush=True)
-            recon, run = create_run(
-                instance, home.dagster_home / "workspace.yaml", args.job, asset_selection=selection,
-                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
-                tags={"scorehouse/trigger": "cli", "scorehouse/pid": str(os.getpid()),
-                      "scorehouse/host": os.uname().nodename,
-                      **({"dagster/partition": partition} if partition else {})})
-            run_id = run.run_id
-            progress = _Progress(instance, run_id)
-            progress.start()
-            try:
-                result = execute(recon, run, instance)
-            finally:
-                progress.stop.set()
-                progress.join()
-            _summary(home, result, run_id)
-            _alerts(instance, run_id, home, settings)
-        return 0 if result.success else 1
+        code = _run_job(args.job, args.partition if not lake_after else None, home, cfg, settings)
+        if code == 0 and lake_after:  # the iceberg backend: then the lake's features, scores and publish
+            print("\nThen the lake (warehouse.backend iceberg): job 'lake'", flush=True)
+            code = _run_job("lake", args.partition, home, cfg, settings)
+        return code
+
+
+def _run_job(name: str, partition_given: str | None, home: Home, cfg, settings: dict) -> int:
+    """One run of job `name` through Dagster in this process, its summary and alerts; the exit code."""
+    from assets.models import SPECS
+    from orchestration.definitions import defs
+    from orchestration.home import open_instance
+    from orchestration.jobs import due_selection
+    from orchestration.location import create_run, execute
+    from orchestration.stale_runs import fail_dead_cli_runs
+
+    job = defs.resolve_job_def(name)
+    partition, problem = _partition(job, partition_given, home, cfg)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    selection = None
+    if name == "scorehouse":
+        selection = due_selection(job, home.root, settings, [s.name for s in SPECS])
+        if selection is not None:
+            kept = sorted({k.path[-1].removesuffix("_challenger") for k in job.asset_layer.executable_asset_keys
+                           if k.path[0] == "ml" and k not in selection and k.path[-1].endswith("_challenger")})
+            print(f"Not retrained (champion younger than models.retrain_after_days; --job retrain forces): "
+                  f"{', '.join(kept)}", flush=True)
+    with open_instance(home.dagster_home) as instance:
+        fail_dead_cli_runs(instance)
+        print(f"Running job {name!r} for source {os.environ.get('SCOREHOUSE_SOURCE', 'synthetic')!r}, "
+              f"home {home.root}", flush=True)
+        recon, run = create_run(
+            instance, home.dagster_home / "workspace.yaml", name, asset_selection=selection,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            tags={"scorehouse/trigger": "cli", "scorehouse/pid": str(os.getpid()),
+                  "scorehouse/host": os.uname().nodename,
+                  **({"dagster/partition": partition} if partition else {})})
+        run_id = run.run_id
+        progress = _Progress(instance, run_id)
+        progress.start()
+        try:
+            result = execute(recon, run, instance)
+        finally:
+            progress.stop.set()
+            progress.join()
+        _summary(home, result, run_id)
+        _alerts(instance, run_id, home, settings)
+    return 0 if result.success else 1
 
 
 def _partition(job, given: str | None, home: Home, cfg) -> tuple[str | None, str | None]:
@@ -679,6 +712,15 @@ def main(argv: list[str] | None = None) -> int:
                    ", lake (warehouse.backend iceberg: features and scores in the lake, docs/scale-out.md)")
     r.add_argument("--partition", help="a partitioned job's partition (lake: the snapshot date, YYYY-MM-DD; "
                    "default: the snapshot the warehouse's data gives)")
+    rs = r.add_argument_group("settings for this run (over scorehouse.yaml; docs/settings.md, docs/scale-out.md)")
+    rs.add_argument("--backend", choices=("duckdb", "iceberg"), help="warehouse.backend; iceberg: the whole run, then "
+                    "job lake (features, scores and the serving file from the lake)")
+    rs.add_argument("--catalog", help="the Iceberg catalog's URL (postgresql://user@host:port/db; else "
+                    "SCOREHOUSE_CATALOG, where a password belongs: a flag is visible to other users of the machine)")
+    rs.add_argument("--warehouse", help="warehouse.lake.location: the Iceberg warehouse, a folder or s3://bucket/prefix")
+    rs.add_argument("--shards", type=int, help="warehouse.lake.shards: customer shards")
+    rs.add_argument("--executor", choices=("in_process", "multiprocess", "k8s", "celery"),
+                    help="execution.executor: how the run's steps are executed")
     r.set_defaults(func=cmd_run)
 
     a = sub.add_parser("alerts", help="send a test message to every alert channel, or show what was sent")

@@ -14,6 +14,7 @@ from assets.models import SPECS, model_assets, model_checks
 from assets.resources import resources_for_env
 from assets.serving import build_publish, build_run_report
 from assets.settings import load_settings
+from orchestration.executors import executor_for
 from orchestration.jobs import build_jobs, build_schedules, due_selection
 from orchestration.sensors import build_alert_sensors, build_freshness, build_landing_sensor
 from warehouse.db import Home
@@ -28,7 +29,8 @@ lake_assets = []
 if settings["warehouse"]["backend"] == "iceberg":
     from assets.lake import build_lake
 
-    lake_assets, lake_job = build_lake(lake["shards"], lake["max_concurrent"], lake["first_snapshot"], SPECS)
+    lake_assets, lake_job = build_lake(lake["shards"], lake["first_snapshot"], SPECS,
+                                       executor_for(settings["execution"], "multiprocess"))
     jobs[lake_job.name] = lake_job
 
 

@@ -33,18 +33,20 @@ SERVING = dg.AssetSelection.groups("serving")
 REPORT = dg.AssetSelection.assets(dg.AssetKey(["serving", "run_report"]))  # every job with models reports
 
 
-def _job(name: str, selection: dg.AssetSelection, description: str,
-         tags: dict | None = None) -> dg.UnresolvedAssetJobDefinition:
+def _job(name: str, selection: dg.AssetSelection, description: str) -> dg.UnresolvedAssetJobDefinition:
+    # In process, whatever settings `execution:` say (they choose job lake's executor): these steps hold the one
+    # DuckDB file one at a time (pool `warehouse`), so a process per step would only add its start-up.
     return dg.define_asset_job(name, selection=selection, executor_def=dg.in_process_executor,
-                               description=description, run_tags={**WRITES, **(tags or {})})
+                               description=description, run_tags=WRITES)
 
 
 def build_jobs(model_names: list[str]) -> list[dg.UnresolvedAssetJobDefinition]:
+    """Every job of the embedded pipeline."""
     return [
         # the iceberg backend's lake assets are partitioned by snapshot date: their own job, `lake` (assets/lake.py)
-        _job("scorehouse", dg.AssetSelection.all() - dg.AssetSelection.groups("lake"), "The whole pipeline: ingest the landing files, validate, build "
-             "features, train and gate the models that are due (no champion, or one older than "
-             "models.retrain_after_days, when launched by `scorehouse run` or the landing sensor), score every "
+        _job("scorehouse", dg.AssetSelection.all() - dg.AssetSelection.groups("lake"), "The whole pipeline: ingest "
+             "the landing files, validate, build features, train and gate the models that are due (no champion, or "
+             "one older than models.retrain_after_days, when launched by `scorehouse run` or the landing sensor), score every "
              "customer, measure drift and publish the serving file for BI."),
         _job("score", (SCORING | SERVING).upstream() - TRAINING, "Daily: ingest new landing files, build features, "
              "score every customer with each model's current champion and publish the serving file."),

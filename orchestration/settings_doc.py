@@ -85,7 +85,9 @@ Merged key by key, lowest first (a mapping merges into the one below it; a value
 2. the source config's `settings:` block — what belongs to a bank's data, e.g. which transactions count as
    purchases ([source-config.md](source-config.md));
 3. `<home>/scorehouse.yaml` — a home's own choices;
-4. the file named by `$SCOREHOUSE_CONFIG`, when set.
+4. the file named by `$SCOREHOUSE_CONFIG`, when set;
+5. `scorehouse run`'s flags (`--backend`, `--warehouse`, `--shards`, `--executor`: [scale-out.md](scale-out.md)),
+   passed to the run's step processes as JSON in `$SCOREHOUSE_SETTINGS`.
 
 So `<home>/scorehouse.yaml` needs only the keys it changes:
 
@@ -101,7 +103,7 @@ schedules:
 
 `scorehouse settings [--home DIR] [--source NAME|PATH]` prints the effective settings as this YAML, each
 value followed by where it came from (`default`, `source <name>`, `<home>/scorehouse.yaml`,
-`$SCOREHOUSE_CONFIG`).
+`$SCOREHOUSE_CONFIG`, `command line`).
 
 ## Checked before anything runs
 

@@ -28,10 +28,10 @@ pytestmark = pytest.mark.e2e
 SCOREHOUSE = str(Path(sys.executable).parent / "scorehouse")
 
 
-def _cli(*args: str, home: Path, env: dict) -> subprocess.CompletedProcess:
+def _cli(*args: str, home: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
     return subprocess.run([SCOREHOUSE, *args, "--home", str(home)], capture_output=True, text=True,
-                          env={**clean, **env}, timeout=900)
+                          env={**clean, **(env or {})}, timeout=900)
 
 
 def _manifest_runs(home: Path) -> set[str]:
@@ -54,28 +54,29 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
     generate_bank(landing, customers=1500, seed=5, manager_effect=1)
     location = new_lake(postgres_url, "lake_e2e", tmp_path / "lake")
     relax_gates(home)
-    with (home / "scorehouse.yaml").open("a") as f:
-        f.write(f"warehouse:\n  backend: iceberg\n  lake: {{location: {location.warehouse}, shards: 4}}\n")
-    env = {"SCOREHOUSE_CATALOG": location.catalog}
+    flags = ["--backend", "iceberg", "--catalog", location.catalog, "--warehouse", location.warehouse,
+             "--shards", "4", "--executor", "multiprocess"]
 
-    early = _cli("run", "--job", "lake", home=home, env=env)
+    early = _cli("run", "--job", "lake", *flags, home=home)
     assert early.returncode == 2 and "run `scorehouse run --job ingest` first" in early.stderr, early.stderr
-    embedded = _cli("run", "--landing", str(landing), home=home, env=env)  # ingest, features, models, scores
-    assert embedded.returncode == 0, embedded.stdout[-3000:] + embedded.stderr[-3000:]
+    # the whole run on the embedded file (ingest, features, models, scores), then the lake's
+    first = _cli("run", "--landing", str(landing), *flags, home=home)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "Then the lake (warehouse.backend iceberg): job 'lake'" in first.stdout
     with connect(Home.resolve(home).warehouse, read_only=True) as con:
         snap = F.resolve_snapshot(con, source_config("synthetic").snapshot_date, source_config("synthetic").holdout_days)
         expected = {t: frame(con, t) for t in S.FEATURE_TABLES}
         scored = {s.name: _scores(con.execute(f"SELECT * FROM scores.{s.name}").df(), s.name)
                   for s in SPECS if s.per_customer}
 
-    bad = _cli("run", "--job", "lake", "--partition", "2026-13-01", home=home, env=env)
+    bad = _cli("run", "--job", "lake", "--partition", "2026-13-01", *flags, home=home)
     assert bad.returncode == 2 and "expected a snapshot date, YYYY-MM-DD" in bad.stderr, bad.stderr
     published = _manifest_runs(home)
     for kill in ("lake_shard", "lake_score"):  # the feature shards, then the scoring shards, killed mid-write
-        killed = _cli("run", "--job", "lake", home=home, env={**env, "SCOREHOUSE_KILL_AT": kill})
+        killed = _cli("run", "--job", "lake", *flags, home=home, env={"SCOREHOUSE_KILL_AT": kill})
         assert killed.returncode == 1, killed.stdout[-3000:] + killed.stderr[-3000:]
         assert _manifest_runs(home) == published  # BI still reads the last good publish
-    rerun = _cli("run", "--job", "lake", home=home, env=env)
+    rerun = _cli("run", "--job", "lake", *flags, home=home)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
 
     lake = Lake(location)
@@ -93,7 +94,7 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
         (run_id,), = srv.execute("SELECT DISTINCT run_id FROM manifest").fetchall()
 
     with open_instance(Home.resolve(home).dagster_home, say=lambda m: None) as instance:
-        good_run, scores_killed, features_killed = instance.get_runs(dg.RunsFilter(job_name="lake"))  # newest first
+        good_run, scores_killed, features_killed, _ = instance.get_runs(dg.RunsFilter(job_name="lake"))  # newest first
         assert good_run.status == dg.DagsterRunStatus.SUCCESS and run_id == good_run.run_id, good_run.status
         for run, step in ((features_killed, "lake__features.lake_shard["), (scores_killed, "lake__scores.lake_score_shard[")):
             assert run.status == dg.DagsterRunStatus.FAILURE

@@ -189,6 +189,42 @@ def test_the_iceberg_backend_needs_a_lake_and_keeps_its_shards_in_bounds(tmp_pat
     assert lake["warehouse"]["lake"]["shards"] == 8
 
 
+def test_run_flags_are_the_last_layer_and_a_bad_one_is_refused_naming_the_flag(tmp_path):
+    home = home_with(tmp_path, "warehouse:\n  lake: {location: /from/yaml, shards: 2}\n")
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    # --shards 0: the flags are checked like the files, before anything runs
+    (line,) = refused(scorehouse("run", "--home", str(home), "--landing", str(landing), "--backend", "iceberg",
+                                 "--shards", "0"))
+    assert line.startswith("error: the command line's flags: warehouse.lake.shards: "), line
+    # iceberg without a catalog URL: said before the run starts
+    (line,) = refused(scorehouse("run", "--home", str(home), "--landing", str(landing), "--backend", "iceberg"))
+    assert "needs the catalog's URL: --catalog postgresql://" in line, line
+    r = scorehouse("settings", "--home", str(home),
+                   env={"SCOREHOUSE_SETTINGS": '{"warehouse": {"backend": "iceberg", "lake": {"shards": 4}}}'})
+    assert r.returncode == 0, r.stderr
+    shown = {line.split(":")[0].strip(): line for line in r.stdout.splitlines() if line.strip().startswith(
+        ("backend:", "shards:", "location:"))}
+    assert "iceberg" in shown["backend"] and "command line" in shown["backend"], shown
+    assert "4" in shown["shards"] and "command line" in shown["shards"], shown
+    assert "/from/yaml" in shown["location"] and "scorehouse.yaml" in shown["location"], shown
+
+
+def test_executors_from_settings(monkeypatch):
+    import dagster as dg
+
+    from orchestration.executors import executor_for
+
+    assert executor_for({"executor": None, "max_concurrent": 2}, "in_process") is dg.in_process_executor
+    assert executor_for({"executor": None, "max_concurrent": 3}, "multiprocess").name == "multiprocess"
+    assert executor_for({"executor": "multiprocess", "max_concurrent": 2}, "in_process").name == "multiprocess"
+    for kind, package in (("k8s", "dagster_k8s"), ("celery", "dagster_celery")):
+        monkeypatch.setitem(sys.modules, package, None)  # as on a machine without the optional package
+        with pytest.raises(SettingsError, match=rf"execution.executor: {kind} needs the .* package, not installed "
+                                                rf"here: pip install 'scorehouse\[{kind}\]'"):
+            executor_for({"executor": kind, "max_concurrent": 2}, "in_process")
+
+
 def test_bad_yaml_and_a_bad_channel_are_one_line_each(tmp_path):
     home = home_with(tmp_path, "models: [unclosed\n")
     with pytest.raises(SettingsError) as e:
