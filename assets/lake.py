@@ -7,8 +7,9 @@ re-executed alone from the UI), and a step over all shards (the population's col
 warehouse/shard_features.py's and warehouse/shard_scores.py's, with the models' own scoring; this is the glue.
 """
 
+import resource
 import tempfile
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -42,6 +43,11 @@ class LakeResource(dg.ConfigurableResource):
         return Lake(LakeLocation(self.catalog, self.location))
 
 
+def _peak_rss_gb() -> float:
+    """This step process's peak resident memory: what one shard costs a worker (benchmarks/lake_run.py)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _snapshot(context: dg.OpExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)
 
@@ -70,7 +76,7 @@ def build_lake(shards: int, first_snapshot: str, specs: list[ModelSpec], executo
         shard, plan = work
         counts = S.build_shard(lake.open(), shard, plan)
         context.log.info(f"shard {shard}: {counts['population']:,} customers")
-        return {"shard": shard, **counts}
+        return {"shard": shard, **counts, "peak_rss_gb": _peak_rss_gb()}
 
     @dg.op
     def lake_population(context: dg.OpExecutionContext, parts: list, lake: LakeResource) -> dg.Output:
@@ -78,8 +84,8 @@ def build_lake(shards: int, first_snapshot: str, specs: list[ModelSpec], executo
         snap = _snapshot(context)
         customers = S.population_step(lake.open(), shards, snap)
         rows = sorted(parts, key=lambda p: p["shard"])
-        preview = "| shard | customers | labels |\n|---:|---:|---:|\n" + "".join(
-            f"| {p['shard']} | {p['population']:,} | {p['labels']:,} |\n" for p in rows)
+        preview = "| shard | customers | labels | peak RSS of its step |\n|---:|---:|---:|---:|\n" + "".join(
+            f"| {p['shard']} | {p['population']:,} | {p['labels']:,} | {p['peak_rss_gb']:.2f} GB |\n" for p in rows)
         return dg.Output(customers, metadata={
             "dagster/row_count": customers, "snapshot_date": str(snap), "shards": shards,
             "lake": lake.location, "customers per shard": dg.MetadataValue.md(preview)})
@@ -144,7 +150,7 @@ def _scores_asset(shards: int, partitions: dg.PartitionsDefinition, specs: list[
                                                 scored_date=scored.snapshot_date, version=entry.version, run_id=context.run.run_id,
                                                 scored_at=plan["scored_at"])
         context.log.info(f"shard {shard}: " + (", ".join(f"{n} {r:,}" for n, r in written.items()) or "no champion"))
-        return {"shard": shard, "rows": written, "champions": plan["champions"]}
+        return {"shard": shard, "rows": written, "champions": plan["champions"], "peak_rss_gb": _peak_rss_gb()}
 
     @dg.op
     def lake_score_population(context: dg.OpExecutionContext, parts: list, lake: LakeResource) -> dg.Output:
@@ -159,8 +165,9 @@ def _scores_asset(shards: int, partitions: dg.PartitionsDefinition, specs: list[
                 SS.recompute(store, name, shards, snap, key=pop.key, order=pop.order, inputs=pop.inputs,
                              columns=pop.columns, compute=lambda frame, pop=pop, model=model: pop.compute(frame, model))
         names = sorted(champions)
-        preview = "| shard | " + " | ".join(names) + " |\n|---:|" + "---:|" * len(names) + "\n" + "".join(
-            f"| {p['shard']} | " + " | ".join(f"{p['rows'].get(n, 0):,}" for n in names) + " |\n" for p in rows)
+        preview = "| shard | " + " | ".join(names) + " | peak RSS of its step |\n|---:|" + "---:|" * (len(names) + 1) \
+            + "\n" + "".join(f"| {p['shard']} | " + " | ".join(f"{p['rows'].get(n, 0):,}" for n in names)
+                             + f" | {p['peak_rss_gb']:.2f} GB |\n" for p in rows)
         return dg.Output(sum(sum(p["rows"].values()) for p in rows), metadata={
             "snapshot_date": str(snap), "shards": shards,
             "models": ", ".join(f"{n} v{e.version}" for n, e in sorted(champions.items())) or "none (no champion yet)",
@@ -220,3 +227,29 @@ def _published_asset(partitions: dg.PartitionsDefinition, specs: list[ModelSpec]
             "manifest": frame_md([(t, k, f"{n:,}") for t, k, n in out.tables], ["table_name", "kind", "rows"])})
 
     return lake_published
+
+
+def build_maintenance(keep_days: int, grace_hours: float) -> dg.JobDefinition:
+    """Job `lake_maintenance`: every lake table's snapshots older than `keep_days` expired, and the files no
+    snapshot left refers to (older than `grace_hours`) deleted (Lake.expire)."""
+
+    @dg.op(description="Expire old snapshots and delete unreferenced files, table by table.")
+    def expire_lake_snapshots(context: dg.OpExecutionContext, lake: LakeResource) -> dg.Output:
+        store = lake.open()
+        older_than = datetime.now(UTC) - timedelta(days=keep_days)
+        rows = [(name, *store.expire(name, older_than, timedelta(hours=grace_hours))) for name in store.tables()]
+        context.log.info(f"{sum(r[1] for r in rows):,} snapshots expired, {sum(r[2] for r in rows):,} files deleted "
+                         f"over {len(rows)} tables")
+        return dg.Output(len(rows), metadata={
+            "snapshots_expired": sum(r[1] for r in rows), "files_deleted": sum(r[2] for r in rows),
+            "older_than": older_than.isoformat(timespec="seconds"),
+            "tables": frame_md([(n, f"{e:,}", f"{d:,}") for n, e, d in rows], ["table", "snapshots expired",
+                                                                              "files deleted"])})
+
+    @dg.job(name="lake_maintenance", executor_def=dg.in_process_executor,
+            description="The lake's housekeeping (docs/scale-out.md): snapshots older than "
+                        "warehouse.lake.keep_snapshots_days expired, files no snapshot refers to deleted.")
+    def lake_maintenance():
+        expire_lake_snapshots()
+
+    return lake_maintenance

@@ -71,6 +71,11 @@ class LakeSettings(Strict):
         "password, comes from the environment variable SCOREHOUSE_CATALOG: postgresql://user@host:port/database)"))
     shards: int = Field(1, ge=1, le=4096, description=(
         "customer shards: hash(customer_id) mod shards (docs/scale-out.md); each shard's features are one step"))
+    keep_snapshots_days: int = Field(7, ge=1, description=(
+        "job `lake_maintenance` expires the lake's table snapshots older than this (a past run's state is read "
+        "back until then; the current state is always kept) and deletes the files no snapshot left refers to"))
+    orphan_grace_hours: float = Field(24, gt=0, description=(
+        "files younger than this are never deleted as unreferenced: a writer's data files before its commit"))
     first_snapshot: date = Field(date(2020, 1, 1), description=(
         "the first day of the lake assets' daily snapshot partitions (a past snapshot is backfilled from the UI)"))
 
@@ -283,6 +288,8 @@ class ScheduleSettings(Strict):
         "job `score`: ingest, features, score with the current champions"))
     weekly_retrain: Schedule = Field(default_factory=lambda: Schedule(cron="0 3 * * 0"), description=(
         "job `retrain`: ingest, features, a challenger per model behind its gate"))
+    lake_maintenance: Schedule = Field(default_factory=lambda: Schedule(cron="0 2 * * 6"), description=(
+        "job `lake_maintenance` (warehouse.backend iceberg only): old snapshots expired, unreferenced files deleted"))
 
     @field_validator("timezone")
     @classmethod

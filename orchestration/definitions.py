@@ -27,11 +27,12 @@ jobs = {j.name: j for j in build_jobs(MODELS)}
 lake = settings["warehouse"]["lake"]
 lake_assets = []
 if settings["warehouse"]["backend"] == "iceberg":
-    from assets.lake import build_lake
+    from assets.lake import build_lake, build_maintenance
 
     lake_assets, lake_job = build_lake(lake["shards"], lake["first_snapshot"], SPECS,
                                        executor_for(settings["execution"], "multiprocess"))
     jobs[lake_job.name] = lake_job
+    jobs["lake_maintenance"] = build_maintenance(lake["keep_snapshots_days"], lake["orphan_grace_hours"])
 
 
 def _due() -> list[dg.AssetKey] | None:

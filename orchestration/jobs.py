@@ -81,11 +81,15 @@ def due_selection(job: dg.JobDefinition, home: Path, settings: dict, model_names
     return [k for k in job.asset_layer.executable_asset_keys if k not in fresh]
 
 
-def build_schedules(settings: dict, jobs: dict[str, dg.UnresolvedAssetJobDefinition]) -> list[dg.ScheduleDefinition]:
-    """Daily scoring and weekly retraining, cron from settings; running by default when the daemon runs."""
+def build_schedules(settings: dict, jobs: dict) -> list[dg.ScheduleDefinition]:
+    """Daily scoring, weekly retraining (and the lake's maintenance), cron from settings; running by default when
+    the daemon runs."""
     cfg = settings["schedules"]
     out = []
-    for name, job in (("daily_scoring", "score"), ("weekly_retrain", "retrain")):
+    pairs = (("daily_scoring", "score"), ("weekly_retrain", "retrain"), ("lake_maintenance", "lake_maintenance"))
+    for name, job in pairs:
+        if job not in jobs:  # lake_maintenance: on the iceberg backend only
+            continue
         s = cfg[name]
         out.append(dg.ScheduleDefinition(
             name=name, job=jobs[job], cron_schedule=s["cron"], execution_timezone=cfg["timezone"],

@@ -116,3 +116,39 @@ def test_a_bad_catalog_is_one_line_without_the_password(tmp_path):
     assert "s3cret" not in str(e.value) and "***" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(LakeError, match="<schema>.<table>"):
         Lake._check("Features.x; DROP")
+
+
+def _files(location: LakeLocation, suffix: str) -> set[str]:
+    from pathlib import Path
+
+    return {str(p) for p in Path(location.warehouse).rglob(f"*{suffix}")}
+
+
+def test_expiry_drops_old_snapshots_and_their_files_never_the_current_rows_nor_a_writers_young_files(location):
+    from datetime import datetime, timedelta
+    from pathlib import Path
+
+    lake = _write_all(location)
+    write_rounds(lake, 0, 3, first=2)  # shard 0 rewritten twice more: two superseded data files
+    before = _files(location, ".parquet")
+    # a first write appends; a rewrite is a delete and an append: 4 + 2 x 2 snapshots
+    assert len(before) == 6 and len(lake.catalog.load_table("features.balances").snapshots()) == 8
+    # a writer killed after its data file, before its commit, a moment ago: no snapshot refers to it
+    stray = Path(sorted(before)[0]).with_name("00000-0-killed-writer.parquet")
+    stray.write_bytes(Path(sorted(before)[0]).read_bytes())
+
+    # nothing older than the 7 days kept: nothing expired, nothing deleted
+    assert lake.expire("features.balances", datetime.now() - timedelta(days=7), timedelta(hours=1)) == (0, 0)
+    expired, deleted = lake.expire("features.balances", datetime.now() + timedelta(seconds=1), timedelta(hours=1))
+    table = lake.catalog.load_table("features.balances")
+    assert expired == 7 and len(table.snapshots()) == 1  # every snapshot but the current one
+    assert deleted == 0 and _files(location, ".parquet") == before | {str(stray)}  # all younger than an hour
+    assert _rows(lake) == _expected({0: 3, 1: 1, 2: 1, 3: 1})
+
+    manifests = _files(location, ".avro")
+    expired, deleted = lake.expire("features.balances", datetime.now(), timedelta(0))
+    live, left = _files(location, ".parquet"), _files(location, ".avro")
+    assert expired == 0 and len(live) == 4 and str(stray) not in live  # one data file per shard left
+    assert left < manifests and deleted == len(before) + 1 - len(live) + len(manifests) - len(left)
+    assert _rows(lake) == _expected({0: 3, 1: 1, 2: 1, 3: 1})  # the same rows, read from what is left
+    assert lake.tables() == ["features.balances"]

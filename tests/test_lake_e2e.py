@@ -1,6 +1,7 @@
-"""Job `lake` through the CLI as a user runs it on the iceberg backend: 4 shards on the multiprocess executor,
-the feature shard steps SIGKILLed mid-write in a first run, the scoring shard steps in a second, and a third
-converging to the embedded run's feature tables and scored tables, row for row."""
+"""The iceberg backend through the CLI as a user runs it: `scorehouse run --backend iceberg ... --shards 4
+--executor multiprocess` (the embedded run, then job `lake`), its scoring shard steps SIGKILLed mid-write, a
+second lake run's feature shard steps too, and a third converging to the embedded run's feature tables and
+scored tables row for row, published from the lake."""
 
 from __future__ import annotations
 
@@ -59,10 +60,13 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
 
     early = _cli("run", "--job", "lake", *flags, home=home)
     assert early.returncode == 2 and "run `scorehouse run --job ingest` first" in early.stderr, early.stderr
-    # the whole run on the embedded file (ingest, features, models, scores), then the lake's
-    first = _cli("run", "--landing", str(landing), *flags, home=home)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    # the whole run on the embedded file (ingest, features, models, scores, publish), then the lake's, whose
+    # scoring shard steps are SIGKILLed mid-write
+    first = _cli("run", "--landing", str(landing), *flags, home=home, env={"SCOREHOUSE_KILL_AT": "lake_score"})
+    assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
     assert "Then the lake (warehouse.backend iceberg): job 'lake'" in first.stdout
+    assert first.stdout.count("Run ") >= 2 and "SUCCESS" in first.stdout  # the embedded run succeeded
+    published = _manifest_runs(home)  # the embedded run's publish: BI keeps reading it
     with connect(Home.resolve(home).warehouse, read_only=True) as con:
         snap = F.resolve_snapshot(con, source_config("synthetic").snapshot_date, source_config("synthetic").holdout_days)
         expected = {t: frame(con, t) for t in S.FEATURE_TABLES}
@@ -71,11 +75,9 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
 
     bad = _cli("run", "--job", "lake", "--partition", "2026-13-01", *flags, home=home)
     assert bad.returncode == 2 and "expected a snapshot date, YYYY-MM-DD" in bad.stderr, bad.stderr
-    published = _manifest_runs(home)
-    for kill in ("lake_shard", "lake_score"):  # the feature shards, then the scoring shards, killed mid-write
-        killed = _cli("run", "--job", "lake", *flags, home=home, env={"SCOREHOUSE_KILL_AT": kill})
-        assert killed.returncode == 1, killed.stdout[-3000:] + killed.stderr[-3000:]
-        assert _manifest_runs(home) == published  # BI still reads the last good publish
+    killed = _cli("run", "--job", "lake", *flags, home=home, env={"SCOREHOUSE_KILL_AT": "lake_shard"})
+    assert killed.returncode == 1, killed.stdout[-3000:] + killed.stderr[-3000:]  # the feature shards this time
+    assert _manifest_runs(home) == published  # BI still reads the last good publish
     rerun = _cli("run", "--job", "lake", *flags, home=home)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
 
@@ -93,10 +95,15 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
             assert_same(in_lake[served.columns], served, f"serving scores.{name}")  # its shareable columns
         (run_id,), = srv.execute("SELECT DISTINCT run_id FROM manifest").fetchall()
 
+    housekeeping = _cli("run", "--job", "lake_maintenance", *flags, home=home)  # nothing a week old yet
+    assert housekeeping.returncode == 0, housekeeping.stdout[-3000:] + housekeeping.stderr[-3000:]
+    assert set(lake.shard_counts("scores.churn")) == {0, 1, 2, 3}
+
     with open_instance(Home.resolve(home).dagster_home, say=lambda m: None) as instance:
-        good_run, scores_killed, features_killed, _ = instance.get_runs(dg.RunsFilter(job_name="lake"))  # newest first
+        good_run, features_killed, scores_killed = instance.get_runs(dg.RunsFilter(job_name="lake"))  # newest first
         assert good_run.status == dg.DagsterRunStatus.SUCCESS and run_id == good_run.run_id, good_run.status
-        for run, step in ((features_killed, "lake__features.lake_shard["), (scores_killed, "lake__scores.lake_score_shard[")):
+        for run, step in ((features_killed, "lake__features.lake_shard["),
+                          (scores_killed, "lake__scores.lake_score_shard[")):
             assert run.status == dg.DagsterRunStatus.FAILURE
             failed = {e.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)}
             assert failed and all(k.startswith(step) for k in failed), failed  # killed mid-write

@@ -18,7 +18,7 @@ import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,6 +31,9 @@ SHARD = "_shard"
 SNAPSHOT = "_snapshot_date"
 PARTS = (SHARD, SNAPSHOT)
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+# Each commit writes a new metadata file: the old ones are deleted as commits go, the last 50 kept (a reader's
+# pinned snapshot lives in the current file until `expire` removes it).
+TABLE_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true", "write.metadata.previous-versions-max": "50"}
 _CATALOG_SCHEMES = {"postgresql": "postgresql+psycopg2", "postgresql+psycopg2": "postgresql+psycopg2",
                     "sqlite": "sqlite"}
 
@@ -123,7 +126,8 @@ class Lake:
             pass
         self.catalog.create_namespace_if_not_exists(name.split(".")[0])
         try:
-            with self.catalog.create_table_transaction(name, schema=schema) as tx, tx.update_spec() as spec:
+            with self.catalog.create_table_transaction(name, schema=schema, properties=TABLE_PROPERTIES) as tx, \
+                    tx.update_spec() as spec:
                 spec.add_identity(SHARD)
                 if by_snapshot:
                     spec.add_identity(SNAPSHOT)
@@ -207,3 +211,48 @@ class Lake:
             return {}
         counts = pc.value_counts(rows[SHARD]).to_pylist()
         return {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])}
+
+    def tables(self) -> list[str]:
+        """Every table of the lake, as `<schema>.<table>`."""
+        return sorted(".".join(ident) for ns in self.catalog.list_namespaces()
+                      for ident in self.catalog.list_tables(ns))
+
+    def expire(self, name: str, older_than: datetime, grace: timedelta) -> tuple[int, int]:
+        """Expire the snapshots of `name` taken before `older_than` (never the current one), then delete the data
+        and manifest files that no snapshot left refers to and that are older than `grace` (a writer's files not
+        yet committed are younger: they are never taken). Returns (snapshots expired, files deleted)."""
+        import pyarrow.fs as pafs
+
+        table = self.catalog.load_table(self._check(name))
+        if any(table.properties.get(k) != v for k, v in TABLE_PROPERTIES.items()):
+            with table.transaction() as tx:  # a table made before the properties were set
+                tx.set_properties(TABLE_PROPERTIES)
+        current = table.current_snapshot()
+        cutoff_ms = int(older_than.timestamp() * 1000)
+        old = [s.snapshot_id for s in table.snapshots()
+               if s.timestamp_ms < cutoff_ms and (current is None or s.snapshot_id != current.snapshot_id)]
+        if old:
+            table.maintenance.expire_snapshots().by_ids(old).commit()
+            table = self.catalog.load_table(name)
+        keep = set()  # every file a remaining snapshot refers to (read manifest by manifest: the tables' own
+        for snap in table.snapshots():  # inspect.all_files cannot join the manifests of two schemas)
+            keep.add(_bare(snap.manifest_list))
+            for manifest in snap.manifests(table.io):
+                keep.add(_bare(manifest.manifest_path))
+                keep |= {_bare(e.data_file.file_path) for e in manifest.fetch_manifest_entry(table.io)}
+        fs, root = pafs.FileSystem.from_uri(table.location())
+        young = datetime.now(UTC) - grace
+        deleted = 0
+        for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+            if info.type != pafs.FileType.File or not info.path.endswith((".parquet", ".avro")):
+                continue
+            if _bare(info.path) in keep or info.mtime is None or info.mtime >= young:
+                continue
+            fs.delete_file(info.path)
+            deleted += 1
+        return len(old), deleted
+
+
+def _bare(path: str) -> str:
+    """A file's path without its scheme: pyiceberg records URIs, a file system lists paths."""
+    return path.split("://", 1)[-1].lstrip("/")

@@ -1,0 +1,124 @@
+"""Benchmark: job `lake` (features and scores shard by shard on the iceberg backend, publish from the lake)
+against the embedded run on the same bank.
+
+    python benchmarks/lake_run.py [--customers 1000000] [--shards 8] [--workers 2]
+
+The bank is generated once (benchmarks/out/). The embedded run (`scorehouse run`: ingest, features, training,
+scores, publish, in process) is timed first; then `scorehouse run --job lake --backend iceberg --shards N
+--executor multiprocess` on the same home, with its catalog on a PostgreSQL server started for the run
+(tests/postgres.py) and its warehouse a local folder. Step times come from the runs' Dagster events, the peak
+RSS of each shard step from its own output; results are appended to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from benchmarks.ingest_features import BIN, OUT, RESULTS, ensure_bank, machine  # noqa: E402
+from tests.postgres import local_postgres  # noqa: E402
+
+
+def _run(args: list[str], home: Path) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    t0 = time.monotonic()
+    r = subprocess.run([str(BIN / "scorehouse"), "run", *args, "--home", str(home)], env=env, capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        sys.exit(f"scorehouse run {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return time.monotonic() - t0
+
+
+def _steps(home: Path, job: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(seconds per step, peak RSS in GB per shard step) of the job's last run."""
+    import dagster as dg
+
+    from orchestration.home import open_instance
+
+    with open_instance(home / "dagster", say=lambda m: None) as instance:
+        run = instance.get_runs(dg.RunsFilter(job_name=job), limit=1)[0]
+        start, took, rss = {}, {}, {}
+        for e in instance.all_logs(run.run_id):
+            ev = e.dagster_event
+            if ev is None or not e.step_key:
+                continue
+            if ev.event_type == dg.DagsterEventType.STEP_START:
+                start[e.step_key] = e.timestamp
+            elif ev.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                took[e.step_key] = e.timestamp - start[e.step_key]
+            elif ev.event_type == dg.DagsterEventType.STEP_OUTPUT and "shard[" in e.step_key:
+                value = ev.step_output_data.metadata.get("peak_rss_gb")
+                if value is not None:
+                    rss[e.step_key] = value.value
+    return took, rss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--customers", type=int, default=1_000_000)
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    a = ap.parse_args()
+    landing, home = ensure_bank(a.customers), OUT / f"lake_home_{a.customers}"
+    shutil.rmtree(home, ignore_errors=True)
+    t_embedded = _run(["--landing", str(landing)], home)
+    embedded, _ = _steps(home, "scorehouse")
+    with local_postgres() as url:
+        flags = ["--backend", "iceberg", "--catalog", url, "--warehouse", str(home / "lake"), "--shards",
+                 str(a.shards), "--executor", "multiprocess"]
+        (home / "scorehouse.yaml").write_text(f"execution: {{max_concurrent: {a.workers}}}\n")
+        t_lake = _run(["--job", "lake", *flags], home)
+    lake, rss = _steps(home, "lake")
+    shutil.rmtree(home, ignore_errors=True)
+
+    groups = defaultdict(float)
+    for step, s in embedded.items():
+        groups["features" if step.startswith("features__") else "scores" if step.startswith("scores__")
+               else "publish" if step.startswith("serving__published") else "other"] += s
+
+    def phase(prefix: str) -> list[float]:
+        return [s for k, s in lake.items() if k.startswith(prefix)]
+
+    def spread(values: list[float]) -> str:
+        return f"{min(values):.1f} / {sum(values) / len(values):.1f} / {max(values):.1f}" if values else "-"
+
+    feature_shards, score_shards = phase("lake__features.lake_shard["), phase("lake__scores.lake_score_shard[")
+    rows = [
+        f"\n### Job lake, {a.customers:,} customers, {a.shards} shards on {a.workers} workers "
+        f"({datetime.now(UTC):%Y-%m-%d})\n",
+        f"Machine: {machine()}. Command: `python benchmarks/lake_run.py --customers {a.customers} "
+        f"--shards {a.shards} --workers {a.workers}`.\n",
+        "| | seconds |", "|---|---:|",
+        f"| embedded run, whole (`scorehouse run`: ingest, features, training, scores, publish) | {t_embedded:.1f} |",
+        f"| of which feature steps / scoring steps (with drift) / publish | {groups['features']:.1f} / "
+        f"{groups['scores']:.1f} / {groups['publish']:.1f} |",
+        f"| job lake, whole (`scorehouse run --job lake`, from the command to its end) | {t_lake:.1f} |",
+        f"| lake_plan: raw tables into the lake + plan | {sum(phase('lake__features.lake_plan')):.1f} |",
+        f"| feature shard step: min / mean / max | {spread(feature_shards)} |",
+        f"| lake_population | {sum(phase('lake__features.lake_population')):.1f} |",
+        f"| lake_score_plan | {sum(phase('lake__scores.lake_score_plan')):.1f} |",
+        f"| scoring shard step: min / mean / max | {spread(score_shards)} |",
+        f"| lake_score_population (CLV tiers, fraud ranks over all shards) | "
+        f"{sum(phase('lake__scores.lake_score_population')):.1f} |",
+        f"| lake/published (serving file from the pinned lake snapshot) | {sum(phase('lake__published')):.1f} |",
+        f"| peak RSS of a shard step, max (features / scoring) | "
+        f"{max((v for k, v in rss.items() if 'lake_shard[' in k), default=0):.2f} GB / "
+        f"{max((v for k, v in rss.items() if 'score_shard[' in k), default=0):.2f} GB |",
+    ]
+    text = "\n".join(rows) + "\n"
+    print(text)
+    with RESULTS.open("a") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
