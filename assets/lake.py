@@ -71,12 +71,13 @@ def build_lake(shards: int, first_snapshot: str, specs: list[ModelSpec], executo
             yield dg.DynamicOutput((k, plan), mapping_key=f"shard_{k}")
 
     @dg.op
-    def lake_shard(context: dg.OpExecutionContext, work: tuple, lake: LakeResource) -> dict:
+    def lake_shard(context: dg.OpExecutionContext, work: tuple, lake: LakeResource) -> dg.Output:
         """One shard's feature tables, written to the lake as its part of the snapshot."""
         shard, plan = work
         counts = S.build_shard(lake.open(), shard, plan)
         context.log.info(f"shard {shard}: {counts['population']:,} customers")
-        return {"shard": shard, **counts, "peak_rss_gb": _peak_rss_gb()}
+        rss = _peak_rss_gb()
+        return dg.Output({"shard": shard, **counts, "peak_rss_gb": rss}, metadata={"peak_rss_gb": rss})
 
     @dg.op
     def lake_population(context: dg.OpExecutionContext, parts: list, lake: LakeResource) -> dg.Output:
@@ -105,9 +106,10 @@ def build_lake(shards: int, first_snapshot: str, specs: list[ModelSpec], executo
     published = _published_asset(partitions, specs)
     job = dg.define_asset_job(JOB, selection=[KEY, SCORES_KEY, PUBLISHED_KEY], partitions_def=partitions,
                               executor_def=executor,
-                              description="Features and scores in the lake for one snapshot date, shard by shard "
-                              "(docs/scale-out.md), with the registry's champions. Run after the ingest and "
-                              "training: `scorehouse run --job lake`.")
+                              description="Features and scores in the lake for one snapshot date, shard by shard, "
+                              "with the registry's champions, and the serving file published from them "
+                              "(docs/scale-out.md). On the iceberg backend `scorehouse run` runs it after the "
+                              "embedded run; `scorehouse run --job lake` alone.")
     return [lake_features, lake_scores, published], job
 
 
@@ -134,7 +136,8 @@ def _scores_asset(shards: int, partitions: dg.PartitionsDefinition, specs: list[
             yield dg.DynamicOutput((k, plan), mapping_key=f"shard_{k}")
 
     @dg.op
-    def lake_score_shard(context: dg.OpExecutionContext, work: tuple, lake: LakeResource, settings: Settings) -> dict:
+    def lake_score_shard(context: dg.OpExecutionContext, work: tuple, lake: LakeResource,
+                         settings: Settings) -> dg.Output:
         """One shard's scores of every champion, written to the lake as its part of the snapshot."""
         shard, plan = work
         snap, store, written = _snapshot(context), lake.open(), {}
@@ -143,14 +146,17 @@ def _scores_asset(shards: int, partitions: dg.PartitionsDefinition, specs: list[
             local = Warehouse(home=tmp)
             if plan["fraud_from"] is not None:
                 with local.connect() as con:
-                    W.build_transaction_features(con, plan["fraud_from"], settings.get("models", "fraud")["history_days"])
+                    W.build_transaction_features(con, plan["fraud_from"],
+                                                 settings.get("models", "fraud")["history_days"])
             for name, entry in plan["champions"].items():
                 scored = score_as_published(by_name[name], context, local, settings.get("models", name), entry)
-                written[name] = SS.write_scores(store, name, scored.frame, shard=shard, snap=snap,
-                                                scored_date=scored.snapshot_date, version=entry.version, run_id=context.run.run_id,
-                                                scored_at=plan["scored_at"])
+                written[name] = SS.write_scores(
+                    store, name, scored.frame, shard=shard, snap=snap, scored_date=scored.snapshot_date,
+                    version=entry.version, run_id=context.run.run_id, scored_at=plan["scored_at"])
         context.log.info(f"shard {shard}: " + (", ".join(f"{n} {r:,}" for n, r in written.items()) or "no champion"))
-        return {"shard": shard, "rows": written, "champions": plan["champions"], "peak_rss_gb": _peak_rss_gb()}
+        rss = _peak_rss_gb()
+        return dg.Output({"shard": shard, "rows": written, "champions": plan["champions"], "peak_rss_gb": rss},
+                         metadata={"peak_rss_gb": rss, **{f"rows_{n}": r for n, r in written.items()}})
 
     @dg.op
     def lake_score_population(context: dg.OpExecutionContext, parts: list, lake: LakeResource) -> dg.Output:
@@ -165,8 +171,8 @@ def _scores_asset(shards: int, partitions: dg.PartitionsDefinition, specs: list[
                 SS.recompute(store, name, shards, snap, key=pop.key, order=pop.order, inputs=pop.inputs,
                              columns=pop.columns, compute=lambda frame, pop=pop, model=model: pop.compute(frame, model))
         names = sorted(champions)
-        preview = "| shard | " + " | ".join(names) + " | peak RSS of its step |\n|---:|" + "---:|" * (len(names) + 1) \
-            + "\n" + "".join(f"| {p['shard']} | " + " | ".join(f"{p['rows'].get(n, 0):,}" for n in names)
+        preview = ("| shard | " + " | ".join(names) + " | peak RSS of its step |\n|---:|" + "---:|" * (len(names) + 1)
+                   + "\n") + "".join(f"| {p['shard']} | " + " | ".join(f"{p['rows'].get(n, 0):,}" for n in names)
                              + f" | {p['peak_rss_gb']:.2f} GB |\n" for p in rows)
         return dg.Output(sum(sum(p["rows"].values()) for p in rows), metadata={
             "snapshot_date": str(snap), "shards": shards,

@@ -91,10 +91,17 @@ def main() -> None:
              "|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['customers']:,} | {r['transactions']:,} | {r['rows']:,} | {r['wall']:.1f} s | "
               f"{r['rows'] / r['wall']:,.0f} | {r['peak_gb']:.2f} GB |" for r in results]
+    record(lines)
+
+
+def record(lines: list[str]) -> None:
+    """A result table printed and appended to benchmarks/RESULTS.md."""
+    text = "\n".join(lines) + "\n"
+    print(text)
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in this folder; newest last.\n")
     with RESULTS.open("a") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(text)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from benchmarks.ingest_features import BIN, OUT, RESULTS, ensure_bank, machine  # noqa: E402
+from benchmarks.ingest_features import BIN, OUT, ensure_bank, machine, record  # noqa: E402
 from tests.postgres import local_postgres  # noqa: E402
 
 
@@ -114,10 +114,7 @@ def main() -> None:
         f"{max((v for k, v in rss.items() if 'lake_shard[' in k), default=0):.2f} GB / "
         f"{max((v for k, v in rss.items() if 'score_shard[' in k), default=0):.2f} GB |",
     ]
-    text = "\n".join(rows) + "\n"
-    print(text)
-    with RESULTS.open("a") as f:
-        f.write(text)
+    record(rows)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from benchmarks.ingest_features import BIN, OUT, RESULTS, ensure_bank, machine  # noqa: E402
+from benchmarks.ingest_features import BIN, OUT, ensure_bank, machine, record  # noqa: E402
 from tests.postgres import local_postgres  # noqa: E402
 from warehouse import features as F  # noqa: E402
 from warehouse import shard_features as S  # noqa: E402
@@ -87,10 +87,7 @@ def main() -> None:
         f"| population step ({n:,} customers) | {t_population:.1f} |",
         f"| peak RSS per worker, max | {max(r for _, _, r in shards):.2f} GB |",
     ]
-    text = "\n".join(rows) + "\n"
-    print(text)
-    with RESULTS.open("a") as f:
-        f.write(text)
+    record(rows)
 
 
 if __name__ == "__main__":

@@ -152,3 +152,20 @@ def test_expiry_drops_old_snapshots_and_their_files_never_the_current_rows_nor_a
     assert left < manifests and deleted == len(before) + 1 - len(live) + len(manifests) - len(left)
     assert _rows(lake) == _expected({0: 3, 1: 1, 2: 1, 3: 1})  # the same rows, read from what is left
     assert lake.tables() == ["features.balances"]
+
+
+def test_a_shard_with_no_scores_today_empties_its_part_and_keeps_the_tables_types(location):
+    from datetime import datetime
+
+    import pandas as pd
+
+    from warehouse.shard_scores import read_scores, write_scores
+
+    lake = Lake(location)
+    rows = pd.DataFrame({"transaction_id": ["T1", "T2"], "customer_id": ["C1", "C2"], "fraud_score": [0.9, 0.1]})
+    for shard, frame in ((0, rows), (1, rows.assign(transaction_id=["T3", "T4"])),
+                         (1, rows.iloc[:0].astype(object))):  # nothing booked in shard 1 today: untyped, empty
+        write_scores(lake, "fraud", frame, shard=shard, snap=SNAP, scored_date=SNAP, version=1, run_id="r",
+                     scored_at=datetime(2026, 11, 1, 6))
+    out = read_scores(lake, "fraud", SNAP)
+    assert sorted(out["transaction_id"]) == ["T1", "T2"] and out["fraud_score"].dtype == "float64"

@@ -43,7 +43,10 @@ def write_scores(lake: Lake, model: str, scored: pd.DataFrame, *, shard: int, sn
     of, `scored_date`). Returns the rows written."""
     rows = scored.assign(model_name=model, model_version=int(version), snapshot_date=scored_date,
                          scored_at=scored_at, run_id=run_id)
-    lake.write_part(table(model), pa.Table.from_pandas(rows, preserve_index=False), shard=shard, snapshot=snap)
+    arrow = pa.Table.from_pandas(rows, preserve_index=False)
+    if not len(rows) and lake.exists(table(model)):  # no rows, no types: the table's own (an empty read)
+        arrow = lake.read(table(model), shards=[-1])
+    lake.write_part(table(model), arrow, shard=shard, snapshot=snap)
     failpoints.reached("lake_score")
     return len(rows)
 
