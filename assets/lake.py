@@ -23,7 +23,6 @@ from warehouse import shard_scores as SS
 from warehouse.contract import TABLES
 from warehouse.db import Home
 from warehouse.lake import Lake, LakeLocation
-from warehouse.serving import publish
 
 GROUP = "lake"
 KEY = dg.AssetKey(["lake", "features"])
@@ -208,22 +207,11 @@ def _published_asset(partitions: dg.PartitionsDefinition, specs: list[ModelSpec]
         snap, store, cfg = _snapshot(context), lake.open(), settings.get("serving")
         pins = store.pin([SS.table(m) for m in lake_models])
         paths = warehouse.paths
-        staging = paths.root / "tmp" / f"lake-publish-{context.run.run_id}.duckdb"
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        staging.unlink(missing_ok=True)
         with warehouse.connect() as con:
-            home = con.execute("SELECT current_database()").fetchone()[0]
-            con.execute(f"ATTACH '{staging}' AS lake_publish")
-            try:
-                counts = SS.stage_publish(con, "lake_publish", store, snap, lake_models, pins)
-                con.execute("USE lake_publish")
-                out = publish(con, paths, run_id=context.run.run_id, shareable=cfg["shareable"],
-                              models=[s.table for s in specs], keep_previous=cfg["keep_previous"],
-                              exports=cfg["exports"], history_snapshots=cfg["history_snapshots"])
-            finally:
-                con.execute(f'USE "{home}"')
-                con.execute("DETACH lake_publish")
-                staging.unlink(missing_ok=True)
+            out, counts = SS.publish_from_lake(
+                con, paths, store, snap, lake_models, pins, context.run.run_id, shareable=cfg["shareable"],
+                models=[s.table for s in specs], keep_previous=cfg["keep_previous"], exports=cfg["exports"],
+                history_snapshots=cfg["history_snapshots"])
         context.log.info(f"serving.duckdb now {out.version.name}, from the lake's snapshot ids {pins}")
         return dg.MaterializeResult(metadata={
             "serving_file": dg.MetadataValue.path(str(paths.serving)), "version": out.version.name,

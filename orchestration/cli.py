@@ -236,10 +236,15 @@ def _flags(args: argparse.Namespace) -> None:
 
     from assets.settings import FLAGS_ENV
 
-    lake = {k: v for k, v in (("location", args.warehouse), ("shards", args.shards)) if v is not None}
-    flags = {**({"warehouse": {k: v for k, v in (("backend", args.backend), ("lake", lake)) if v}}
-                if args.backend or lake else {}),
-             **({"execution": {"executor": args.executor}} if args.executor else {})}
+    given = {("warehouse", "backend"): args.backend, ("warehouse", "lake", "location"): args.warehouse,
+             ("warehouse", "lake", "shards"): args.shards, ("execution", "executor"): args.executor}
+    flags: dict = {}
+    for path, value in given.items():
+        if value is not None:
+            node = flags
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = value
     if flags:
         os.environ[FLAGS_ENV] = json.dumps(flags)
     if args.catalog:

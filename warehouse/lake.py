@@ -238,7 +238,10 @@ class Lake:
         for snap in table.snapshots():  # inspect.all_files cannot join the manifests of two schemas)
             keep.add(_bare(snap.manifest_list))
             for manifest in snap.manifests(table.io):
-                keep.add(_bare(manifest.manifest_path))
+                path = _bare(manifest.manifest_path)
+                if path in keep:  # snapshots share most of their manifests: each is read once
+                    continue
+                keep.add(path)
                 keep |= {_bare(e.data_file.file_path) for e in manifest.fetch_manifest_entry(table.io)}
         fs, root = pafs.FileSystem.from_uri(table.location())
         young = datetime.now(UTC) - grace

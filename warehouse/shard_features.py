@@ -78,10 +78,11 @@ def export_raw(con: duckdb.DuckDBPyConnection, lake: Lake, shards: int) -> dict[
     return written
 
 
-def load_raw(con: duckdb.DuckDBPyConnection, lake: Lake, shard: int | None, only: tuple[str, ...] | None = None
-             ) -> None:
+def load_raw(con: duckdb.DuckDBPyConnection, lake: Lake, shard: int | None, only: tuple[str, ...] | None = None,
+             pins: dict[str, int | None] | None = None) -> None:
     """raw.* in `con` as the ingest keeps them, holding shard `shard`'s customers (None: every shard) and every
-    row of the tables that are not per customer."""
+    row of the tables that are not per customer; `pins` reads each table as of a pinned lake snapshot."""
+    pins = pins or {}
     ensure_schemas(con)
     for contract in TABLES.values():
         if only is not None and contract.name not in only:
@@ -91,8 +92,9 @@ def load_raw(con: duckdb.DuckDBPyConnection, lake: Lake, shard: int | None, only
         if mode is None:
             ensure_raw_table(con, contract)  # never delivered: empty, as in the embedded warehouse
             continue
-        rows = lake.read(storage(contract, mode), shards=[shard] if shard is not None and _per_customer(contract)
-                         else None)
+        name = storage(contract, mode)
+        rows = lake.read(name, shards=[shard] if shard is not None and _per_customer(contract) else None,
+                         at=pins.get(name))
         known = {c.name for c in (*contract.columns, *LINEAGE, *HISTORY)}
         con.register("_rows", rows)
         con.complete()

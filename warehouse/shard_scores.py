@@ -18,8 +18,10 @@ import pandas as pd
 import pyarrow as pa
 
 from warehouse import failpoints
-from warehouse.db import connect
+from warehouse.db import Home, connect
 from warehouse.lake import Lake
+from warehouse.mapping import ident, sql_str
+from warehouse.serving import Published, publish
 from warehouse.shard_features import load_features, load_raw
 
 
@@ -32,7 +34,7 @@ def shard_warehouse(path: Path, lake: Lake, shard: int, snap: date, pins: dict[s
     """A DuckDB file at `path` with shard `shard`'s raw tables and its feature tables as of `snap` (the
     population's columns joined in): what a model's scoring reads."""
     with connect(path) as con:
-        load_raw(con, lake, shard)
+        load_raw(con, lake, shard, pins=pins)
         load_features(con, lake, shard, snap, pins)
 
 
@@ -81,6 +83,27 @@ def read_scores(lake: Lake, model: str, snap: date, at: int | None = None) -> pd
 # (warehouse/serving.py DIMENSIONS), and the scores of the models not scored by shard (manager, agency).
 FROM_FILE = ("ml.model_registry", "ml.model_runs", "monitoring.drift", "raw.customers", "raw.agencies",
              "raw.products")
+
+
+def publish_from_lake(con: duckdb.DuckDBPyConnection, home: Home, lake: Lake, snap: date, lake_models: list[str],
+                      pins: dict[str, int | None], run_id: str, **publishing) -> tuple[Published, dict[str, int]]:
+    """serving.duckdb published (warehouse/serving.py `publish`, with `publishing`'s arguments) from a staging
+    file beside the working one (`con`), filled by `stage_publish` with `lake_models`' scores from the lake; the
+    staging file is removed afterwards.
+    Returns what was published and the rows read from the lake per table."""
+    staging = home.root / "tmp" / f"lake-publish-{run_id}.duckdb"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    staging.unlink(missing_ok=True)
+    working = con.execute("SELECT current_database()").fetchone()[0]
+    con.execute(f"ATTACH {sql_str(staging)} AS lake_publish")
+    try:
+        counts = stage_publish(con, "lake_publish", lake, snap, lake_models, pins)
+        con.execute("USE lake_publish")
+        return publish(con, home, run_id=run_id, **publishing), counts
+    finally:
+        con.execute(f"USE {ident(working)}")
+        con.execute("DETACH lake_publish")
+        staging.unlink(missing_ok=True)
 
 
 def stage_publish(con: duckdb.DuckDBPyConnection, catalog: str, lake: Lake, snap: date, models: list[str],
