@@ -15,8 +15,9 @@ import dagster as dg
 
 from assets.lifecycle import ModelSpec, score_as_published, training_keys
 from assets.metadata import frame_md
-from assets.resources import Settings, Warehouse
+from assets.resources import Settings, Source, Warehouse
 from ml import registry
+from warehouse import features as F
 from warehouse import fraud as W
 from warehouse import shard_features as S
 from warehouse import shard_scores as SS
@@ -103,7 +104,7 @@ def build_lake(shards: int, first_snapshot: str, specs: list[ModelSpec], executo
 
     lake_scores = _scores_asset(shards, partitions, [s for s in specs if s.per_customer])
     published = _published_asset(partitions, specs)
-    job = dg.define_asset_job(JOB, selection=[KEY, SCORES_KEY, PUBLISHED_KEY], partitions_def=partitions,
+    job = dg.define_asset_job(JOB, selection=[KEY, SCORES_KEY, PUBLISHED_KEY],
                               executor_def=executor,
                               description="Features and scores in the lake for one snapshot date, shard by shard, "
                               "with the registry's champions, and the serving file published from them "
@@ -117,16 +118,22 @@ def _scores_asset(shards: int, partitions: dg.PartitionsDefinition, specs: list[
     by_name = {s.name: s for s in specs}
 
     @dg.op(ins={"ready": dg.In(dg.Nothing)}, out=dg.DynamicOut(), pool="warehouse")
-    def lake_score_plan(context: dg.OpExecutionContext, warehouse: Warehouse, settings: Settings, lake: LakeResource):
+    def lake_score_plan(context: dg.OpExecutionContext, warehouse: Warehouse, settings: Settings, source: Source,
+                        lake: LakeResource):
         """The champions every shard scores with, the fraud window of the whole bank, the lake snapshots read."""
+        snap, cfg = _snapshot(context), source.config()
         with warehouse.connect() as con:
             champions = {n: e for n in by_name if (e := registry.get(con, n, "champion")) is not None}
+            if missing := sorted(set(by_name) - set(champions)):
+                context.log.info(f"no champion yet (not scored in the lake): {', '.join(missing)}")
+            current = F.resolve_snapshot(con, cfg.snapshot_date, cfg.holdout_days)
             fraud = settings.get("models", "fraud")
+            if snap < current and champions.pop("fraud", None) is not None:
+                # fraud scores the transactions of the last days delivered, not a snapshot's customers
+                context.log.info(f"{snap} is a past snapshot date (the data's is {current}): fraud, which scores "
+                                 "the latest transactions delivered, is scored only for the current one")
             win = W.window(con, fraud["score_days"], fraud["train_days"]) if "fraud" in champions else None
-        missing = sorted(set(by_name) - set(champions))
-        if missing:
-            context.log.info(f"no champion yet (not scored in the lake): {', '.join(missing)}")
-        names = [*(f"features.{t}" for t in S.FEATURE_TABLES), S.SCORES,
+        names = [*(f"features.{t}" for t in S.FEATURE_TABLES), S.SCORES, S.COLUMNS,
                  *(n for c in TABLES.values() for n in (f"raw.{c.name}", f"raw.{c.name}_history"))]
         pins = {n: p for n, p in lake.open().pin(names).items() if p is not None}
         plan = {"champions": champions, "fraud_from": win.score_from if win else None, "pins": pins,
@@ -202,20 +209,25 @@ def _published_asset(partitions: dg.PartitionsDefinition, specs: list[ModelSpec]
                        lake: LakeResource) -> dg.MaterializeResult:
         """serving.duckdb for BI, as the embedded `serving/published` builds it, with each customer model's scores
         read from the lake at one pinned snapshot of its table (taken after every shard has committed: a reader
-        never sees a half-written shard), their history from every snapshot date the lake holds; the manager
-        and agency scores, registry, drift and dimensions from the DuckDB file."""
+        never sees a half-written shard): the current ones of the newest snapshot date (a backfilled past date
+        joins the history, it never replaces them), their history from every snapshot date the lake holds; the
+        manager and agency scores, registry, drift and dimensions from the DuckDB file."""
         snap, store, cfg = _snapshot(context), lake.open(), settings.get("serving")
         pins = store.pin([SS.table(m) for m in lake_models])
         paths = warehouse.paths
         with warehouse.connect() as con:
-            out, counts = SS.publish_from_lake(
-                con, paths, store, snap, lake_models, pins, context.run.run_id, shareable=cfg["shareable"],
+            out, counts, dates = SS.publish_from_lake(
+                con, paths, store, lake_models, pins, context.run.run_id, shareable=cfg["shareable"],
                 models=[s.table for s in specs], keep_previous=cfg["keep_previous"], exports=cfg["exports"],
                 history_snapshots=cfg["history_snapshots"])
-        context.log.info(f"serving.duckdb now {out.version.name}, from the lake's snapshot ids {pins}")
+        served = sorted({str(d) for d in dates.values() if d is not None})
+        past = [d for d in dates.values() if d is not None and d > snap]
+        context.log.info(f"serving.duckdb now {out.version.name}, from the lake's snapshot ids {pins}"
+                         + (f"; {snap} is a past snapshot date: its scores join the history, the current ones stay "
+                            f"those of {max(past)}" if past else ""))
         return dg.MaterializeResult(metadata={
             "serving_file": dg.MetadataValue.path(str(paths.serving)), "version": out.version.name,
-            "snapshot_date": str(snap),
+            "snapshot_date": str(snap), "current_scores_as_of": ", ".join(served) or "none",
             "lake_snapshots": dg.MetadataValue.json({k: v for k, v in pins.items() if v is not None}),
             "from_lake": frame_md([(t, f"{n:,}") for t, n in counts.items()], ["table", "rows"]),
             "manifest": frame_md([(t, k, f"{n:,}") for t, k, n in out.tables], ["table_name", "kind", "rows"])})

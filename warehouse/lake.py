@@ -212,6 +212,13 @@ class Lake:
         counts = pc.value_counts(rows[SHARD]).to_pylist()
         return {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])}
 
+    def latest_snapshot(self, name: str, at: int | None = None) -> date | None:
+        """The newest snapshot date `name` holds rows of (as of snapshot id `at`); None: none."""
+        if not self.exists(name):
+            return None
+        rows = self.catalog.load_table(self._check(name)).scan(snapshot_id=at, selected_fields=(SNAPSHOT,)).to_arrow()
+        return pc.max(rows[SNAPSHOT]).as_py() if rows.num_rows else None
+
     def tables(self) -> list[str]:
         """Every table of the lake, as `<schema>.<table>`."""
         return sorted(".".join(ident) for ns in self.catalog.list_namespaces()

@@ -26,6 +26,9 @@ from warehouse.shards import check, shard_sql
 
 FEATURE_TABLES = ("population", "rfm", "balances", "holdings", "labels", "customer_features")
 SCORES = "features.population_scores"
+# Each snapshot's columns of each feature table, in order: a lake table's schema is the union of every snapshot's
+# (pivot columns differ between dates), a reader of one snapshot takes that snapshot's own.
+COLUMNS = "features.columns"
 
 
 def _arrow(con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:
@@ -121,6 +124,9 @@ def build_shard(lake: Lake, shard: int, p: Plan) -> dict[str, int]:
         for t in FEATURE_TABLES:
             lake.write_part(f"features.{t}", _arrow(con, f"SELECT * FROM features.{t}"), shard=shard, snapshot=snap)
             failpoints.reached("lake_shard")
+        lake.write_part(COLUMNS, _arrow(con, "SELECT table_name, column_name, ordinal_position FROM "
+                                             "information_schema.columns WHERE table_schema = 'features' AND "
+                                             f"table_name IN {FEATURE_TABLES}"), shard=shard, snapshot=snap)
     return counts
 
 
@@ -149,9 +155,21 @@ def load_features(con: duckdb.DuckDBPyConnection, lake: Lake, shard: int | None,
     shards = None if shard is None else [shard]
     pins = pins or {}
     con.execute("CREATE SCHEMA IF NOT EXISTS features")
+    own = _columns(lake, shard, snap, pins.get(COLUMNS))
     for t in FEATURE_TABLES:
-        con.register("_rows", lake.read(f"features.{t}", shards=shards, snapshot=snap, at=pins.get(f"features.{t}")))
+        rows = lake.read(f"features.{t}", shards=shards, snapshot=snap, at=pins.get(f"features.{t}"))
+        con.register("_rows", rows.select(own[t]) if t in own else rows)
         con.execute(f"CREATE OR REPLACE TABLE features.{t} AS SELECT * FROM _rows")
     con.register("_rows", lake.read(SCORES, shards=shards, snapshot=snap, at=pins.get(SCORES)))
     F.add_population_scores(con, "_rows")
     con.unregister("_rows")
+
+
+def _columns(lake: Lake, shard: int | None, snap: date, at: int | None) -> dict[str, list[str]]:
+    """The columns each feature table was built with for the snapshot date, in order (every shard builds with
+    the same plan: one list); empty for a lake written before the lists were kept."""
+    if not lake.exists(COLUMNS):
+        return {}
+    listed = lake.read(COLUMNS, shards=None if shard is None else [shard], snapshot=snap, at=at).to_pandas()
+    first = listed.drop_duplicates(["table_name", "column_name"]).sort_values(["table_name", "ordinal_position"])
+    return {t: list(g["column_name"]) for t, g in first.groupby("table_name")}

@@ -85,32 +85,34 @@ FROM_FILE = ("ml.model_registry", "ml.model_runs", "monitoring.drift", "raw.cust
              "raw.products")
 
 
-def publish_from_lake(con: duckdb.DuckDBPyConnection, home: Home, lake: Lake, snap: date, lake_models: list[str],
-                      pins: dict[str, int | None], run_id: str, **publishing) -> tuple[Published, dict[str, int]]:
+def publish_from_lake(con: duckdb.DuckDBPyConnection, home: Home, lake: Lake, lake_models: list[str],
+                      pins: dict[str, int | None], run_id: str, **publishing) -> tuple[Published, dict[str, int],
+                                                                                       dict[str, date]]:
     """serving.duckdb published (warehouse/serving.py `publish`, with `publishing`'s arguments) from a staging
     file beside the working one (`con`), filled by `stage_publish` with `lake_models`' scores from the lake; the
     staging file is removed afterwards.
-    Returns what was published and the rows read from the lake per table."""
+    Returns what was published, the rows read from the lake per table and each model's snapshot date served."""
     staging = home.root / "tmp" / f"lake-publish-{run_id}.duckdb"
     staging.parent.mkdir(parents=True, exist_ok=True)
     staging.unlink(missing_ok=True)
     working = con.execute("SELECT current_database()").fetchone()[0]
     con.execute(f"ATTACH {sql_str(staging)} AS lake_publish")
     try:
-        counts = stage_publish(con, "lake_publish", lake, snap, lake_models, pins)
+        counts, dates = stage_publish(con, "lake_publish", lake, lake_models, pins)
         con.execute("USE lake_publish")
-        return publish(con, home, run_id=run_id, **publishing), counts
+        return publish(con, home, run_id=run_id, **publishing), counts, dates
     finally:
         con.execute(f"USE {ident(working)}")
         con.execute("DETACH lake_publish")
         staging.unlink(missing_ok=True)
 
 
-def stage_publish(con: duckdb.DuckDBPyConnection, catalog: str, lake: Lake, snap: date, models: list[str],
-                  pins: dict[str, int | None]) -> dict[str, int]:
+def stage_publish(con: duckdb.DuckDBPyConnection, catalog: str, lake: Lake, models: list[str],
+                  pins: dict[str, int | None]) -> tuple[dict[str, int], dict[str, date]]:
     """Fill the attached, empty DuckDB catalog `catalog` with what warehouse/serving.py publishes, from the lake
-    at the pinned snapshot ids for `models` (scores.<model>: snapshot date `snap`; scores.<model>_history: every
-    snapshot date the lake holds) and from `con`'s own catalog for the rest. Returns rows per lake table."""
+    at the pinned snapshot ids for `models` (scores.<model>: the newest snapshot date the table holds, so a
+    backfilled past date never replaces the current scores; scores.<model>_history: every snapshot date) and
+    from `con`'s own catalog for the rest. Returns rows per lake table and each model's snapshot date served."""
     home = con.execute("SELECT current_database()").fetchone()[0]
     have = {f"{s}.{t}" for s, t in con.execute(
         "SELECT table_schema, table_name FROM information_schema.tables WHERE table_catalog = ?", [home]).fetchall()}
@@ -119,15 +121,16 @@ def stage_publish(con: duckdb.DuckDBPyConnection, catalog: str, lake: Lake, snap
     own = [t for t in have if t.startswith("scores.") and t.removesuffix("_history").split(".")[1] not in models]
     for name in [*(t for t in FROM_FILE if t in have), *sorted(own)]:
         con.execute(f"CREATE TABLE {catalog}.{name} AS SELECT * FROM {home}.{name}")
-    counts = {}
+    counts, dates = {}, {}
     for model in models:
         at = pins.get(table(model))
         if at is None:
             continue
-        for name, rows in ((table(model), lake.read(table(model), snapshot=snap, at=at)),
+        dates[model] = lake.latest_snapshot(table(model), at)
+        for name, rows in ((table(model), lake.read(table(model), snapshot=dates[model], at=at)),
                            (f"{table(model)}_history", lake.read(table(model), at=at))):
             con.register("_rows", rows)
             con.execute(f"CREATE TABLE {catalog}.{name} AS SELECT * FROM _rows")
             con.unregister("_rows")
             counts[name] = rows.num_rows
-    return counts
+    return counts, dates
