@@ -1,13 +1,14 @@
 """The iceberg backend through the CLI as a user runs it: `scorehouse run --backend iceberg ... --shards 4
 --executor multiprocess` (the embedded run, then job `lake`), its scoring shard steps SIGKILLed mid-write, a
-second lake run's feature shard steps too, and a third converging to the embedded run's feature tables and
-scored tables row for row, published from the lake."""
+second lake run's feature shard steps too, a third converging to the embedded run's feature tables and
+scored tables row for row, published from the lake, and a past snapshot date backfilled into the history."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -95,12 +96,25 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
             assert_same(in_lake[served.columns], served, f"serving scores.{name}")  # its shareable columns
         (run_id,), = srv.execute("SELECT DISTINCT run_id FROM manifest").fetchall()
 
+    # a past snapshot date backfilled: its scores join the history, the current ones stay the newest date's
+    past = snap - timedelta(days=28)
+    backfill = _cli("run", "--job", "lake", "--partition", past.isoformat(), *flags, home=home)
+    assert backfill.returncode == 0, backfill.stdout[-3000:] + backfill.stderr[-3000:]
+    assert len(SS.read_scores(lake, "fraud", past)) == 0  # fraud scores the latest transactions, not a past date
+    with connect(Home.resolve(home).serving, read_only=True) as srv:
+        current = srv.execute("SELECT DISTINCT snapshot_date::DATE FROM scores.churn").fetchall()
+        dates = srv.execute("SELECT snapshot_date::DATE, count(*) FROM scores.churn_history GROUP BY 1 ORDER BY 1"
+                            ).fetchall()
+    assert current == [(snap,)] and [d for d, _ in dates] == [past, snap], (current, dates)
+    assert dates[0][1] == len(SS.read_scores(lake, "churn", past)) > 0
+
     housekeeping = _cli("run", "--job", "lake_maintenance", *flags, home=home)  # nothing a week old yet
     assert housekeeping.returncode == 0, housekeeping.stdout[-3000:] + housekeeping.stderr[-3000:]
     assert set(lake.shard_counts("scores.churn")) == {0, 1, 2, 3}
 
     with open_instance(Home.resolve(home).dagster_home, say=lambda m: None) as instance:
-        good_run, features_killed, scores_killed = instance.get_runs(dg.RunsFilter(job_name="lake"))  # newest first
+        backfilled, good_run, features_killed, scores_killed = instance.get_runs(dg.RunsFilter(job_name="lake"))
+        assert backfilled.tags["dagster/partition"] == past.isoformat()
         assert good_run.status == dg.DagsterRunStatus.SUCCESS and run_id == good_run.run_id, good_run.status
         for run, step in ((features_killed, "lake__features.lake_shard["),
                           (scores_killed, "lake__scores.lake_score_shard[")):
