@@ -65,8 +65,11 @@ def build_lake(shards: int, first_snapshot: str, specs: list[ModelSpec], executo
         with warehouse.connect() as con:
             written = S.export_raw(con, store, shards)
             plan = S.plan(con, snap)
+        exported = {t: n for t, (n, new) in written.items() if new}
         context.log.info(f"raw tables into the lake ({shards} shards): "
-                         + ", ".join(f"{t} {n:,}" for t, n in written.items()))
+                         + (", ".join(f"{t} {n:,}" for t, n in exported.items()) or "none")
+                         + (f"; unchanged since the last export: {', '.join(sorted(set(written) - set(exported)))}"
+                            if len(exported) < len(written) else ""))
         for k in range(shards):
             yield dg.DynamicOutput((k, plan), mapping_key=f"shard_{k}")
 

@@ -130,7 +130,25 @@ def _failure_message(err) -> str:
     return failure_message(err)
 
 
-def _summary(home: Home, result, run_id: str) -> None:
+def _lake_tables(settings: dict, partition: str) -> None:
+    """What a run of job lake leaves in the lake: each feature and score table's rows for its snapshot date."""
+    from datetime import date
+
+    from warehouse.lake import Lake, LakeError, LakeLocation
+
+    try:
+        lake = Lake(LakeLocation(os.environ.get("SCOREHOUSE_CATALOG", ""), settings["warehouse"]["lake"]["location"]))
+    except LakeError as e:
+        print(f"\nLake: {e}")
+        return
+    snap = date.fromisoformat(partition)
+    print(f"\nLake tables for {snap} in {lake.location.warehouse}")
+    for name in lake.tables():
+        if name.startswith(("features.", "scores.")) and name != "features.columns":
+            print(f"  {name:<34}{lake.count(name, snap):>12,}")
+
+
+def _warehouse_tables(home: Home) -> None:
     from warehouse.db import connect
 
     print("\nTables in", home.warehouse)
@@ -145,6 +163,12 @@ def _summary(home: Home, result, run_id: str) -> None:
             if schema == "quarantine" and n == 0:
                 continue
             print(f"  {schema + '.' + name:<34}{n:>12,}")
+
+
+def _summary(home: Home, result, run_id: str, tables: bool = True) -> None:
+    """The run's tables (the DuckDB file's, unless `tables` is False: a lake run prints its own), models, checks."""
+    if tables:
+        _warehouse_tables(home)
     report = _report(home, run_id, READ_WAIT)
     if report is not None and report.models:
         print("\nModels:")
@@ -326,7 +350,9 @@ def _run_job(name: str, partition_given: str | None, home: Home, cfg, settings: 
         finally:
             progress.stop.set()
             progress.join()
-        _summary(home, result, run_id)
+        if name == "lake":
+            _lake_tables(settings, partition)
+        _summary(home, result, run_id, tables=not name.startswith("lake"))
         _alerts(instance, run_id, home, settings)
     return 0 if result.success else 1
 

@@ -81,6 +81,8 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
     assert _manifest_runs(home) == published  # BI still reads the last good publish
     rerun = _cli("run", "--job", "lake", *flags, home=home)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert f"Lake tables for {snap} in " in rerun.stdout and "Tables in" not in rerun.stdout  # the lake's, not the file's
+    churn_line = next(line.split() for line in rerun.stdout.splitlines() if line.strip().startswith("scores.churn "))
 
     lake = Lake(location)
     with connect(tmp_path / "read.duckdb") as con:
@@ -92,6 +94,8 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
             in_lake = _scores(SS.read_scores(lake, name, snap), name)
             assert_same(rows, in_lake, f"scores.{name}")
             assert set(lake.shard_counts(f"scores.{name}")) == {0, 1, 2, 3}, name
+            if name == "churn":
+                assert churn_line == ["scores.churn", f"{len(in_lake):,}"]
             served = _scores(srv.execute(f"SELECT * FROM scores.{name}").df().assign(scored_at=0, run_id=""), name)
             assert_same(in_lake[served.columns], served, f"serving scores.{name}")  # its shareable columns
         (run_id,), = srv.execute("SELECT DISTINCT run_id FROM manifest").fetchall()

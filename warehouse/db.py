@@ -64,9 +64,10 @@ class Home:
         return self.root / "tmp"
 
 
-def content_version(con: duckdb.DuckDBPyConnection, table: str) -> str:
+def content_version(con: duckdb.DuckDBPyConnection, table: str, exact: bool = False) -> str:
     """A fingerprint of a table's rows (any order): equal when a rebuild produced the same rows. Dagster's data
-    version of a feature table, so that a model trained on it is "stale" only when its data really changed."""
+    version of a feature table, so that a model trained on it is "stale" only when its data really changed.
+    `exact`: every bit of every value counts (delivered rows: a corrected amount must show)."""
     # Doubles as single precision (7 significant digits), and below 1e-9 as 0: DuckDB's parallel sums and averages
     # may differ in the last bits between two builds of the same rows (a balance that nets to 0 may come out
     # 1e-17), which made every model look stale after a daily run on unchanged data. A cast, not printf: printf
@@ -75,7 +76,7 @@ def content_version(con: duckdb.DuckDBPyConnection, table: str) -> str:
     cols = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND "
                        "table_name = ? ORDER BY ordinal_position", [schema or "main", name]).fetchall()
     values = ", ".join(f"""(CASE WHEN abs("{c}") < 1e-9 THEN 0 ELSE "{c}" END)::FLOAT"""
-                       if t in ("DOUBLE", "FLOAT", "REAL") else f'"{c}"' for c, t in cols)
+                       if t in ("DOUBLE", "FLOAT", "REAL") and not exact else f'"{c}"' for c, t in cols)
     (n, h), = con.execute(f"SELECT count(*), coalesce(sum(hash({values or 'NULL'})::HUGEINT), 0) "
                           f"FROM {table} t").fetchall()
     return f"{n}-{h:x}"

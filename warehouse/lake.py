@@ -33,6 +33,8 @@ PARTS = (SHARD, SNAPSHOT)
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 # Each commit writes a new metadata file: the old ones are deleted as commits go, the last 50 kept (a reader's
 # pinned snapshot lives in the current file until `expire` removes it).
+# What a table's rows were last written from (`stamp`), with the snapshot id that write left current.
+STAMP = "scorehouse.written-from"
 TABLE_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true", "write.metadata.previous-versions-max": "50"}
 _CATALOG_SCHEMES = {"postgresql": "postgresql+psycopg2", "postgresql+psycopg2": "postgresql+psycopg2",
                     "sqlite": "sqlite"}
@@ -177,6 +179,22 @@ class Lake:
                 warnings.filterwarnings("ignore", "Delete operation did not match")
                 self.catalog.load_table(name).delete(GreaterThanOrEqual(SHARD, shards))
 
+    def stamp(self, name: str, source: str) -> None:
+        """Record that `name`'s rows, as they are now, were written from `source` (a fingerprint of the rows)."""
+        table = self.catalog.load_table(self._check(name))
+        current = table.current_snapshot()
+        with table.transaction() as tx:  # a property: a new metadata file, no new snapshot
+            tx.set_properties({STAMP: f"{source}@{current.snapshot_id if current else ''}"})
+
+    def stamped(self, name: str, source: str) -> bool:
+        """Whether `name` holds what was written from `source` and nothing written since (a writer killed half
+        way through a table leaves a newer snapshot than the stamp's)."""
+        if not self.exists(name):
+            return False
+        table = self.catalog.load_table(name)
+        current = table.current_snapshot()
+        return table.properties.get(STAMP) == f"{source}@{current.snapshot_id if current else ''}"
+
     def pin(self, names: Iterable[str]) -> dict[str, int | None]:
         """The current snapshot id of each table (None: empty or missing): read them all `at` these."""
         pins = {}
@@ -203,6 +221,13 @@ class Lake:
         selected = tuple(columns) if columns is not None else ("*",)
         rows = table.scan(row_filter=where, snapshot_id=at, selected_fields=selected).to_arrow()
         return rows.drop_columns([c for c in PARTS if c in rows.column_names])
+
+    def count(self, name: str, snapshot: date | None = None) -> int:
+        """Rows of `name` (of one snapshot date), from the data files' own counts where the partition decides."""
+        from pyiceberg.expressions import AlwaysTrue, EqualTo
+
+        where = EqualTo(SNAPSHOT, snapshot.isoformat()) if snapshot is not None else AlwaysTrue()
+        return self.catalog.load_table(self._check(name)).scan(row_filter=where).count()
 
     def shard_counts(self, name: str, at: int | None = None) -> dict[int, int]:
         """Rows per shard: what a test or an operator checks a run against."""

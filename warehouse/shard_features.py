@@ -20,6 +20,7 @@ import pyarrow as pa
 from warehouse import failpoints
 from warehouse import features as F
 from warehouse.contract import HISTORY, LINEAGE, TABLES, Table
+from warehouse.db import content_version
 from warehouse.lake import Lake
 from warehouse.schema import ensure_raw_table, ensure_schemas, storage, table_mode
 from warehouse.shards import check, shard_sql
@@ -57,9 +58,11 @@ def plan(con: duckdb.DuckDBPyConnection, snap: date) -> Plan:
     return Plan(snap, F.pivot_values(con, snap), F.customer_extra_columns(con))
 
 
-def export_raw(con: duckdb.DuckDBPyConnection, lake: Lake, shards: int) -> dict[str, int]:
+def export_raw(con: duckdb.DuckDBPyConnection, lake: Lake, shards: int) -> dict[str, tuple[int, bool]]:
     """The raw tables the ingest keeps (with their history) into the lake: tables of customers' rows by shard,
-    the others (products, managers, agencies, targets) whole, in shard 0. Returns rows per lake table."""
+    the others (products, managers, agencies, targets) whole, in shard 0. A table whose rows the lake already
+    holds, as the last export wrote them, is left as it is (a re-run or a backfill of past dates exports only
+    what changed). Returns (rows, exported) per lake table."""
     check(shards)
     written = {}
     for contract in TABLES.values():
@@ -67,17 +70,19 @@ def export_raw(con: duckdb.DuckDBPyConnection, lake: Lake, shards: int) -> dict[
         if mode is None:
             continue
         table = storage(contract, mode)
+        source = f"{content_version(con, table, exact=True)}/{shards} shards"
+        (rows,), = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+        written[table] = (rows, not lake.stamped(table, source))
+        if not written[table][1]:
+            continue
         if _per_customer(contract):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _sharded AS SELECT *, {shard_sql('customer_id', shards)} "
-                        f"AS _part FROM {table}")
-            for k in range(shards):
-                lake.write_part(table, _arrow(con, f"SELECT * EXCLUDE (_part) FROM _sharded WHERE _part = {k}"),
-                                shard=k)
-            con.execute("DROP TABLE _sharded")
+            for k in range(shards):  # a scan per shard: cheaper than a sharded copy of the table, which spills
+                lake.write_part(table, _arrow(con, f"SELECT * FROM {table} WHERE "
+                                                   f"{shard_sql('customer_id', shards)} = {k}"), shard=k)
             lake.drop_shards_from(table, shards)  # a bank re-sharded to fewer shards keeps no stale part
         else:
             lake.write_part(table, _arrow(con, f"SELECT * FROM {table}"), shard=0)
-        (written[table],), = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+        lake.stamp(table, source)
     return written
 
 
