@@ -3,7 +3,8 @@
 `lake/features` and `lake/scores` are one asset each per snapshot date (daily partitions: a past snapshot is
 backfilled from the UI), each computed by a graph: a step that fixes what every shard works with, one step per
 customer shard (Dagster's dynamic mapping: the multiprocess executor runs them side by side, a failed shard is
-re-executed alone from the UI), and a step over all shards (the population's columns). The work is
+re-executed alone from the UI), and a step over all shards (the population's columns; the scores' are written
+back into each shard's part by a step per shard again). The work is
 warehouse/shard_features.py's and warehouse/shard_scores.py's, with the models' own scoring; this is the glue.
 """
 
@@ -23,7 +24,7 @@ from warehouse import shard_features as S
 from warehouse import shard_scores as SS
 from warehouse.contract import TABLES
 from warehouse.db import Home
-from warehouse.lake import Lake, LakeLocation
+from warehouse.lake import SHARD, Lake, LakeLocation
 
 GROUP = "lake"
 KEY = dg.AssetKey(["lake", "features"])
@@ -167,18 +168,38 @@ def _scores_asset(shards: int, partitions: dg.PartitionsDefinition, specs: list[
         return dg.Output({"shard": shard, "rows": written, "champions": plan["champions"], "peak_rss_gb": rss},
                          metadata={"peak_rss_gb": rss, **{f"rows_{n}": r for n, r in written.items()}})
 
-    @dg.op
-    def lake_score_population(context: dg.OpExecutionContext, parts: list, lake: LakeResource) -> dg.Output:
-        """The columns decided over every shard's rows (ModelSpec.population); the asset's metadata."""
+    @dg.op(out=dg.DynamicOut())
+    def lake_score_population(context: dg.OpExecutionContext, parts: list, lake: LakeResource):
+        """The columns decided over every shard's rows (ModelSpec.population), from a narrow read of them all; each
+        shard's slice goes to a step of its own that writes it into the shard's part."""
         snap, store = _snapshot(context), lake.open()
         rows = sorted(parts, key=lambda p: p["shard"])
         champions = rows[0]["champions"] if rows else {}
+        fixed = {}
         for name, entry in champions.items():
             pop = by_name[name].population
             if pop is not None:
                 model = by_name[name].model.load(entry.artifact_path)
-                SS.recompute(store, name, shards, snap, key=pop.key, order=pop.order, inputs=pop.inputs,
-                             columns=pop.columns, compute=lambda frame, pop=pop, model=model: pop.compute(frame, model))
+                fixed[name] = SS.population_columns(store, name, snap, key=pop.key, order=pop.order, inputs=pop.inputs,
+                                                    columns=pop.columns, compute=lambda f, p=pop, m=model: p.compute(f, m))
+        for part in rows:
+            mine = {n: f[f[SHARD] == part["shard"]] for n, f in fixed.items() if f is not None}
+            yield dg.DynamicOutput((part, mine), mapping_key=f"shard_{part['shard']}")
+
+    @dg.op
+    def lake_score_apply(context: dg.OpExecutionContext, work: tuple, lake: LakeResource) -> dict:
+        """One shard's part of each such table rewritten with its slice of the population's columns."""
+        part, mine = work
+        store, snap = lake.open(), _snapshot(context)
+        for name, fixed in mine.items():
+            SS.apply_population(store, name, part["shard"], snap, fixed, key=by_name[name].population.key)
+        return part
+
+    @dg.op
+    def lake_score_summary(context: dg.OpExecutionContext, parts: list) -> dg.Output:
+        """The asset's metadata: rows per model and shard, the champions that scored them."""
+        snap, rows = _snapshot(context), sorted(parts, key=lambda p: p["shard"])
+        champions = rows[0]["champions"] if rows else {}
         names = sorted(champions)
         preview = ("| shard | " + " | ".join(names) + " | peak RSS of its step |\n|---:|" + "---:|" * (len(names) + 1)
                    + "\n") + "".join(f"| {p['shard']} | " + " | ".join(f"{p['rows'].get(n, 0):,}" for n in names)
@@ -197,7 +218,8 @@ def _scores_asset(shards: int, partitions: dg.PartitionsDefinition, specs: list[
                                 "from the registry's champions, shard by shard, with the columns ranked or tiered "
                                 "over the whole bank computed after the shards.")
     def lake_scores(**upstream):
-        return lake_score_population(lake_score_plan(ready=list(upstream.values())).map(lake_score_shard).collect())
+        scored = lake_score_plan(ready=list(upstream.values())).map(lake_score_shard).collect()
+        return lake_score_summary(lake_score_population(scored).map(lake_score_apply).collect())
 
     return lake_scores
 

@@ -109,6 +109,8 @@ def main() -> None:
         f"| scoring shard step: min / mean / max | {spread(score_shards)} |",
         f"| lake_score_population (CLV tiers, fraud ranks over all shards) | "
         f"{sum(phase('lake__scores.lake_score_population')):.1f} |",
+        f"| lake_score_apply step (each shard's part rewritten with them): min / mean / max | "
+        f"{spread(phase('lake__scores.lake_score_apply['))} |",
         f"| lake/published (serving file from the pinned lake snapshot) | {sum(phase('lake__published')):.1f} |",
         f"| peak RSS of a shard step, max (features / scoring) | "
         f"{max((v for k, v in rss.items() if 'lake_shard[' in k), default=0):.2f} GB / "

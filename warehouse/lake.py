@@ -207,9 +207,9 @@ class Lake:
         return pins
 
     def read(self, name: str, *, shards: Iterable[int] | None = None, snapshot: date | None = None,
-             at: int | None = None, columns: Iterable[str] | None = None) -> pa.Table:
+             at: int | None = None, columns: Iterable[str] | None = None, with_shard: bool = False) -> pa.Table:
         """Rows of `name` (of the given shards, of one snapshot date, as of snapshot id `at`), without the
-        partition columns."""
+        partition columns (`with_shard`: with the shard each row belongs to, as column `_shard`)."""
         from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In
 
         table = self.catalog.load_table(self._check(name))
@@ -218,9 +218,9 @@ class Lake:
             where = And(where, In(SHARD, sorted(set(shards))))
         if snapshot is not None:
             where = And(where, EqualTo(SNAPSHOT, snapshot.isoformat()))
-        selected = tuple(columns) if columns is not None else ("*",)
+        selected = (*columns, *((SHARD,) if with_shard else ())) if columns is not None else ("*",)
         rows = table.scan(row_filter=where, snapshot_id=at, selected_fields=selected).to_arrow()
-        return rows.drop_columns([c for c in PARTS if c in rows.column_names])
+        return rows.drop_columns([c for c in PARTS if c in rows.column_names and not (with_shard and c == SHARD)])
 
     def count(self, name: str, snapshot: date | None = None) -> int:
         """Rows of `name` (of one snapshot date), from the data files' own counts where the partition decides."""

@@ -3,8 +3,9 @@
 A scoring step gets a DuckDB file of its own holding one shard's raw and feature tables as the embedded
 warehouse has them (`shard_warehouse`): the models score it unchanged, and each model's rows go to the lake
 as the shard's part of scores.<model> for the snapshot date (`write_scores`). What one shard cannot decide
-alone (a rank over every transaction, a tier by share of customers) is computed again over all shards'
-rows afterwards (`recompute`), so the lake's tables equal, row for row, what the embedded warehouse scores.
+alone (a rank over every transaction, a tier by share of customers) is computed again over a narrow read of
+all shards' rows afterwards (`population_columns`) and written into each shard's part by a step of its own
+(`apply_population`), so the lake's tables equal, row for row, what the embedded warehouse scores.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pyarrow as pa
 
 from warehouse import failpoints
 from warehouse.db import Home, connect
-from warehouse.lake import Lake
+from warehouse.lake import SHARD, Lake
 from warehouse.mapping import ident, sql_str
 from warehouse.serving import Published, publish
 from warehouse.shard_features import load_features, load_raw
@@ -53,25 +54,34 @@ def write_scores(lake: Lake, model: str, scored: pd.DataFrame, *, shard: int, sn
     return len(rows)
 
 
-def recompute(lake: Lake, model: str, shards: int, snap: date, *, key: tuple[str, ...], order: tuple[str, ...],
-              inputs: tuple[str, ...], columns: tuple[str, ...],
-              compute: Callable[[pd.DataFrame], pd.DataFrame]) -> int:
-    """`columns` of scores.<model> computed again over every shard's rows (read narrow: key, order, inputs; in
-    `order`), each shard's part rewritten with them. Returns the rows."""
+def population_columns(lake: Lake, model: str, snap: date, *, key: tuple[str, ...], order: tuple[str, ...],
+                       inputs: tuple[str, ...], columns: tuple[str, ...],
+                       compute: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame | None:
+    """The columns of scores.<model> that only every shard's rows together decide, for the snapshot date: `compute`
+    over a narrow read of `key`, `order` and `inputs` sorted by `order`. Returns `key`, `columns` and the shard
+    each row belongs to (`_shard`: `apply_population` takes its own); None when the table is not in the lake."""
     name = table(model)
     if not lake.exists(name):
-        return 0
+        return None
     narrow = list(dict.fromkeys((*key, *order, *inputs)))
-    rows = lake.read(name, snapshot=snap, columns=narrow).to_pandas()
+    rows = lake.read(name, snapshot=snap, columns=narrow, with_shard=True).to_pandas()
     rows = rows.sort_values(list(order), kind="stable").reset_index(drop=True)
-    fixed = pd.concat([rows[list(key)], compute(rows)[list(columns)]], axis=1)
-    for k in range(shards):
-        part = lake.read(name, shards=[k], snapshot=snap).to_pandas()
-        if not len(part):
-            continue
-        merged = part.drop(columns=list(columns)).merge(fixed, on=list(key), how="left", validate="one_to_one")
-        lake.write_part(name, pa.Table.from_pandas(merged[part.columns], preserve_index=False), shard=k, snapshot=snap)
-    return len(rows)
+    return pd.concat([rows[[*key, SHARD]], compute(rows)[list(columns)]], axis=1)
+
+
+def apply_population(lake: Lake, model: str, shard: int, snap: date, fixed: pd.DataFrame,
+                     key: tuple[str, ...]) -> int:
+    """Shard `shard`'s part of scores.<model> rewritten with the columns `fixed` holds for its rows (its slice of
+    `population_columns`). Returns the rows."""
+    name = table(model)
+    part = lake.read(name, shards=[shard], snapshot=snap).to_pandas()
+    if not len(part):
+        return 0
+    columns = [c for c in fixed.columns if c not in key and c != SHARD]
+    merged = part.drop(columns=columns).merge(fixed[[*key, *columns]], on=list(key), how="left",
+                                              validate="one_to_one")
+    lake.write_part(name, pa.Table.from_pandas(merged[part.columns], preserve_index=False), shard=shard, snapshot=snap)
+    return len(part)
 
 
 def read_scores(lake: Lake, model: str, snap: date, at: int | None = None) -> pd.DataFrame:
