@@ -246,10 +246,10 @@ def _published_asset(partitions: dg.PartitionsDefinition, specs: list[ModelSpec]
                 models=[s.table for s in specs], keep_previous=cfg["keep_previous"], exports=cfg["exports"],
                 history_snapshots=cfg["history_snapshots"])
         served = sorted({str(d) for d in dates.values() if d is not None})
-        past = [d for d in dates.values() if d is not None and d > snap]
+        newer = [d for d in dates.values() if d is not None and d > snap]
         context.log.info(f"serving.duckdb now {out.version.name}, from the lake's snapshot ids {pins}"
                          + (f"; {snap} is a past snapshot date: its scores join the history, the current ones stay "
-                            f"those of {max(past)}" if past else ""))
+                            f"those of {max(newer)}" if newer else ""))
         return dg.MaterializeResult(metadata={
             "serving_file": dg.MetadataValue.path(str(paths.serving)), "version": out.version.name,
             "snapshot_date": str(snap), "current_scores_as_of": ", ".join(served) or "none",
