@@ -163,9 +163,11 @@ def test_a_shard_with_no_scores_today_empties_its_part_and_keeps_the_tables_type
 
     lake = Lake(location)
     rows = pd.DataFrame({"transaction_id": ["T1", "T2"], "customer_id": ["C1", "C2"], "fraud_score": [0.9, 0.1]})
-    for shard, frame in ((0, rows), (1, rows.assign(transaction_id=["T3", "T4"])),
+    for shard, frame in ((2, rows.iloc[:0].astype(object)),  # the first write of all empty: no table, no types
+                         (0, rows), (1, rows.assign(transaction_id=["T3", "T4"])),
                          (1, rows.iloc[:0].astype(object))):  # nothing booked in shard 1 today: untyped, empty
         write_scores(lake, "fraud", frame, shard=shard, snap=SNAP, scored_date=SNAP, version=1, run_id="r",
                      scored_at=datetime(2026, 11, 1, 6))
     out = read_scores(lake, "fraud", SNAP)
     assert sorted(out["transaction_id"]) == ["T1", "T2"] and out["fraud_score"].dtype == "float64"
+    assert isinstance(out["snapshot_date"].iloc[0], date) and set(lake.shard_counts("scores.fraud")) == {0}

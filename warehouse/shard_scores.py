@@ -47,7 +47,9 @@ def write_scores(lake: Lake, model: str, scored: pd.DataFrame, *, shard: int, sn
     rows = scored.assign(model_name=model, model_version=int(version), snapshot_date=scored_date,
                          scored_at=scored_at, run_id=run_id)
     arrow = pa.Table.from_pandas(rows, preserve_index=False)
-    if not len(rows) and lake.exists(table(model)):  # no rows, no types: the table's own (an empty read)
+    if not len(rows):  # no rows, no types: the table's own (an empty read); no table yet, nothing to empty
+        if not lake.exists(table(model)):
+            return 0
         arrow = lake.read(table(model), shards=[-1])
     lake.write_part(table(model), arrow, shard=shard, snapshot=snap)
     failpoints.reached("lake_score")
