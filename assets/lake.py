@@ -260,11 +260,28 @@ def _published_asset(partitions: dg.PartitionsDefinition, specs: list[ModelSpec]
     return lake_published
 
 
-def build_maintenance(keep_days: int, grace_hours: float) -> dg.JobDefinition:
-    """Job `lake_maintenance`: every lake table's snapshots older than `keep_days` expired, and the files no
+def build_maintenance(keep_days: int, grace_hours: float, keep_feature_days: int | None = None) -> dg.JobDefinition:
+    """Job `lake_maintenance`: the feature tables' snapshot dates older than `keep_feature_days` before the newest
+    deleted (None: kept), then every lake table's snapshots older than `keep_days` expired, and the files no
     snapshot left refers to (older than `grace_hours`) deleted (Lake.expire)."""
 
-    @dg.op(description="Expire old snapshots and delete unreferenced files, table by table.")
+    @dg.op(description="Delete the feature tables' snapshot dates older than warehouse.lake.keep_feature_dates_days "
+                       "before the newest (scores and their history are kept).")
+    def drop_old_feature_dates(context: dg.OpExecutionContext, lake: LakeResource) -> dg.Output:
+        store, rows = lake.open(), []
+        for name in store.tables() if keep_feature_days else []:
+            newest = store.latest_snapshot(name) if name.startswith("features.") else None
+            if newest is not None:
+                cutoff = newest - timedelta(days=keep_feature_days)
+                rows.append((name, str(cutoff), store.drop_snapshots_before(name, cutoff)))
+        context.log.info(f"{sum(r[2] for r in rows):,} feature rows of old snapshot dates deleted"
+                         if keep_feature_days else "every snapshot date kept (keep_feature_dates_days: null)")
+        return dg.Output(sum(r[2] for r in rows), metadata={
+            "keep_feature_dates_days": keep_feature_days if keep_feature_days else "null (every date kept)",
+            "tables": frame_md([(n, c, f"{d:,}") for n, c, d in rows], ["table", "dates before", "rows deleted"])})
+
+    @dg.op(ins={"after": dg.In(dg.Nothing)},
+           description="Expire old snapshots and delete unreferenced files, table by table.")
     def expire_lake_snapshots(context: dg.OpExecutionContext, lake: LakeResource) -> dg.Output:
         store = lake.open()
         older_than = datetime.now(UTC) - timedelta(days=keep_days)
@@ -278,9 +295,10 @@ def build_maintenance(keep_days: int, grace_hours: float) -> dg.JobDefinition:
                                                                               "files deleted"])})
 
     @dg.job(name="lake_maintenance", executor_def=dg.in_process_executor,
-            description="The lake's housekeeping (docs/scale-out.md): snapshots older than "
+            description="The lake's housekeeping (docs/scale-out.md): feature snapshot dates older than "
+                        "warehouse.lake.keep_feature_dates_days deleted, snapshots older than "
                         "warehouse.lake.keep_snapshots_days expired, files no snapshot refers to deleted.")
     def lake_maintenance():
-        expire_lake_snapshots()
+        expire_lake_snapshots(after=drop_old_feature_dates())
 
     return lake_maintenance

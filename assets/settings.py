@@ -76,6 +76,9 @@ class LakeSettings(Strict):
         "back until then; the current state is always kept) and deletes the files no snapshot left refers to"))
     orphan_grace_hours: float = Field(24, gt=0, description=(
         "files younger than this are never deleted as unreferenced: a writer's data files before its commit"))
+    keep_feature_dates_days: int | None = Field(None, ge=1, description=(
+        "job `lake_maintenance` deletes the lake's feature tables of snapshot dates older than this many days "
+        "before the newest one (null: every date is kept); scores and their history are always kept"))
     first_snapshot: date = Field(date(2020, 1, 1), description=(
         "the first day of the lake assets' daily snapshot partitions (a past snapshot is backfilled from the UI)"))
 

@@ -32,7 +32,8 @@ if settings["warehouse"]["backend"] == "iceberg":
     lake_assets, lake_job = build_lake(lake["shards"], lake["first_snapshot"], SPECS,
                                        executor_for(settings["execution"], "multiprocess"))
     jobs[lake_job.name] = lake_job
-    jobs["lake_maintenance"] = build_maintenance(lake["keep_snapshots_days"], lake["orphan_grace_hours"])
+    jobs["lake_maintenance"] = build_maintenance(lake["keep_snapshots_days"], lake["orphan_grace_hours"],
+                                                 lake["keep_feature_dates_days"])
 
 
 def _due() -> list[dg.AssetKey] | None:

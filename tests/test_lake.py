@@ -171,3 +171,26 @@ def test_a_shard_with_no_scores_today_empties_its_part_and_keeps_the_tables_type
     out = read_scores(lake, "fraud", SNAP)
     assert sorted(out["transaction_id"]) == ["T1", "T2"] and out["fraud_score"].dtype == "float64"
     assert isinstance(out["snapshot_date"].iloc[0], date) and set(lake.shard_counts("scores.fraud")) == {0}
+
+
+def test_maintenance_deletes_feature_dates_past_the_retention_and_keeps_the_scores(location):
+    from datetime import timedelta
+
+    import pyarrow as pa
+
+    from assets.lake import LakeResource, build_maintenance
+
+    lake = Lake(location)
+    dates = [SNAP - timedelta(days=d) for d in (45, 31, 30, 0)]
+    for d in dates:
+        rows = pa.table({"customer_id": ["C1", "C2"], "balance": [1.0, 2.0]})
+        lake.write_part("features.balances", rows, shard=0, snapshot=d)
+        lake.write_part("scores.churn", rows, shard=0, snapshot=d)
+    job = build_maintenance(7, 24, keep_feature_days=30)
+    result = job.execute_in_process(resources={"lake": LakeResource(catalog=location.catalog,
+                                                                    location=location.warehouse)})
+    assert result.success and result.output_for_node("drop_old_feature_dates") == 4  # two dates of two rows
+    kept = {d for d in dates if lake.count("features.balances", d)}
+    assert kept == set(dates[2:]) and all(lake.count("scores.churn", d) == 2 for d in dates)
+    assert build_maintenance(7, 24).execute_in_process(resources={"lake": LakeResource(
+        catalog=location.catalog, location=location.warehouse)}).output_for_node("drop_old_feature_dates") == 0

@@ -222,11 +222,13 @@ class Lake:
         rows = table.scan(row_filter=where, snapshot_id=at, selected_fields=selected).to_arrow()
         return rows.drop_columns([c for c in PARTS if c in rows.column_names and not (with_shard and c == SHARD)])
 
-    def count(self, name: str, snapshot: date | None = None) -> int:
-        """Rows of `name` (of one snapshot date), from the data files' own counts where the partition decides."""
-        from pyiceberg.expressions import AlwaysTrue, EqualTo
+    def count(self, name: str, snapshot: date | None = None, before: date | None = None) -> int:
+        """Rows of `name` (of one snapshot date, or of the dates before `before`), from the data files' own counts
+        where the partition decides."""
+        from pyiceberg.expressions import AlwaysTrue, EqualTo, LessThan
 
-        where = EqualTo(SNAPSHOT, snapshot.isoformat()) if snapshot is not None else AlwaysTrue()
+        where = EqualTo(SNAPSHOT, snapshot.isoformat()) if snapshot is not None else \
+            LessThan(SNAPSHOT, before.isoformat()) if before is not None else AlwaysTrue()
         return self.catalog.load_table(self._check(name)).scan(row_filter=where).count()
 
     def shard_counts(self, name: str, at: int | None = None) -> dict[int, int]:
@@ -236,6 +238,17 @@ class Lake:
             return {}
         counts = pc.value_counts(rows[SHARD]).to_pylist()
         return {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])}
+
+    def drop_snapshots_before(self, name: str, cutoff: date) -> int:
+        """Delete the rows of snapshot dates before `cutoff` (whole partitions: a metadata-only delete). Returns
+        the rows deleted."""
+        from pyiceberg.expressions import LessThan
+
+        table = self.catalog.load_table(self._check(name))
+        old = self.count(name, before=cutoff)
+        if old:
+            table.delete(LessThan(SNAPSHOT, cutoff.isoformat()))
+        return old
 
     def latest_snapshot(self, name: str, at: int | None = None) -> date | None:
         """The newest snapshot date `name` holds rows of (as of snapshot id `at`); None: none."""
