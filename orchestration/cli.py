@@ -136,16 +136,20 @@ def _lake_tables(settings: dict, partition: str) -> None:
 
     from warehouse.lake import Lake, LakeError, LakeLocation
 
+    snap = date.fromisoformat(partition)
     try:
         lake = Lake(LakeLocation(os.environ.get("SCOREHOUSE_CATALOG", ""), settings["warehouse"]["lake"]["location"]))
+        rows = [(n, lake.count(n, snap)) for n in lake.tables()
+                if n.startswith(("features.", "scores.")) and n != "features.columns"]
     except LakeError as e:
         print(f"\nLake: {e}")
         return
-    snap = date.fromisoformat(partition)
+    except Exception as e:  # a summary, after the run: the run's own failure already says what went wrong
+        print(f"\nLake: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+        return
     print(f"\nLake tables for {snap} in {lake.location.warehouse}")
-    for name in lake.tables():
-        if name.startswith(("features.", "scores.")) and name != "features.columns":
-            print(f"  {name:<34}{lake.count(name, snap):>12,}")
+    for name, n in rows:
+        print(f"  {name:<34}{n:>12,}")
 
 
 def _warehouse_tables(home: Home) -> None:
