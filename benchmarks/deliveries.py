@@ -25,7 +25,7 @@ import duckdb
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest_features import BIN, OUT, RESULTS, ensure_bank, machine  # noqa: E402
+from ingest_features import BIN, OUT, RESULTS, clean_env, ensure_bank, machine  # noqa: E402
 
 TABLES = {"agencies": "agencies.csv", "managers": "managers.csv", "products": "products.csv",
           "customers": "customers*.csv", "accounts": "accounts.csv", "transactions": "transactions*.csv",
@@ -88,7 +88,7 @@ def main() -> None:
         (landing / f.name).unlink(missing_ok=True)
     home = OUT / f"deliveries_{n}" / "home"
     shutil.rmtree(home, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    env = clean_env()
     cmd = [str(BIN / "scorehouse"), "run", "--job", "features", "--source", str(cfg), "--landing", str(landing),
            "--home", str(home)]
     (landing / "_SUCCESS").touch()

@@ -36,6 +36,24 @@ def machine() -> str:
             f"Python {platform.python_version()}, duckdb {duckdb.__version__}")
 
 
+def clean_env() -> dict[str, str]:
+    """This environment without SCOREHOUSE_* and DAGSTER_* variables: a benchmark's `scorehouse` runs as a new user's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+
+
+def shard_args(customers: int, home: str) -> tuple[argparse.Namespace, Path, Path]:
+    """The shard benchmarks' arguments (--customers, default `customers`; --shards; --workers), the generated bank
+    and an emptied home benchmarks/out/<home>_<customers>."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--customers", type=int, default=customers)
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    a = ap.parse_args()
+    landing, path = ensure_bank(a.customers), OUT / f"{home}_{a.customers}"
+    shutil.rmtree(path, ignore_errors=True)
+    return a, landing, path
+
+
 def ensure_bank(n: int) -> Path:
     landing = OUT / f"bank_{n}"
     if not (landing / "labels.csv").exists():
@@ -50,7 +68,7 @@ def run_once(n: int, keep: bool) -> dict:
     landing = ensure_bank(n)
     home = OUT / f"home_{n}"
     shutil.rmtree(home, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    env = clean_env()
     cmd = [str(BIN / "scorehouse"), "run", "--job", "features", "--landing", str(landing), "--home", str(home)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.monotonic()

@@ -12,8 +12,6 @@ RSS of each shard step from its own output; results are appended to benchmarks/R
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -24,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from benchmarks.ingest_features import BIN, OUT, ensure_bank, machine, record  # noqa: E402
+from benchmarks.ingest_features import BIN, clean_env, machine, record, shard_args  # noqa: E402
 from tests.postgres import local_postgres  # noqa: E402
 
 
 def _run(args: list[str], home: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    env = clean_env()
     t0 = time.monotonic()
     r = subprocess.run([str(BIN / "scorehouse"), "run", *args, "--home", str(home)], env=env, capture_output=True,
                        text=True)
@@ -63,13 +61,7 @@ def _steps(home: Path, job: str) -> tuple[dict[str, float], dict[str, float]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--customers", type=int, default=1_000_000)
-    ap.add_argument("--shards", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2)
-    a = ap.parse_args()
-    landing, home = ensure_bank(a.customers), OUT / f"lake_home_{a.customers}"
-    shutil.rmtree(home, ignore_errors=True)
+    a, landing, home = shard_args(1_000_000, "lake_home")
     t_embedded = _run(["--landing", str(landing)], home)
     embedded, _ = _steps(home, "scorehouse")
     with local_postgres() as url:

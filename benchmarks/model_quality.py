@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,9 +22,10 @@ from pathlib import Path
 
 import duckdb
 
-ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from ingest_features import BIN, ROOT, clean_env  # noqa: E402
+
 DOC = ROOT / "docs" / "model-quality.md"
-BIN = Path(sys.executable).parent
 SOURCES = ["churn_modelling", "german_credit", "bank_marketing", "cdnow_sample", "berka", "synthetic"]
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 # the figures worth a column, per model (all of them are in the registry)
@@ -49,7 +49,7 @@ def fmt(v) -> str:
 
 def measure(source: str, workdir: Path) -> tuple[list[str], float]:
     home = workdir / source
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    env = clean_env()
     cmd = [str(BIN / "scorehouse"), "run", "--source", source, "--home", str(home)]
     if source == "synthetic":
         landing = workdir / "synthetic_landing"

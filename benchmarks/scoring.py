@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest_features import BIN, OUT, RESULTS, ensure_bank, machine  # noqa: E402
+from ingest_features import BIN, OUT, RESULTS, clean_env, ensure_bank, machine  # noqa: E402
 
 MODELS = ("churn", "segments", "recommendations", "credit_risk", "clv")  # one row per customer
 FRAUD = ("features__transaction_features", "scores__fraud")  # the day's transactions: features, then scores
@@ -60,7 +59,7 @@ def train(n: int) -> tuple[Path, float | None]:
     home = OUT / f"score_home_{n}"
     if (home / "warehouse.duckdb").exists():
         return home, None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    env = clean_env()
     t0 = time.monotonic()
     proc = subprocess.run([str(BIN / "scorehouse"), "run", "--landing", str(landing), "--home", str(home)],
                           env=env, capture_output=True, text=True)
@@ -73,7 +72,7 @@ def train(n: int) -> tuple[Path, float | None]:
 
 
 def score(home: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    env = clean_env()
     env["SCOREHOUSE_HOME"] = str(home)
     scored = (*MODELS, "fraud", "manager_performance", "agency_performance")
     proc = subprocess.run([sys.executable, "-c", CHILD, str(home), ",".join(scored)], env=env,

@@ -11,8 +11,6 @@ the peak RSS of each worker; results are appended to benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
-import os
 import resource
 import shutil
 import subprocess
@@ -24,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from benchmarks.ingest_features import BIN, OUT, ensure_bank, machine, record  # noqa: E402
+from benchmarks.ingest_features import BIN, clean_env, machine, record, shard_args  # noqa: E402
 from tests.postgres import local_postgres  # noqa: E402
 from warehouse import features as F  # noqa: E402
 from warehouse import shard_features as S  # noqa: E402
@@ -40,14 +38,8 @@ def _shard(args: tuple) -> tuple[int, float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--customers", type=int, default=100_000)
-    ap.add_argument("--shards", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2)
-    a = ap.parse_args()
-    landing, home = ensure_bank(a.customers), OUT / f"shard_home_{a.customers}"
-    shutil.rmtree(home, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    a, landing, home = shard_args(100_000, "shard_home")
+    env = clean_env()
     subprocess.run([str(BIN / "scorehouse"), "run", "--job", "ingest", "--landing", str(landing), "--home", str(home)],
                    env=env, check=True, capture_output=True)
     control, embedded = home / "warehouse.duckdb", home / "embedded.duckdb"
