@@ -135,12 +135,13 @@ def _lake_tables(settings: dict, partition: str) -> None:
     from datetime import date
 
     from warehouse.lake import Lake, LakeError, LakeLocation
+    from warehouse.shard_features import COLUMNS
 
     snap = date.fromisoformat(partition)
     try:
         lake = Lake(LakeLocation(os.environ.get("SCOREHOUSE_CATALOG", ""), settings["warehouse"]["lake"]["location"]))
         rows = [(n, lake.count(n, snap)) for n in lake.tables()
-                if n.startswith(("features.", "scores.")) and n != "features.columns"]
+                if n.startswith(("features.", "scores.")) and n != COLUMNS]
     except LakeError as e:
         print(f"\nLake: {e}")
         return

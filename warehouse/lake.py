@@ -179,12 +179,16 @@ class Lake:
                 warnings.filterwarnings("ignore", "Delete operation did not match")
                 self.catalog.load_table(name).delete(GreaterThanOrEqual(SHARD, shards))
 
+    @staticmethod
+    def _stamp_of(table, source: str) -> str:
+        current = table.current_snapshot()
+        return f"{source}@{current.snapshot_id if current else ''}"
+
     def stamp(self, name: str, source: str) -> None:
         """Record that `name`'s rows, as they are now, were written from `source` (a fingerprint of the rows)."""
         table = self.catalog.load_table(self._check(name))
-        current = table.current_snapshot()
         with table.transaction() as tx:  # a property: a new metadata file, no new snapshot
-            tx.set_properties({STAMP: f"{source}@{current.snapshot_id if current else ''}"})
+            tx.set_properties({STAMP: self._stamp_of(table, source)})
 
     def stamped(self, name: str, source: str) -> bool:
         """Whether `name` holds what was written from `source` and nothing written since (a writer killed half
@@ -192,8 +196,7 @@ class Lake:
         if not self.exists(name):
             return False
         table = self.catalog.load_table(name)
-        current = table.current_snapshot()
-        return table.properties.get(STAMP) == f"{source}@{current.snapshot_id if current else ''}"
+        return table.properties.get(STAMP) == self._stamp_of(table, source)
 
     def pin(self, names: Iterable[str]) -> dict[str, int | None]:
         """The current snapshot id of each table (None: empty or missing): read them all `at` these."""
@@ -244,10 +247,9 @@ class Lake:
         the rows deleted."""
         from pyiceberg.expressions import LessThan
 
-        table = self.catalog.load_table(self._check(name))
         old = self.count(name, before=cutoff)
         if old:
-            table.delete(LessThan(SNAPSHOT, cutoff.isoformat()))
+            self.catalog.load_table(name).delete(LessThan(SNAPSHOT, cutoff.isoformat()))
         return old
 
     def latest_snapshot(self, name: str, at: int | None = None) -> date | None:
