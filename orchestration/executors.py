@@ -13,9 +13,15 @@ import dagster as dg
 
 from assets.settings import SettingsError
 
-# Step processes forked from a server that has imported Dagster and these definitions once: a step starts in a
-# fraction of a second instead of importing everything again (the per-shard overhead, benchmarks/RESULTS.md).
-FORKSERVER = {"start_method": {"forkserver": {"preload_modules": ["orchestration.definitions"]}}}
+# Step processes forked from a server that has imported once what every step imports: Dagster and these
+# definitions, Dagster's SQLite storage (a step opens the instance first), pyiceberg's catalog (every lake step)
+# and the model libraries (the scoring shards). A step then starts in a fraction of a second instead of importing
+# them again (the per-shard overhead, benchmarks/RESULTS.md).
+PRELOAD = ["orchestration.definitions", "dagster._core.storage.sqlite_storage",
+           "dagster._core.storage.event_log.sqlite", "dagster._core.storage.runs.sqlite",
+           "dagster._core.storage.schedules.sqlite", "pyiceberg.catalog.sql", "pyiceberg.io.pyarrow",
+           "xgboost", "sklearn.cluster"]
+FORKSERVER = {"start_method": {"forkserver": {"preload_modules": PRELOAD}}}
 # What a step on another machine needs from the run's environment (secrets stay in env vars, never in config).
 STEP_ENV = ["SCOREHOUSE_HOME", "SCOREHOUSE_SOURCE", "SCOREHOUSE_LANDING", "SCOREHOUSE_CATALOG", "SCOREHOUSE_SETTINGS"]
 BROKER_ENV = "SCOREHOUSE_CELERY_BROKER"
