@@ -7,7 +7,7 @@ Slack channel that is down, and email over SMTP (aiosmtpd).
                                            scores were published and how to roll back; the other models' drift
                                            checks are WARN; the down channel is retried, recorded, and the run
                                            still succeeds
-  the same run again                    -> no alert (deduplicated)
+  the same scoring again (job score)    -> no alert (deduplicated)
   a retrain whose benchmark gate fails  -> a check-failure warning with the figures; the run succeeds and the
                                            champion stays
 Secrets (the Slack URL's token, the SMTP password) appear nowhere: not in output, logs or alert bodies.
@@ -47,9 +47,11 @@ def scenario(tmp_path_factory):
                      ("--seed", "2", "--drift", "0.5", "--out", str(root / "drifted"))):
             assert cli("generate", "--customers", "5000", *args, env=env).returncode == 0
         steps = {}
-        for name, landing in (("base", "base"), ("drifted", "drifted"), ("again", "drifted")):
+        # "again": the next day's scoring of the same delivery (job score), as a bank's daily schedule runs it
+        for name, landing, job in (("base", "base", "scorehouse"), ("drifted", "drifted", "scorehouse"),
+                                   ("again", "drifted", "score")):
             n_hook, n_mail = len(hook.received), len(smtp.messages)
-            run = cli("run", "--landing", str(root / landing), "--home", str(home), env=env)
+            run = cli("run", "--job", job, "--landing", str(root / landing), "--home", str(home), env=env)
             steps[name] = {"run": run, "hook": hook.bodies()[n_hook:], "mail": smtp.messages[n_mail:]}
         (home / "scorehouse.yaml").write_text("models:\n  churn:\n    gate:\n      min: {auc: 0.999}\n")
         n_hook = len(hook.received)
