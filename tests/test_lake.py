@@ -194,3 +194,39 @@ def test_maintenance_deletes_feature_dates_past_the_retention_and_keeps_the_scor
     assert kept == set(dates[2:]) and all(lake.count("scores.churn", d) == 2 for d in dates)
     assert build_maintenance(7, 24).execute_in_process(resources={"lake": LakeResource(
         catalog=location.catalog, location=location.warehouse)}).output_for_node("drop_old_feature_dates") == 0
+
+
+def test_a_schema_another_writer_creates_at_the_same_moment_is_used_not_an_error(location):
+    """pyiceberg's SQL catalog looks for a schema (an Iceberg namespace), then inserts it: two shard steps writing
+    the first table of a schema at once both found none, and the slower one failed on the catalog's unique key
+    (seen in job lake: 8 shards, 20,000 customers). Here the other writer's insert is held open in a transaction of
+    its own until this writer is waiting on it, then committed."""
+    import threading
+
+    import psycopg2
+
+    lake = Lake(location)
+    other = psycopg2.connect(location.catalog)
+    other.cursor().execute("INSERT INTO iceberg_namespace_properties VALUES ('scorehouse', 'features', 'exists', "
+                           "'true')")  # not committed yet: this writer's check does not see it
+    errors = []
+    writer = threading.Thread(target=lambda: _catching(errors, write_rounds, lake, 0, 1))
+    writer.start()
+    with psycopg2.connect(location.catalog) as watch:
+        while writer.is_alive():  # until the writer's insert waits on the other's row
+            cur = watch.cursor()
+            cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cur.fetchone()[0]:
+                break
+    other.commit()
+    other.close()
+    writer.join()
+    assert errors == []
+    assert _rows(lake) == _expected({0: 1})
+
+
+def _catching(errors: list, fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001 - reported by the test
+        errors.append(e)

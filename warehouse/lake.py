@@ -126,7 +126,7 @@ class Lake:
             return self.catalog.load_table(name)
         except NoSuchTableError:
             pass
-        self.catalog.create_namespace_if_not_exists(name.split(".")[0])
+        self._namespace(name.split(".")[0])
         try:
             with self.catalog.create_table_transaction(name, schema=schema, properties=TABLE_PROPERTIES) as tx, \
                     tx.update_spec() as spec:
@@ -136,6 +136,17 @@ class Lake:
         except (CommitFailedException, TableAlreadyExistsError):
             pass  # another shard's writer created it first: the same table
         return self.catalog.load_table(name)
+
+    def _namespace(self, schema: str) -> None:
+        """The schema's namespace, created unless there. pyiceberg's SQL catalog looks, then inserts: another
+        shard's writer may insert it in between, and the catalog's unique key refuses this one's row."""
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            self.catalog.create_namespace_if_not_exists(schema)
+        except IntegrityError:
+            if not self.catalog.namespace_exists(schema):
+                raise
 
     def _evolve(self, name: str, table, schema: pa.Schema):
         """Columns new in this write (a feature table gains a pivot column) are added; a column this write does
