@@ -208,7 +208,9 @@ def test_ui_serves_graph_shows_cli_runs_runs_job_alerts_with_links_and_stops_cle
 
             params = {"selector": {**{k: v for k, v in selector.items() if k != "pipelineName"},
                                    "jobName": "scorehouse"}}
-            launched = gql(url, LAUNCH, {"p": params})["launchRun"]
+            # job features (ingest and features, with the failing check) from the UI, then the whole pipeline below
+            features = {"selector": {**params["selector"], "jobName": "features"}}
+            launched = gql(url, LAUNCH, {"p": features})["launchRun"]
             assert launched["__typename"] == "LaunchRunSuccess", launched
             run_id = launched["run"]["runId"]
             status = wait_for(lambda: (s := gql(url, STATUS, {"id": run_id})["runOrError"]["status"]) in TERMINAL
