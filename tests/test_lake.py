@@ -202,6 +202,7 @@ def test_a_schema_another_writer_creates_at_the_same_moment_is_used_not_an_error
     (seen in job lake: 8 shards, 20,000 customers). Here the other writer's insert is held open in a transaction of
     its own until this writer is waiting on it, then committed."""
     import threading
+    from contextlib import closing
 
     import psycopg2
 
@@ -212,9 +213,8 @@ def test_a_schema_another_writer_creates_at_the_same_moment_is_used_not_an_error
     errors = []
     writer = threading.Thread(target=lambda: _catching(errors, write_rounds, lake, 0, 1))
     writer.start()
-    with psycopg2.connect(location.catalog) as watch:
+    with closing(psycopg2.connect(location.catalog)) as watch, watch.cursor() as cur:
         while writer.is_alive():  # until the writer's insert waits on the other's row
-            cur = watch.cursor()
             cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
             if cur.fetchone()[0]:
                 break
