@@ -510,11 +510,12 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
                 write_drift(con, rows, run_id=context.run.run_id, model=name, version=entry.version,
                             snapshot_date=scored.snapshot_date)
             md = table_metadata(con, f"scores.{name}", docs=spec.table.docs())
+            row = registry.record_run(con, run_id, name, scoring="scored", rows_scored=n,
+                                      champion_version=entry.version)
         if rows is None:
             context.log.warning(f"{name} v{entry.version} has no reference profile ({ref_path.name}; trained before "
                                 "drift monitoring): drift not measured until it is retrained")
         drift_md = _drift_metadata(reference, scored, rows, spec.score_columns, bands) if rows is not None else {}
-        row = _record(warehouse, run_id, name, scoring="scored", rows_scored=n, champion_version=entry.version)
         yield dg.MaterializeResult(metadata={**md, "outcome": row["outcome"], "model_version": f"v{entry.version}",
                                              "rows_scored": n, **scored.metadata, **drift_md})
 
