@@ -201,7 +201,7 @@ def test_a_schema_another_writer_creates_at_the_same_moment_is_used_not_an_error
     the first table of a schema at once both found none, and the slower one failed on the catalog's unique key
     (seen in job lake: 8 shards, 20,000 customers). Here the other writer's insert is held open in a transaction of
     its own until this writer is waiting on it, then committed."""
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
     from contextlib import closing
 
     import psycopg2
@@ -210,23 +210,14 @@ def test_a_schema_another_writer_creates_at_the_same_moment_is_used_not_an_error
     other = psycopg2.connect(location.catalog)
     other.cursor().execute("INSERT INTO iceberg_namespace_properties VALUES ('scorehouse', 'features', 'exists', "
                            "'true')")  # not committed yet: this writer's check does not see it
-    errors = []
-    writer = threading.Thread(target=lambda: _catching(errors, write_rounds, lake, 0, 1))
-    writer.start()
-    with closing(psycopg2.connect(location.catalog)) as watch, watch.cursor() as cur:
-        while writer.is_alive():  # until the writer's insert waits on the other's row
-            cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
-            if cur.fetchone()[0]:
-                break
-    other.commit()
-    other.close()
-    writer.join()
-    assert errors == []
+    with ThreadPoolExecutor(1) as pool:
+        writer = pool.submit(write_rounds, lake, 0, 1)
+        with closing(psycopg2.connect(location.catalog)) as watch, watch.cursor() as cur:
+            while not writer.done():  # until the writer's insert waits on the other's row
+                cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                if cur.fetchone()[0]:
+                    break
+        other.commit()
+        other.close()
+        writer.result()  # raised the catalog's IntegrityError before Lake._namespace
     assert _rows(lake) == _expected({0: 1})
-
-
-def _catching(errors: list, fn, *args) -> None:
-    try:
-        fn(*args)
-    except Exception as e:  # noqa: BLE001 - reported by the test
-        errors.append(e)
