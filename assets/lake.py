@@ -268,16 +268,19 @@ def build_maintenance(keep_days: int, grace_hours: float, keep_feature_days: int
     @dg.op(description="Delete the feature tables' snapshot dates older than warehouse.lake.keep_feature_dates_days "
                        "before the newest (scores and their history are kept).")
     def drop_old_feature_dates(context: dg.OpExecutionContext, lake: LakeResource) -> dg.Output:
+        if not keep_feature_days:
+            context.log.info("every snapshot date kept (keep_feature_dates_days: null)")
+            return dg.Output(0, metadata={"keep_feature_dates_days": "null (every date kept)"})
         store, rows = lake.open(), []
-        for name in store.tables() if keep_feature_days else []:
+        for name in store.tables():
             newest = store.latest_snapshot(name) if name.startswith("features.") else None
             if newest is not None:
                 cutoff = newest - timedelta(days=keep_feature_days)
                 rows.append((name, str(cutoff), store.drop_snapshots_before(name, cutoff)))
-        context.log.info(f"{sum(r[2] for r in rows):,} feature rows of old snapshot dates deleted"
-                         if keep_feature_days else "every snapshot date kept (keep_feature_dates_days: null)")
-        return dg.Output(sum(r[2] for r in rows), metadata={
-            "keep_feature_dates_days": keep_feature_days if keep_feature_days else "null (every date kept)",
+        deleted = sum(d for _, _, d in rows)
+        context.log.info(f"{deleted:,} feature rows of old snapshot dates deleted")
+        return dg.Output(deleted, metadata={
+            "keep_feature_dates_days": keep_feature_days,
             "tables": frame_md([(n, c, f"{d:,}") for n, c, d in rows], ["table", "dates before", "rows deleted"])})
 
     @dg.op(ins={"after": dg.In(dg.Nothing)},
