@@ -4,7 +4,7 @@
 import dagster as dg
 
 from assets.metadata import frame_md, table_metadata
-from assets.resources import Settings, Source, Warehouse
+from assets.resources import Settings, Source, Warehouse, holds_warehouse
 from warehouse import failpoints
 from warehouse import features as F
 from warehouse.contract import TABLES
@@ -22,6 +22,7 @@ def _snapshot(con):
 def _feature_asset(name: str, builder, deps: list[dg.AssetKey], description: str):
     @dg.asset(key=["features", name], group_name=GROUP, kinds={"duckdb", "sql"}, pool="warehouse",
               deps=deps, description=description)
+    @holds_warehouse
     def _asset(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.connect() as con:
             snap = _snapshot(con)
@@ -37,6 +38,7 @@ def _feature_asset(name: str, builder, deps: list[dg.AssetKey], description: str
 
 @dg.asset(key=["features", "population"], group_name=GROUP, kinds={"duckdb", "sql"}, pool="warehouse",
           deps=[RAW["customers"], RAW["transactions"], RAW["accounts"], RAW["loans"]])
+@holds_warehouse
 def population(context: dg.AssetExecutionContext, warehouse: Warehouse, source: Source) -> dg.MaterializeResult:
     """features.population: every customer known at the snapshot date, which is fixed here for all features.
 
@@ -73,6 +75,7 @@ labels = _feature_asset("labels", F.build_labels, [POP, RAW["labels"]],
     deps=[POP, dg.AssetKey(["features", "rfm"]), dg.AssetKey(["features", "balances"]),
           dg.AssetKey(["features", "holdings"]), RAW["customers"], RAW["managers"], RAW["agencies"]],
 )
+@holds_warehouse
 def customer_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """features.customer_features: one model-ready row per customer — demographics, RFM, balances and trends,
     holdings, income/spend ratios, the financial health score, agency and manager aggregates, and the
@@ -98,6 +101,7 @@ CF = dg.AssetKey(["features", "customer_features"])
 
 @dg.asset_check(asset=CF, description="exactly one row per customer, the same customers as the population",
                 blocking=True, pool="warehouse")
+@holds_warehouse
 def features_unique_customers(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         rows, distinct, pop = con.execute(
@@ -111,6 +115,7 @@ def features_unique_customers(warehouse: Warehouse) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=CF, description="no nulls in the columns listed in features.not_null", blocking=True,
                 pool="warehouse")
+@holds_warehouse
 def features_not_null(warehouse: Warehouse, settings: Settings) -> dg.AssetCheckResult:
     cols = settings.get("features", "not_null")
     with warehouse.connect() as con:
@@ -124,6 +129,7 @@ def features_not_null(warehouse: Warehouse, settings: Settings) -> dg.AssetCheck
 
 
 @dg.asset_check(asset=CF, description="values inside the bounds in features.ranges", pool="warehouse")
+@holds_warehouse
 def features_in_range(warehouse: Warehouse, settings: Settings) -> dg.AssetCheckResult:
     ranges: dict = settings.get("features", "ranges")
     with warehouse.connect() as con:

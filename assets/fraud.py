@@ -11,7 +11,7 @@ from assets.features import GROUP, RAW
 from assets.lazy import lazy_module
 from assets.lifecycle import PRIORITY, ModelSpec, Population, Scored, Trained, frame_hash, read_features
 from assets.metadata import frame_md, table_metadata
-from assets.resources import Settings, Warehouse
+from assets.resources import Settings, Warehouse, holds_warehouse
 from ml import registry
 from ml.errors import NotEnoughData
 from ml.registry import Entry
@@ -28,6 +28,7 @@ AFTER_CUSTOMER_MODELS = {PRIORITY: "-1"}
 
 @dg.asset(key=TRANSACTION_FEATURES, group_name=GROUP, kinds={"duckdb", "sql"}, pool="warehouse",
           deps=[RAW["transactions"]], op_tags=AFTER_CUSTOMER_MODELS)
+@holds_warehouse
 def transaction_features(context: dg.AssetExecutionContext, warehouse: Warehouse,
                          settings: Settings) -> dg.MaterializeResult:
     """features.transaction_features: the transactions of the last `models.fraud.score_days` days delivered, one
@@ -93,6 +94,7 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
                 description="The transactions flagged in this run against what the champion flagged on its holdout, "
                             "for as many transactions: more than models.fraud.flagged_jump times as many (and at "
                             "least flagged_jump_min more) fails (WARN, alerted) — a fraud wave, or a broken input.")
+@holds_warehouse
 def flagged_check(warehouse: Warehouse, settings: Settings) -> dg.AssetCheckResult:
     cfg = settings.get("models", "fraud")
     with warehouse.connect() as con:

@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.metadata import frame_md, table_metadata
 from assets.quality import gx_result, gx_spec
-from assets.resources import Settings, Source, Warehouse
+from assets.resources import Settings, Source, Warehouse, holds_warehouse
 from warehouse import deliveries
 from warehouse.contract import TABLES
 from warehouse.db import delivery_version
@@ -91,6 +91,7 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
                                           "accepted (`scorehouse deliveries accept FILE`) or replaced"),
         ],
     )
+    @holds_warehouse
     def _raw(context: dg.AssetExecutionContext, warehouse: Warehouse, source: Source, settings: Settings):
         cfg = source.config()
         provided = bool(cfg.feeds.get(table))

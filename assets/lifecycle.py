@@ -31,7 +31,7 @@ import pandas as pd
 
 from assets.features import CF as CUSTOMER_FEATURES
 from assets.metadata import frame_md, rounded, table_metadata
-from assets.resources import Settings, Warehouse
+from assets.resources import Settings, Warehouse, holds_warehouse
 from ml import registry
 from ml.errors import MissingInputs, NotEnoughData
 from ml.model import Model
@@ -369,6 +369,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
 
     @dg.asset(key=challenger_key, group_name="training", kinds=set(spec.kinds), pool="warehouse",
               deps=list(spec.train_deps), description=spec.train_doc, op_tags=spec.op_tags)
+    @holds_warehouse
     def challenger(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings):
         cfg = {**settings.get("models", name), "min_holdout_per_class": settings.get("models", "min_holdout_per_class")}
         run_id = context.run.run_id
@@ -412,6 +413,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
                     description=f"The challenger trained in this run meets the thresholds in models.{name}.gate and "
                                 "is not worse than the champion on the same holdout: approved, else rejected (WARN: "
                                 "the champion stays).")
+    @holds_warehouse
     def gate(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, settings: Settings) -> dg.AssetCheckResult:
         run_id = context.run.run_id
         with warehouse.connect() as con:
@@ -459,6 +461,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
               op_tags=spec.op_tags,
               description=f"The {name} champion: the version its gate approved in this run is promoted (the previous "
                           "one retired); otherwise the champion stays. Only an approved version is ever promoted.")
+    @holds_warehouse
     def champion(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         run_id = context.run.run_id
         with warehouse.connect() as con:
@@ -485,6 +488,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
     @dg.asset(key=["scores", name], group_name="scoring", kinds=set(spec.kinds), pool="warehouse",
               deps=[champion_key, *spec.score_deps], output_required=False, description=spec.score_doc,
               op_tags=spec.op_tags)
+    @holds_warehouse
     def scores(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings):
         run_id = context.run.run_id
         with warehouse.connect() as con:
@@ -523,6 +527,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
                     description=f"Score and input drift of {name} in this run against its champion's reference "
                                 "profile: the score's band leads (ERROR in the alert band); inputs, weighted by "
                                 "the model's importance, raise it to WARN at most (docs/alerts.md).")
+    @holds_warehouse
     def drift_check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse,
                     settings: Settings) -> dg.AssetCheckResult:
         bands = drift.Bands.from_config(settings.get("monitoring", "drift"))

@@ -10,7 +10,7 @@ from assets.fraud import AFTER_CUSTOMER_MODELS
 from assets.lazy import lazy_module
 from assets.lifecycle import PRIORITY, ModelSpec, Scored, Trained, frame_hash, read_features
 from assets.metadata import frame_md, table_metadata
-from assets.resources import Settings, Warehouse
+from assets.resources import Settings, Warehouse, holds_warehouse
 from ml.errors import NotEnoughData
 from ml.params import BookScoreParams, PerformanceParams
 from ml.registry import Entry
@@ -24,6 +24,7 @@ BOOK = dg.AssetKey(["features", W.TABLE])
 @dg.asset(key=BOOK, group_name=GROUP, kinds={"duckdb", "sql"}, pool="warehouse",
           deps=[RAW[t] for t in ("customers", "managers", "accounts", "transactions", "labels", "targets")],
           op_tags=AFTER_CUSTOMER_MODELS)
+@holds_warehouse
 def book_performance(context: dg.AssetExecutionContext, warehouse: Warehouse,
                      settings: Settings) -> dg.MaterializeResult:
     """features.book_performance: every relationship manager's and agency's book month by month over the last

@@ -105,10 +105,21 @@ def connect(path: str | Path, read_only: bool = False, memory_limit: str | None 
             wait_seconds: float = 0.0, on_wait=None):
     """A short-lived connection; spills to <home>/tmp so big loads stay within the memory limit. DuckDB lets
     one process write a file and no other open it meanwhile: with `wait_seconds`, wait that long for the other
-    process (a pipeline run) to let go, saying so once through `on_wait`."""
+    process (a pipeline run) to let go, saying so once through `on_wait`. Inside `held(path)` (one pipeline step),
+    a cursor of the held connection instead."""
     import time
 
     path = Path(path)
+    held_con = _HELD_FILES.get(str(path.resolve()))
+    if held_con is not None:
+        # A cursor shares the held database instance: DuckDB spends ~20 ms creating an instance (its catalog of
+        # built-in functions) on every connect, and a step may connect a dozen times.
+        cursor = held_con.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     config = {"preserve_insertion_order": "true"}
     if memory_limit:
@@ -136,6 +147,25 @@ def connect(path: str | Path, read_only: bool = False, memory_limit: str | None 
         yield con
     finally:
         con.close()
+
+
+_HELD_FILES: dict[str, duckdb.DuckDBPyConnection] = {}  # files held open by `held`: resolved path -> connection
+
+
+@contextmanager
+def held(path: str | Path, **connect_args):
+    """Hold `path` open for a block (one pipeline step, never longer): every `connect(path)` inside, whatever its
+    arguments, is a cursor of this one read-write connection. Nested, the outer hold is kept."""
+    key = str(Path(path).resolve())
+    if key in _HELD_FILES:
+        yield
+        return
+    with connect(path, **connect_args) as con:
+        _HELD_FILES[key] = con
+        try:
+            yield
+        finally:
+            del _HELD_FILES[key]
 
 
 class RunLockTimeout(RuntimeError):
