@@ -65,7 +65,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_samples
 from threadpoolctl import threadpool_limits
 
 from ml.errors import NotEnoughData
@@ -247,11 +246,59 @@ def assign(z: np.ndarray, centers: np.ndarray, chunk: int = 262_144) -> tuple[np
 
 
 def silhouette(z: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean silhouette (sklearn, Euclidean) and the per-row values; NaN when fewer than two clusters."""
-    if len(np.unique(labels)) < 2 or len(labels) < 3:
-        return float("nan"), np.full(len(labels), np.nan)
-    s = silhouette_samples(z, labels)
-    return float(np.mean(s)), s
+    """Mean silhouette (Euclidean) and the per-row values; NaN when fewer than two clusters."""
+    return silhouettes(z, [labels])[0]
+
+
+def silhouettes(z: np.ndarray, labelings: list[np.ndarray], chunk_bytes: int = 64 << 20
+                ) -> list[tuple[float, np.ndarray]]:
+    """`silhouette` of each labeling of the same rows, the pairwise distances computed once for all of them.
+
+    sklearn's silhouette_samples (the values these equal, tests/test_ml_segments.py) computes every distance again
+    for each labeling: choosing k among k_min..k_max measured the same 10,000 x 10,000 distances once per k. Here
+    each chunk of rows' distances (float64, the diagonal zeroed, as sklearn does) is summed per cluster of every
+    labeling in one product with their cluster-membership matrix."""
+    z = np.asarray(z, dtype=np.float64)
+    n, out = len(z), [None] * len(labelings)
+    codes, counts, offsets, width = [], [], [], 0
+    for i, labels in enumerate(labelings):
+        values, code = np.unique(labels, return_inverse=True)
+        if len(values) < 2 or n < 3:
+            out[i] = (float("nan"), np.full(n, np.nan))
+            continue
+        codes.append((i, code))
+        counts.append(np.bincount(code).astype(np.float64))
+        offsets.append(width)
+        width += len(values)
+    if not codes:
+        return out
+    member = np.zeros((n, width))
+    for (_, code), off in zip(codes, offsets, strict=True):
+        member[np.arange(n), off + code] = 1.0
+    sums = np.empty((n, width))
+    sq = np.einsum("ij,ij->i", z, z)
+    step = max(1, chunk_bytes // (8 * n))
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        d = sq[a:b, None] - 2.0 * (z[a:b] @ z.T) + sq[None, :]
+        np.maximum(d, 0.0, out=d)
+        np.sqrt(d, out=d)
+        d[np.arange(b - a), np.arange(a, b)] = 0.0
+        sums[a:b] = d @ member
+    rows = np.arange(n)
+    for (i, code), count, off in zip(codes, counts, offsets, strict=True):
+        own = sums[rows, off + code]
+        k = len(count)
+        mean_to = sums[:, off:off + k] / count  # mean distance to each cluster's rows
+        size = count[code]
+        intra = np.where(size > 1, own / np.maximum(size - 1, 1), 0.0)
+        mean_to[rows, code] = np.inf
+        inter = mean_to.min(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s = (inter - intra) / np.maximum(intra, inter)
+        s = np.nan_to_num(np.where(size > 1, s, 0.0))  # a cluster of one: 0, as sklearn defines it
+        out[i] = (float(np.mean(s)), s)
+    return out
 
 
 # --- RFM grid --------------------------------------------------------------------------------------------
@@ -547,11 +594,9 @@ def _train(features: pd.DataFrame, p: SegmentParams) -> SegmentModel:
     z_fit = transform.apply_raw(raw_fit)
     z_sel = transform.apply(features.iloc[sp.select])
 
-    by_k, fitted = {}, {}
-    for k in range(p.k_min, p.k_max + 1):
-        km = _kmeans(z_fit, k, p)
-        fitted[k] = km
-        by_k[k], _ = silhouette(z_sel, assign(z_sel, km.cluster_centers_)[0])
+    fitted = {k: _kmeans(z_fit, k, p) for k in range(p.k_min, p.k_max + 1)}
+    measured = silhouettes(z_sel, [assign(z_sel, km.cluster_centers_)[0] for km in fitted.values()])
+    by_k = {k: sil for k, (sil, _) in zip(fitted, measured, strict=True)}
     valid = {k: s for k, s in by_k.items() if np.isfinite(s)}
     best = max(valid, key=lambda k: (valid[k], -k)) if valid else p.k_min
     km = fitted[best]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from realdata import DATA, build_warehouse, verify_md5
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import silhouette_samples, silhouette_score
 
 from ml.segments import (
     NO_ACTIVITY,
@@ -23,6 +23,7 @@ from ml.segments import (
     load_segments,
     rfm_segments,
     save_segments,
+    silhouettes,
     split,
     train_segments,
 )
@@ -263,3 +264,15 @@ def test_rfm_segments_follow_recency_not_a_tie_in_the_quintiles(tmp_path):
     assert not segments[frame["recency_days"] <= days].isin(asleep).any()
     assert segments[frame["recency_days"] >= 200].isin(asleep).all()
     assert set(segments[recent]) <= {"Champions", "Loyal customers", "Potential loyalists", "New customers", "Promising"}
+
+
+def test_silhouettes_of_several_labelings_equal_sklearns_one_by_one():
+    rng = np.random.default_rng(3)
+    z = np.vstack([rng.normal(size=(700, 5)), rng.normal(3, 1, size=(500, 5))])
+    labelings = [rng.integers(0, k, len(z)) for k in (4, 5, 6)] + [(z[:, 0] > 1.5).astype(int)]
+    labelings[-1][17] = 9  # a cluster of one row: silhouette 0, as sklearn defines it
+    got = silhouettes(z, [*labelings, np.zeros(len(z), dtype=int)], chunk_bytes=1 << 20)  # several chunks
+    for labels, (mean, rows) in zip(labelings, got[:-1], strict=True):
+        expected = silhouette_samples(z, labels)
+        assert np.abs(rows - expected).max() < 1e-12 and mean == pytest.approx(expected.mean(), abs=1e-12)
+    assert got[3][1][17] == 0.0 and np.isnan(got[-1][0])  # one cluster: no silhouette
