@@ -250,7 +250,7 @@ def silhouette(z: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
     return silhouettes(z, [labels])[0]
 
 
-def silhouettes(z: np.ndarray, labelings: list[np.ndarray], chunk_bytes: int = 64 << 20
+def silhouettes(z: np.ndarray, labelings: list[np.ndarray], chunk_bytes: int = 16 << 20
                 ) -> list[tuple[float, np.ndarray]]:
     """`silhouette` of each labeling of the same rows, the pairwise distances computed once for all of them.
 
@@ -280,7 +280,10 @@ def silhouettes(z: np.ndarray, labelings: list[np.ndarray], chunk_bytes: int = 6
     step = max(1, chunk_bytes // (8 * n))
     for a in range(0, n, step):
         b = min(n, a + step)
-        d = sq[a:b, None] - 2.0 * (z[a:b] @ z.T) + sq[None, :]
+        d = z[a:b] @ z.T  # the one chunk-sized array: everything after it in place
+        d *= -2.0
+        d += sq[a:b, None]
+        d += sq[None, :]
         np.maximum(d, 0.0, out=d)
         np.sqrt(d, out=d)
         d[np.arange(b - a), np.arange(a, b)] = 0.0
