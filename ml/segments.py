@@ -260,21 +260,20 @@ def silhouettes(z: np.ndarray, labelings: list[np.ndarray], chunk_bytes: int = 1
     labeling in one product with their cluster-membership matrix."""
     z = np.asarray(z, dtype=np.float64)
     n, out = len(z), [None] * len(labelings)
-    codes, counts, offsets, width = [], [], [], 0
+    rows = np.arange(n)
+    measured, width = [], 0  # (position in labelings, cluster code per row, rows per cluster, first column)
     for i, labels in enumerate(labelings):
         values, code = np.unique(labels, return_inverse=True)
         if len(values) < 2 or n < 3:
             out[i] = (float("nan"), np.full(n, np.nan))
             continue
-        codes.append((i, code))
-        counts.append(np.bincount(code).astype(np.float64))
-        offsets.append(width)
+        measured.append((i, code, np.bincount(code).astype(np.float64), width))
         width += len(values)
-    if not codes:
+    if not measured:
         return out
     member = np.zeros((n, width))
-    for (_, code), off in zip(codes, offsets, strict=True):
-        member[np.arange(n), off + code] = 1.0
+    for _, code, _, off in measured:
+        member[rows, off + code] = 1.0
     sums = np.empty((n, width))
     sq = np.einsum("ij,ij->i", z, z)
     step = max(1, chunk_bytes // (8 * n))
@@ -288,8 +287,7 @@ def silhouettes(z: np.ndarray, labelings: list[np.ndarray], chunk_bytes: int = 1
         np.sqrt(d, out=d)
         d[np.arange(b - a), np.arange(a, b)] = 0.0
         sums[a:b] = d @ member
-    rows = np.arange(n)
-    for (i, code), count, off in zip(codes, counts, offsets, strict=True):
+    for i, code, count, off in measured:
         own = sums[rows, off + code]
         k = len(count)
         mean_to = sums[:, off:off + k] / count  # mean distance to each cluster's rows

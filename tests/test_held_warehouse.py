@@ -21,15 +21,18 @@ def _other_process_opens(path) -> bool:
 
 def test_connects_inside_a_hold_share_it_whatever_their_arguments(tmp_path):
     path = tmp_path / "w.duckdb"
+    with duckdb.connect(config={"memory_limit": "1GB"}) as mem:
+        one_gb = mem.execute("SELECT current_setting('memory_limit')").fetchone()
     with connect(path) as con, pytest.raises(duckdb.ConnectionException, match="different configuration"):
         with connect(path, read_only=True):  # without a hold: a second instance of the file, refused
             pass
     with held(path, memory_limit="1GB"):
         with connect(path) as con:
             con.execute("CREATE TABLE t AS SELECT 42 AS x")
-        with connect(path, read_only=True) as reader, connect(path, threads=1) as nested:
+        with connect(path, read_only=True) as reader, connect(path, memory_limit="3GB") as other:
             assert reader.execute("SELECT x FROM t").fetchall() == [(42,)]
-            assert nested.execute("SELECT current_setting('memory_limit')").fetchone()[0] != ""
+            # the held instance's limit, not the one this connect asked for: the same instance
+            assert other.execute("SELECT current_setting('memory_limit')").fetchone() == one_gb
         assert not _other_process_opens(path)  # held: DuckDB's one-process lock is this process's
     assert _other_process_opens(path)
 

@@ -110,7 +110,7 @@ def connect(path: str | Path, read_only: bool = False, memory_limit: str | None 
     import time
 
     path = Path(path)
-    held_con = _HELD_FILES.get(str(path.resolve()))
+    held_con = _HELD_FILES.get(str(path.resolve())) if _HELD_FILES else None
     if held_con is not None:
         # A cursor shares the held database instance: DuckDB spends ~20 ms creating an instance (its catalog of
         # built-in functions) on every connect, and a step may connect a dozen times.
