@@ -9,9 +9,10 @@ A model module (assets/churn.py, ...) says how to fit, save and score; `model_as
     and measure drift against the champion's reference profile -> monitoring.drift;
   - `<name>_drift`, a check on the scores: the model's band is its score's (ERROR in the alert band), raised to
     WARN at most by input drift weighted by the model's importance (quality/drift.py `verdict`).
-At training, the new version's reference profile (every input feature and the score, as the model scored the
-population it was trained on, and the model's importance of each input) is saved beside its artifacts as
-reference.json.
+Each version's reference profile (every input feature and the score, as the model scored the population it was
+trained on, and the model's importance of each input) is saved beside its artifacts as reference.json: made from
+the version's first scoring when the same run scores it (the same numbers, without scoring everyone twice), at
+training in a training-only job.
 `scorehouse run` and the landing sensor leave out the training of models whose champion is younger than
 `models.retrain_after_days` (orchestration/jobs.py `due_selection`); the `retrain` and `train_<model>` jobs, the
 weekly schedule and a materialization from the UI always train.
@@ -45,6 +46,7 @@ from warehouse.scores import write_scores
 LABELS = dg.AssetKey(["features", "labels"])
 PRIORITY = "dagster/priority"
 REFERENCE = "reference.json"
+PENDING = "reference.pending.json"  # a version whose first scoring makes its reference.json
 
 
 @dataclass
@@ -226,17 +228,28 @@ def load_reference(spec: ModelSpec, path: Path) -> dict | None:
     return reference
 
 
-def _reference(context, spec: ModelSpec, warehouse: Warehouse, cfg: dict, entry: registry.Entry,
-               bands: drift.Bands, importance: dict[str, float] | None) -> dict:
-    """The population the new version was trained on, as its scoring sees it: input features and scores, and
-    how much the model relies on each input (absent: equal weights)."""
-    scored = score_as_published(spec, context, warehouse, cfg, entry)
+def reference_profile(spec: ModelSpec, scored: Scored, version: int, features: list[str] | None,
+                      bands: drift.Bands, importance: dict[str, float] | None) -> dict:
+    """A version's reference profile from one scoring of its population: input features and scores, and how much
+    the model relies on each input (absent: equal weights)."""
     inputs = scored.inputs if scored.inputs is not None else pd.DataFrame()
-    features = [f for f in entry.features or [] if f in inputs.columns]
-    return {"model": spec.name, "version": entry.version, "snapshot_date": str(scored.snapshot_date),
+    features = [f for f in features or [] if f in inputs.columns]
+    return {"model": spec.name, "version": version, "snapshot_date": str(scored.snapshot_date),
             "rows": len(scored.frame), "features": drift.build_profile(inputs, features, bands),
             "scores": drift.build_profile(scored.frame, list(spec.score_columns), bands),
             **({"importance": {f: float(importance.get(f, 0.0)) for f in features}} if importance else {})}
+
+
+def _scored_in_this_run(context, key: dg.AssetKey) -> bool:
+    """Whether this run also materializes `key`."""
+    keys = context.run.asset_selection  # None or empty: the whole job
+    return key in (keys or context.job_def.asset_layer.executable_asset_keys)
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)  # a reader never sees half a profile
 
 
 GROUP_NOTE = "group aggregate: one value per agency or manager, moves with which customers a delivery holds"
@@ -366,6 +379,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
     """The challenger, champion and scores assets, and the gate check."""
     name = spec.name
     challenger_key, champion_key = training_keys(name)
+    scores_key = dg.AssetKey(["scores", name])
 
     @dg.asset(key=challenger_key, group_name="training", kinds=set(spec.kinds), pool="warehouse",
               deps=list(spec.train_deps), description=spec.train_doc, op_tags=spec.op_tags)
@@ -393,10 +407,19 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         folder = trained.model.save(warehouse.paths.models, version)
         entry = registry.Entry(name, version, "challenger", trained.metrics, str(folder), trained.snapshot_date,
                                trained.features)
-        reference = _reference(context, spec, warehouse, cfg, entry,
-                               drift.Bands.from_config(settings.get("monitoring", "drift")),
-                               trained.model.importance() or None)
-        (folder / REFERENCE).write_text(json.dumps(reference))
+        importance = trained.model.importance() or None
+        (folder / REFERENCE).unlink(missing_ok=True)  # a folder reused after a killed run
+        if _scored_in_this_run(context, scores_key):
+            # scores/<name> scores this same population with this version if its gate approves it: the profile
+            # is built from that scoring (it would be the same numbers), not by scoring everyone twice
+            _write_json(folder / PENDING, {"importance": importance})
+            profiled = f"from its first scoring (scores/{name} in this run)"
+        else:  # a training-only job: profiled now, on the population it was trained on
+            scored = score_as_published(spec, context, warehouse, cfg, entry)
+            _write_json(folder / REFERENCE, reference_profile(
+                spec, scored, version, entry.features,
+                drift.Bands.from_config(settings.get("monitoring", "drift")), importance))
+            profiled = f"at training ({len(scored.frame):,} rows scored)"
         failpoints.reached("training")
         with warehouse.connect() as con:
             registry.register(con, name, version, snapshot_date=trained.snapshot_date, data_hash=trained.data_hash,
@@ -405,7 +428,8 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             registry.record_run(con, run_id, name, challenger_version=version)
         failpoints.reached("registered")
         yield dg.MaterializeResult(metadata={"version": f"v{version}", "trained": True, **_scalars(trained.metrics),
-                                             "artifact": str(folder), **trained.metadata})
+                                             "artifact": str(folder), "reference_profile": profiled,
+                                             **trained.metadata})
 
     # Blocking, so that the champion waits for the verdict; a rejection is a WARN (the champion stays in service
     # and scoring goes on); only an error in the gate itself stops what follows.
@@ -485,7 +509,7 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             **(_scalars(current.metrics) if current else {}),
             "replaced": f"v{previous.version}" if approved and previous else "none"})
 
-    @dg.asset(key=["scores", name], group_name="scoring", kinds=set(spec.kinds), pool="warehouse",
+    @dg.asset(key=scores_key, group_name="scoring", kinds=set(spec.kinds), pool="warehouse",
               deps=[champion_key, *spec.score_deps], output_required=False, description=spec.score_doc,
               op_tags=spec.op_tags)
     @holds_warehouse
@@ -504,6 +528,15 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
             raise dg.Failure(description=f"{name} v{entry.version} not scored: {e}") from e
         ref_path = Path(entry.artifact_path) / REFERENCE
         bands = drift.Bands.from_config(settings.get("monitoring", "drift"))
+        pending = ref_path.with_name(PENDING)
+        if not ref_path.exists() and pending.exists():  # this version's first scoring is its reference
+            if str(scored.snapshot_date)[:10] != str(entry.snapshot_date)[:10]:
+                context.log.warning(f"{name} v{entry.version} was trained on {entry.snapshot_date} but first scored on "
+                                    f"{scored.snapshot_date} (its training run ended before scoring): its drift "
+                                    "reference is this scoring's population")
+            _write_json(ref_path, reference_profile(spec, scored, entry.version, entry.features, bands,
+                                                    json.loads(pending.read_text())["importance"]))
+            pending.unlink()
         reference = load_reference(spec, ref_path)
         rows = measure_drift(reference, scored, bands) if reference else None
         with warehouse.connect() as con:

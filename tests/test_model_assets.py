@@ -124,6 +124,30 @@ def test_every_model_is_gated_promoted_and_scores_everyone(runs):
         WHERE a.opened_date <= r.snapshot_date AND (a.closed_date IS NULL OR a.closed_date > r.snapshot_date)""") == [(0,)]
 
 
+def test_each_version_is_profiled_once_on_the_population_it_was_trained_on(runs):
+    """The run that trains and scores a version makes its drift reference from that scoring (not by scoring
+    everyone a second time at training); a training-only job profiles it at training. No version is left pending."""
+    (first, kept), (retrain, _) = runs["first"], runs["retrain"]
+
+    def profiled(result, model):
+        key = dg.AssetKey(["ml", f"{model}_challenger"])
+        return next(e.materialization.metadata["reference_profile"].value
+                    for e in result.get_asset_materialization_events() if e.asset_key == key)
+
+    assert {m: profiled(first, m) for m in MODELS} == {
+        m: f"from its first scoring (scores/{m} in this run)" for m in MODELS}
+    assert all(profiled(retrain, m).startswith("at training (") for m in MODELS)
+    models = kept.parent / "home" / "models"
+    for m in MODELS:
+        for v in (1, 2):
+            assert (models / m / f"v{v}" / "reference.json").exists(), (m, v)
+            assert not (models / m / f"v{v}" / "reference.pending.json").exists(), (m, v)
+    reference = json.loads((models / "churn" / "v1" / "reference.json").read_text())
+    population = q(kept, "SELECT count(*) FROM features.population")[0][0]
+    assert (reference["version"], reference["rows"]) == (1, population)
+    assert set(reference["importance"]) == set(reference["features"]) and sum(reference["importance"].values()) > 0
+
+
 def test_fraud_ranks_the_latest_days_planted_frauds_first(runs):
     result, home = runs["first"]
     (metrics,), = q(home, "SELECT metrics FROM ml.model_registry WHERE model = 'fraud'")

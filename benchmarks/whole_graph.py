@@ -1,0 +1,113 @@
+"""Benchmark: the whole default graph, raw CSV to published serving file, from an empty home (issue 12).
+
+    python benchmarks/whole_graph.py [--customers 1000000] [--runs 1] [--keep]
+
+Each run is one `scorehouse run` on the generated bank (cached under benchmarks/out/bank_<n>/, shared with the
+other benchmarks) into an emptied benchmarks/out/graph_home_<n>, as a new user starts it: wall time, CPU and the
+peak RSS of its process tree, then every step's duration read from the run's own Dagster event log, summed by
+stage (ingest, features, training with its gates, scoring, publish and the rest). Results are appended to
+benchmarks/RESULTS.md. Target (issue 12): at 1M customers <= 240 s wall and <= 3 GB peak RSS on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ingest_features import BIN, OUT, RESULTS, clean_env, ensure_bank, machine  # noqa: E402
+
+# the run's process tree: wall, user and system CPU, peak RSS of the largest process (`scorehouse run` executes
+# steps in process, so that is the run)
+PROBE = ("import json, resource, subprocess, sys, time; t0 = time.monotonic(); r = subprocess.run(sys.argv[1:]); "
+         "u = resource.getrusage(resource.RUSAGE_CHILDREN); print('PROBE ' + json.dumps({'wall': time.monotonic() - t0, "
+         "'user': u.ru_utime, 'sys': u.ru_stime, 'peak_gb': u.ru_maxrss / 2**20}), file=sys.stderr); "
+         "sys.exit(r.returncode)")
+
+STEPS = """
+import json, sys
+import dagster as dg
+with dg.DagsterInstance.from_config(sys.argv[1]) as instance:
+    stats = instance.get_run_step_stats(sys.argv[2])
+print('STEPS ' + json.dumps({s.step_key: s.end_time - s.start_time for s in stats if s.end_time and s.start_time}))
+"""
+
+
+def stage(step_key: str) -> str:
+    """The stage a step belongs to, from its key (`raw__customers`, `models__churn_challenger`, ...)."""
+    head = step_key.split("__")[0]
+    if head in ("raw", "quarantine"):
+        return "ingest"
+    if head == "features":
+        return "features"
+    if head in ("models", "ml"):
+        return "training (challengers, gates, champions)"
+    if head == "scores":
+        return "scoring"
+    if head in ("serving", "bi", "publish"):
+        return "publish"
+    return "other (" + head + ")"
+
+
+def run_once(landing: Path, home: Path) -> dict:
+    shutil.rmtree(home, ignore_errors=True)
+    cmd = [str(BIN / "scorehouse"), "run", "--landing", str(landing), "--home", str(home)]
+    proc = subprocess.run([sys.executable, "-c", PROBE, *cmd], env=clean_env(), capture_output=True, text=True)
+    probe = json.loads(next(ln[6:] for ln in proc.stderr.splitlines() if ln.startswith("PROBE ")))
+    if proc.returncode != 0:
+        print(proc.stdout[-4000:], proc.stderr[-4000:])
+        raise SystemExit("the run failed")
+    run_id = next(ln.split()[1].rstrip(":") for ln in proc.stdout.splitlines() if ln.startswith("Run "))
+    out = subprocess.run([sys.executable, "-c", STEPS, str(home / "dagster"), run_id], env=clean_env(),
+                         capture_output=True, text=True, check=True).stdout
+    probe["steps"] = json.loads(next(ln[6:] for ln in out.splitlines() if ln.startswith("STEPS ")))
+    return probe
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--customers", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--keep", action="store_true", help="keep the last run's home under benchmarks/out")
+    args = ap.parse_args()
+    landing, home = ensure_bank(args.customers), OUT / f"graph_home_{args.customers}"
+    runs = []
+    for i in range(args.runs):
+        t0 = time.monotonic()
+        runs.append(run_once(landing, home))
+        r = runs[-1]
+        print(f"run {i + 1}: {r['wall']:.1f} s wall, {r['user']:.0f} s user, {r['peak_gb']:.2f} GB "
+              f"({time.monotonic() - t0:.0f} s with the step read)", flush=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"\n### {stamp} — `python benchmarks/whole_graph.py --customers {args.customers} --runs {args.runs}`\n",
+             f"Machine: {machine()}. `scorehouse run` from an empty home (ingest, features, every model trained and "
+             "gated, scored, published); peak RSS of its process. Target (issue 12) at 1M: <= 240 s, <= 3 GB.\n",
+             "| run | wall | user CPU | sys CPU | peak RSS |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {i + 1} | {r['wall']:.1f} s | {r['user']:.0f} s | {r['sys']:.0f} s | {r['peak_gb']:.2f} GB |"
+              for i, r in enumerate(runs)]
+    # steps run one at a time in process, so their durations add up to the run less start-up and the summary
+    by_stage: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(runs))
+    for i, r in enumerate(runs):
+        for key, secs in r["steps"].items():
+            by_stage[stage(key)][i] += secs
+    lines += ["", "| stage (sum of its steps) | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |",
+              "|---|" + "---:|" * len(runs)]
+    lines += [f"| {s} | " + " | ".join(f"{v:.1f} s" for v in vals) + " |" for s, vals in sorted(by_stage.items())]
+    slowest = sorted(runs[-1]["steps"].items(), key=lambda kv: -kv[1])[:15]
+    lines += ["", "Slowest steps of the last run: " + "; ".join(f"{k} {v:.1f} s" for k, v in slowest) + "."]
+    with RESULTS.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if not args.keep:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
