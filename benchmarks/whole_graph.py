@@ -25,18 +25,31 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ingest_features import BIN, OUT, RESULTS, clean_env, ensure_bank, machine  # noqa: E402
 
 # the run's process tree: wall, user and system CPU, peak RSS of the largest process (`scorehouse run` executes
-# steps in process, so that is the run)
-PROBE = ("import json, resource, subprocess, sys, time; t0 = time.monotonic(); r = subprocess.run(sys.argv[1:]); "
-         "u = resource.getrusage(resource.RUSAGE_CHILDREN); print('PROBE ' + json.dumps({'wall': time.monotonic() - t0, "
-         "'user': u.ru_utime, 'sys': u.ru_stime, 'peak_gb': u.ru_maxrss / 2**20}), file=sys.stderr); "
-         "sys.exit(r.returncode)")
+# steps in process, so that is the run), and its RSS every half second (epoch seconds, GB) to find each step's peak
+PROBE = """
+import json, resource, subprocess, sys, time
+import psutil
+t0 = time.monotonic()
+proc = subprocess.Popen(sys.argv[1:])
+ps, rss = psutil.Process(proc.pid), []
+while proc.poll() is None:
+    try:
+        rss.append((time.time(), ps.memory_info().rss / 2**30))
+    except psutil.Error:
+        pass
+    time.sleep(0.5)
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print('PROBE ' + json.dumps({'wall': time.monotonic() - t0, 'user': u.ru_utime, 'sys': u.ru_stime,
+                             'peak_gb': u.ru_maxrss / 2**20, 'rss': rss}), file=sys.stderr)
+sys.exit(proc.returncode)
+"""
 
 STEPS = """
 import json, sys
 import dagster as dg
 with dg.DagsterInstance.from_config(sys.argv[1]) as instance:
     stats = instance.get_run_step_stats(sys.argv[2])
-print('STEPS ' + json.dumps({s.step_key: s.end_time - s.start_time for s in stats if s.end_time and s.start_time}))
+print('STEPS ' + json.dumps({s.step_key: (s.start_time, s.end_time) for s in stats if s.end_time and s.start_time}))
 """
 
 
@@ -67,7 +80,14 @@ def run_once(landing: Path, home: Path) -> dict:
     run_id = next(ln.split()[1].rstrip(":") for ln in proc.stdout.splitlines() if ln.startswith("Run "))
     out = subprocess.run([sys.executable, "-c", STEPS, str(home / "dagster"), run_id], env=clean_env(),
                          capture_output=True, text=True, check=True).stdout
-    probe["steps"] = json.loads(next(ln[6:] for ln in out.splitlines() if ln.startswith("STEPS ")))
+    spans = json.loads(next(ln[6:] for ln in out.splitlines() if ln.startswith("STEPS ")))
+    probe["steps"] = {k: end - start for k, (start, end) in spans.items()}
+    # each step's peak: the largest RSS sampled while it ran (0.5 s samples: a shorter spike can be missed)
+    probe["step_peak_gb"] = {k: max((gb for t, gb in probe["rss"] if start <= t <= end), default=0.0)
+                             for k, (start, end) in spans.items()}
+    t_peak, gb_peak = max(probe["rss"], key=lambda x: x[1], default=(0, 0.0))
+    probe["peak_during"] = [k for k, (start, end) in spans.items() if start <= t_peak <= end] or ["between steps"]
+    probe["sampled_peak_gb"] = gb_peak
     return probe
 
 
@@ -100,8 +120,14 @@ def main() -> None:
     lines += ["", "| stage (sum of its steps) | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |",
               "|---|" + "---:|" * len(runs)]
     lines += [f"| {s} | " + " | ".join(f"{v:.1f} s" for v in vals) + " |" for s, vals in sorted(by_stage.items())]
-    slowest = sorted(runs[-1]["steps"].items(), key=lambda kv: -kv[1])[:15]
+    last = runs[-1]
+    slowest = sorted(last["steps"].items(), key=lambda kv: -kv[1])[:15]
     lines += ["", "Slowest steps of the last run: " + "; ".join(f"{k} {v:.1f} s" for k, v in slowest) + "."]
+    largest = sorted(last["step_peak_gb"].items(), key=lambda kv: -kv[1])[:8]
+    lines += ["", "Largest RSS while a step ran (last run, sampled every 0.5 s): "
+              + "; ".join(f"{k} {v:.2f} GB" for k, v in largest) + f". The sampled peak, {last['sampled_peak_gb']:.2f} GB, "
+              f"was first reached during {', '.join(last['peak_during'])} (memory a step frees is not always given "
+              "back to the system, so later steps can show the same figure)."]
     with RESULTS.open("a") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -22,7 +22,7 @@ from ml.errors import NotEnoughData
 from ml.frame import FeatureSpec, gain_shares, top_names
 from ml.params import ChurnParams
 from ml.registry import load_artifacts, save_artifacts
-from ml.split import holdout_mask
+from ml.split import holdout_mask, stratified_cap
 
 LEVELS = ("Low", "Medium", "High")
 
@@ -153,13 +153,17 @@ def train_churn(features: pd.DataFrame, target: pd.Series, params: ChurnParams |
     fit = ~hold & ~calib
     if len(np.unique(y[fit])) < 2 or len(np.unique(y[hold])) < 2:
         raise NotEnoughData("churn needs churned and retained customers in both the training part and the holdout")
+    fit = stratified_cap(features["customer_id"], y, fit, p.max_train_rows)
     booster = _fit(X[fit], y[fit], p)
-    raw = booster.predict(xgb.DMatrix(X, enable_categorical=True))
+    raw = np.full(len(X), np.nan)
+    judged = calib | hold  # the calibration and the holdout metrics read these rows' raw scores only
+    raw[judged] = booster.predict(xgb.DMatrix(X[judged], enable_categorical=True))
     calibrator = LogisticRegression(C=1e6).fit(_logit(raw[calib]), y[calib])
     prob = calibrated(calibrator, raw[hold])
     model = ChurnModel(booster, calibrator, spec, p, gain=gain_shares(booster))
     model.metrics = evaluate(y[hold], prob, p.risk_cutoffs)
     model.metrics["raw_auc"] = float(roc_auc_score(y[hold], raw[hold]))
+    model.metrics["fit_rows"] = int(fit.sum())
     return model
 
 

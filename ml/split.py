@@ -38,3 +38,20 @@ def check_classes(y: np.ndarray, hold: np.ndarray, minimum: int, what: tuple[str
         raise NotEnoughData(
             f"too few outcomes to judge: {held[0]:,} {what[0]} and {held[1]:,} {what[1]} {unit} in the holdout "
             f"(at least {minimum} of each: models.min_holdout_per_class)")
+
+
+def stratified_cap(customer_ids, y: np.ndarray, rows: np.ndarray, cap: int | None,
+                   salt: str = "train_sample") -> np.ndarray:
+    """`rows` (a boolean mask: what a model fits on) cut to about `cap` rows when it holds more: every outcome
+    class keeps the same share of its rows, so the sample has the population's rates; within a class the customers
+    with the lowest hash of their id are kept (the same ones every run, whatever the row order)."""
+    idx = np.flatnonzero(rows)
+    if cap is None or len(idx) <= cap:
+        return rows
+    y_in, u = np.asarray(y)[idx], unit_hash(np.asarray(customer_ids, dtype=object)[idx], salt)
+    kept = np.zeros(len(rows), dtype=bool)
+    for value in np.unique(y_in):
+        members = np.flatnonzero(y_in == value)
+        n = max(1, round(len(members) * cap / len(idx)))
+        kept[idx[members[np.argsort(u[members], kind="stable")[:n]]]] = True
+    return kept

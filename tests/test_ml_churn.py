@@ -11,7 +11,7 @@ from realdata import DATA, build_warehouse, verify_md5
 
 from ml.churn import ChurnParams, load_churn, recommend_action, risk_level, save_churn, train_churn
 from ml.registry import NotApproved, approve, compare, get, next_version, promote, register, reject
-from ml.split import holdout_mask
+from ml.split import holdout_mask, stratified_cap
 from warehouse import features as F
 from warehouse.db import connect
 from warehouse.synthetic import generate_bank
@@ -76,6 +76,29 @@ def test_holdout_is_stable_per_customer():
     ids = pd.Series([f"C{i}" for i in range(5000)])
     a, b = holdout_mask(ids, 0.2), holdout_mask(ids[::-1].reset_index(drop=True), 0.2)[::-1]
     assert (a == b).all() and 0.18 < a.mean() < 0.22
+
+
+def test_a_training_cap_keeps_each_outcomes_share_and_the_same_customers():
+    rng = np.random.default_rng(3)
+    ids = np.array([f"C{i}" for i in range(10_000)], dtype=object)
+    y = (rng.random(10_000) < 0.07).astype(int)
+    rows = ~holdout_mask(pd.Series(ids), 0.2)
+    kept = stratified_cap(ids, y, rows, 2_000)
+    assert abs(kept.sum() - 2_000) <= 1 and not (kept & ~rows).any()
+    # each class keeps the same share of its rows: the sample's churn rate is the population's, to one customer
+    for v in (0, 1):
+        assert abs(kept[y == v].sum() - round((rows & (y == v)).sum() * 2_000 / rows.sum())) == 0
+    order = rng.permutation(10_000)  # the same customers whatever the row order
+    assert set(ids[order][stratified_cap(ids[order], y[order], rows[order], 2_000)]) == set(ids[kept])
+    assert stratified_cap(ids, y, rows, None) is rows and stratified_cap(ids, y, rows, 10_000) is rows
+
+
+def test_churn_fits_on_the_capped_sample_and_is_judged_on_the_whole_holdout(churn_modelling):
+    frame, y = churn_modelling
+    whole, capped = (train_churn(frame, y, ChurnParams(max_train_rows=cap)) for cap in (None, 2_000))
+    assert capped.metrics["fit_rows"] in (1_999, 2_000, 2_001) and whole.metrics["fit_rows"] > 6_000
+    assert capped.metrics["holdout_rows"] == whole.metrics["holdout_rows"]
+    assert 0.80 < capped.metrics["auc"] < whole.metrics["auc"]  # fewer rows learn less, still far from chance
 
 
 def test_risk_levels_and_actions():
