@@ -353,9 +353,11 @@ class CreditModel:
         times the points one unit of log-odds is worth."""
         dm = self._dmatrix(frame)
         contribs = self.booster.predict(dm, pred_contribs=True, approx_contribs=self.params.xgb_reasons == "approx")
+        lost = contribs[:, :-1]  # last column: the bias
+        lost *= np.float32(self.params.factor)  # in place: a float64 product would be twice the matrix again
         # the PD from the booster's own prediction, not from the float32 sum of the contributions (which differs
         # by ~1e-6): the scored PD is exactly the one the holdout judged
-        return self._xgb_score(dm), contribs[:, :-1] * self.params.factor, self.spec.names  # last column: bias
+        return self._xgb_score(dm), lost, self.spec.names
 
     def scorecard_table(self) -> pd.DataFrame:
         """One row per feature and bin: labels, training counts, bad rate, WoE, the feature's coefficient and IV,

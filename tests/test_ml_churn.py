@@ -101,6 +101,20 @@ def test_churn_fits_on_the_capped_sample_and_is_judged_on_the_whole_holdout(chur
     assert 0.80 < capped.metrics["auc"] < whole.metrics["auc"]  # fewer rows learn less, still far from chance
 
 
+def test_reason_codes_are_the_same_row_chunk_by_row_chunk():
+    from ml.frame import top_names
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(1_000, 9)).astype(np.float32)
+    values[::7, 2] = values[::7, 5]  # ties: the first named wins, in every chunk
+    names = [f"f{i}" for i in range(9)]
+    whole = top_names(values, names, 3, floor=0.5, chunk_rows=10**6)
+    assert (top_names(values, names, 3, floor=0.5, chunk_rows=64) == whole).all()
+    row = values[0]
+    expected = [names[i] if row[i] > 0.5 else None for i in np.argsort(-row, kind="stable")[:3]]
+    assert list(whole[0]) == expected and (whole == None).any()  # noqa: E711 (elementwise)
+
+
 def test_risk_levels_and_actions():
     assert list(risk_level(np.array([0.1, 0.3, 0.59, 0.6, 0.95]), (0.3, 0.6))) == ["Low", "Medium", "Medium", "High", "High"]
     actions = {"recency": "win-back", "level:Medium": "email"}
