@@ -211,6 +211,9 @@ class RecommendParams(Params):
         "(customer, product) rows fitted on at most; customers sampled by id hash above it. On the generated 1M "
         "bank 1,000,000 gave MAP@5 0.6621 against 0.6637 at 2,000,000, in 72% of the time (learning curve in "
         "benchmarks/RESULTS.md)"))
+    max_eval_customers: int | None = Field(250_000, ge=1, description=(
+        "the ranking metrics are measured on at most this many customers, sampled by a hash of customer_id (the "
+        "challenger and the champion on the same ones); null: all. Judging every customer costs what scoring them all does"))
     min_new_customers: int = Field(100, ge=0, description=(
         "customers new in the training window needed for a cold-start ranking"))
     n_estimators: int = Field(100, ge=1, description="XGBoost trees; scoring cost ~ customers x products x trees")

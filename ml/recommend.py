@@ -30,7 +30,7 @@ baseline (the same ranking from acquisition rates alone):
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -314,9 +314,19 @@ def _observed_days(inputs: RecommendInputs) -> int:
     return max(0, min(inputs.window_days, (inputs.observed_until - inputs.snapshot).days))
 
 
+def _judged(inputs: RecommendInputs, most: int | None) -> RecommendInputs:
+    """`inputs` with at most about `most` customers in its evaluation state (those with the lowest hash of their
+    id: a challenger and the champion are judged on the same ones), the label products' frames untouched."""
+    current = inputs.current
+    if most is None or current is None or len(current) <= most:
+        return inputs
+    return replace(inputs, current=current[holdout_mask(current["customer_id"], most / len(current), salt="recommend_eval")])
+
+
 def evaluate(model: RecommenderModel, inputs: RecommendInputs) -> dict:
     """Metrics of `model` against the popularity baseline on the evaluation period (see the module doc)."""
     p, k = model.params, model.params.eval_k
+    inputs = _judged(inputs, p.max_eval_customers)
     hold = None
     if len(model._kind(LABEL)) and inputs.label_features is not None:
         ids = inputs.label_features["customer_id"]

@@ -15,6 +15,7 @@ from ml.recommend import (
     RecommendParams,
     coverage,
     diversity,
+    evaluate,
     load_recommender,
     ranking_metrics,
     save_recommender,
@@ -98,6 +99,16 @@ def test_generated_bank_has_acquisitions_after_the_snapshot(bank):
     assert acq[["acq_p07", "acq_p08", "acq_p09"]].sum() == 0  # loans start before the snapshot only
     assert acq[["acq_p01", "acq_p02"]].sum() == 0  # the current account comes with joining, not later
     assert inputs.current["history"].all() and not inputs.train["history"].all()  # some joined in the window
+
+
+def test_a_judging_cap_samples_the_same_customers_for_every_model(bank):
+    inputs, model = bank
+    capped = replace(model, params=model.params.model_copy(update={"max_eval_customers": 2_000}))
+    first, again = evaluate(capped, inputs), evaluate(replace(capped), inputs)
+    assert 1_800 <= first["customers_scored"] <= 2_200 < len(inputs.current)
+    assert first["map_at_5"] == again["map_at_5"] and first["eval_customers"] == again["eval_customers"]
+    whole = model.metrics  # the bank's 5,000 customers are under the default cap: judged on all of them
+    assert whole["customers_scored"] == len(inputs.current) and first["eval_customers"] < whole["eval_customers"]
 
 
 def test_model_beats_the_popularity_baseline_out_of_time(bank):
