@@ -40,6 +40,7 @@ from quality import drift
 from warehouse import failpoints
 from warehouse.columns import ScoredTable
 from warehouse.features import GROUP_AGGREGATES
+from warehouse.frames import frame
 from warehouse.monitoring import run_drift, write_drift
 from warehouse.scores import write_scores
 
@@ -153,12 +154,12 @@ def read_features(warehouse: Warehouse, columns: list[str] | None = None, table:
                                          "the whole pipeline once (`scorehouse run`); the train and score jobs "
                                          "read the features it builds.")
         if columns is None:
-            return con.execute(f"SELECT * FROM features.{table}").df()
+            return frame(con.execute(f"SELECT * FROM features.{table}"))
         missing = [c for c in dict.fromkeys(columns) if c not in have]
         if missing:
             raise MissingInputs(missing)
         cols = [*ids, *(c for c in dict.fromkeys(columns) if c not in ids)]
-        return con.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in cols)} FROM features.{table}").df()
+        return frame(con.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in cols)} FROM features.{table}"))
 
 
 def require_label(con, label: str, key: str) -> None:

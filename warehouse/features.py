@@ -14,6 +14,7 @@ import duckdb
 
 from warehouse.contract import HISTORY, LINEAGE, TABLES, personal
 from warehouse.db import has_rows
+from warehouse.frames import frame
 from warehouse.schema import table_mode
 
 WINDOWS = (30, 90, 180, 365)
@@ -508,7 +509,8 @@ def build_all(con, snap: date) -> None:
 def training_frame(con, label: str):
     """features.customer_features with the outcome `label` (0 when a customer has none): the frame a
     supervised model trains on. Returns (features, target) as a DataFrame and a Series."""
-    frame = con.execute(
+    out = frame(con.execute(
         """SELECT f.*, coalesce(l.value, 0)::INTEGER AS _target FROM features.customer_features f
-           LEFT JOIN features.labels l ON l.customer_id = f.customer_id AND l.label = ?""", [label]).df()
-    return frame.drop(columns="_target"), frame["_target"]
+           LEFT JOIN features.labels l ON l.customer_id = f.customer_id AND l.label = ?""", [label]))
+    target = out.pop("_target")  # in place: drop() would copy every column
+    return out, target
