@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, precision_score, recall_score, roc_auc_score
 
 from ml.errors import NotEnoughData
-from ml.frame import FeatureSpec, gain_shares, top_names
+from ml.frame import FeatureSpec, gain_shares, in_row_chunks, top_names
 from ml.params import ChurnParams
 from ml.registry import load_artifacts, save_artifacts
 from ml.split import holdout_mask, stratified_cap
@@ -69,6 +69,9 @@ class ChurnModel:
         return top_names(contribs, self.spec.names, top)
 
     def score(self, frame: pd.DataFrame, actions: dict[str, str] | None = None) -> pd.DataFrame:
+        return in_row_chunks(lambda part: self._score(part, actions), frame)
+
+    def _score(self, frame: pd.DataFrame, actions: dict[str, str] | None) -> pd.DataFrame:
         dm = self.dmatrix(frame)  # built once: probabilities and reasons read the same matrix
         p = self.probability(dm)
         level = risk_level(p, self.params.risk_cutoffs)

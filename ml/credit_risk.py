@@ -48,7 +48,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
 
 from ml.errors import NotEnoughData
-from ml.frame import FeatureSpec, gain_shares, top_names
+from ml.frame import FeatureSpec, gain_shares, in_row_chunks, top_names
 from ml.params import CreditParams, champion_policy
 from ml.registry import load_artifacts, save_artifacts
 from ml.split import holdout_mask
@@ -312,7 +312,9 @@ class CreditModel:
         model_kind, by the served model or the one `kind` names. Both kinds give the same columns: the XGBoost's
         score is the points its PD is worth on the scorecard's scale, its reasons the features adding the most
         to its log-odds of default. A reason is None when no further feature costs the customer points."""
-        kind = kind or self.kind
+        return in_row_chunks(lambda part: self._score(part, top, kind or self.kind), frame)
+
+    def _score(self, frame: pd.DataFrame, top: int, kind: str) -> pd.DataFrame:
         score, lost, names = self._xgb_points(frame) if kind == XGBOOST else self._card_points(frame)
         pd_ = self.pd_from_score(score)
         out = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy(), "score": score, "pd": pd_,

@@ -107,3 +107,16 @@ def robust_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = (q75 - q25) / 1.349
     std = np.nanstd(x, axis=0)
     return center, np.where(scale > 1e-12, scale, np.where(std > 1e-12, std, 1.0))
+
+
+SCORE_CHUNK_ROWS = 131_072
+
+
+def in_row_chunks(score, frame: pd.DataFrame, rows: int | None = None) -> pd.DataFrame:
+    """`score(part)` for every `rows` rows of `frame`, concatenated: for scoring whose every row is scored on its
+    own (a prediction and its reason codes), so that the model's matrices (XGBoost's copy of the inputs, the
+    per-feature contributions) are a chunk's size rather than the population's. Same rows, same values."""
+    rows = rows or SCORE_CHUNK_ROWS
+    if len(frame) <= rows:
+        return score(frame)
+    return pd.concat([score(frame.iloc[i:i + rows]) for i in range(0, len(frame), rows)], ignore_index=True)

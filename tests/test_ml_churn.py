@@ -72,6 +72,18 @@ def test_scores_reasons_and_actions(churn_modelling, tmp_path):
     assert np.allclose(again.probability(frame), model.probability(frame))
 
 
+def test_scoring_by_row_chunks_gives_the_same_rows_as_at_once(churn_modelling, monkeypatch):
+    import ml.frame
+
+    frame, y = churn_modelling
+    model = train_churn(frame, y)
+    actions = {"attr_num_of_products": "call", "level:Medium": "email"}
+    whole = model.score(frame, actions)
+    monkeypatch.setattr(ml.frame, "SCORE_CHUNK_ROWS", 1_000)
+    pd.testing.assert_frame_equal(model.score(frame, actions), whole)
+    assert len(frame) > 1_000 * 9 and whole["recommended_action"].notna().any()
+
+
 def test_holdout_is_stable_per_customer():
     ids = pd.Series([f"C{i}" for i in range(5000)])
     a, b = holdout_mask(ids, 0.2), holdout_mask(ids[::-1].reset_index(drop=True), 0.2)[::-1]

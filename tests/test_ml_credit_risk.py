@@ -500,3 +500,15 @@ def test_rfm_proxy_on_cdnow_and_proxy_model(tmp_path):
     # the proxy's own inputs are not features of the proxy model
     assert not {"recency_days", "frequency", "monetary", "rfm_score"} & set(model.iv)
     assert model.metrics["auc"] > 0.8
+
+
+def test_scoring_by_row_chunks_gives_the_same_rows_as_at_once(german, german_model, monkeypatch):
+    """Both kinds: the XGBoost's contributions and the scorecard's points, 1,000 customers 64 at a time."""
+    import ml.frame
+
+    frame, _ = german
+    whole = {kind: german_model.score(frame, kind=kind) for kind in ("scorecard", "xgboost")}
+    monkeypatch.setattr(ml.frame, "SCORE_CHUNK_ROWS", 64)
+    for kind, expected in whole.items():
+        pd.testing.assert_frame_equal(german_model.score(frame, kind=kind), expected)
+    assert len(frame) > 64 * 10
