@@ -409,7 +409,8 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
         entry = registry.Entry(name, version, "challenger", trained.metrics, str(folder), trained.snapshot_date,
                                trained.features)
         importance = trained.model.importance() or None
-        (folder / REFERENCE).unlink(missing_ok=True)  # a folder reused after a killed run
+        for left in (REFERENCE, PENDING):  # a folder reused after a killed run
+            (folder / left).unlink(missing_ok=True)
         if _scored_in_this_run(context, scores_key):
             # scores/<name> scores this same population with this version if its gate approves it: the profile
             # is built from that scoring (it would be the same numbers), not by scoring everyone twice
