@@ -536,10 +536,12 @@ def model_assets(spec: ModelSpec) -> tuple[list, list]:
                 context.log.warning(f"{name} v{entry.version} was trained on {entry.snapshot_date} but first scored on "
                                     f"{scored.snapshot_date} (its training run ended before scoring): its drift "
                                     "reference is this scoring's population")
-            _write_json(ref_path, reference_profile(spec, scored, entry.version, entry.features, bands,
-                                                    json.loads(pending.read_text())["importance"]))
+            reference = reference_profile(spec, scored, entry.version, entry.features, bands,
+                                          json.loads(pending.read_text())["importance"])
+            _write_json(ref_path, reference)
             pending.unlink()
-        reference = load_reference(spec, ref_path)
+        else:
+            reference = load_reference(spec, ref_path)
         rows = measure_drift(reference, scored, bands) if reference else None
         with warehouse.connect() as con:
             n = write_scores(con, name, scored.frame, version=entry.version, snapshot_date=scored.snapshot_date,
