@@ -27,6 +27,7 @@ from ingest_features import OUT, RESULTS, machine  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from ml.params import ChurnParams, CreditParams, RecommendParams, SegmentParams  # noqa: E402
+from warehouse.frames import frame  # noqa: E402
 
 CAPS = {
     "churn": (25_000, 50_000, 100_000, 200_000, 400_000, None),
@@ -40,20 +41,20 @@ def churn(con, caps):
     from ml.churn import train_churn
     from warehouse.features import training_frame
 
-    frame, y = training_frame(con, "churned")
+    data, y = training_frame(con, "churned")
     for cap in caps:
-        m = train_churn(frame, y, ChurnParams(max_train_rows=cap)).metrics
+        m = train_churn(data, y, ChurnParams(max_train_rows=cap)).metrics
         yield cap, m["fit_rows"], "AUC", m["auc"]
 
 
 def credit_risk(con, caps):
     from ml.credit_risk import credit_target, train_credit_risk
 
-    features = con.execute("SELECT * FROM features.customer_features").df()
-    labels = con.execute("SELECT customer_id, value FROM features.labels WHERE label = 'defaulted'").df()
-    frame, y, proxy = credit_target(features, labels if labels["value"].nunique() == 2 else None, 7)
+    features = frame(con.execute("SELECT * FROM features.customer_features"))
+    labels = frame(con.execute("SELECT customer_id, value FROM features.labels WHERE label = 'defaulted'"))
+    data, y, proxy = credit_target(features, labels if labels["value"].nunique() == 2 else None, 7)
     for cap in caps:
-        m = train_credit_risk(frame, y, CreditParams(xgb_max_rows=cap or len(frame)), proxy=proxy).metrics
+        m = train_credit_risk(data, y, CreditParams(xgb_max_rows=cap or len(data)), proxy=proxy).metrics
         yield cap, min(cap or m["train_rows"], m["train_rows"]), "XGBoost AUC", m["xgb_auc"]
 
 
@@ -71,7 +72,7 @@ def recommendations(con, caps):
 def segments(con, caps):
     from ml.segments import train_segments
 
-    features = con.execute("SELECT * FROM features.customer_features").df()
+    features = frame(con.execute("SELECT * FROM features.customer_features"))
     for cap in caps:
         m = train_segments(features, SegmentParams(fit_sample=cap)).metrics
         yield cap, m["fit_rows"], "holdout silhouette", m["silhouette"]

@@ -53,20 +53,14 @@ print('STEPS ' + json.dumps({s.step_key: (s.start_time, s.end_time) for s in sta
 """
 
 
+STAGES = {"raw": "ingest", "features": "features", "ml": "training (challengers, gates, champions)",
+          "scores": "scoring", "serving": "publish"}
+
+
 def stage(step_key: str) -> str:
-    """The stage a step belongs to, from its key (`raw__customers`, `models__churn_challenger`, ...)."""
+    """The stage a step belongs to, from its key's first part (`raw__customers`, `ml__churn_challenger`, ...)."""
     head = step_key.split("__")[0]
-    if head in ("raw", "quarantine"):
-        return "ingest"
-    if head == "features":
-        return "features"
-    if head in ("models", "ml"):
-        return "training (challengers, gates, champions)"
-    if head == "scores":
-        return "scoring"
-    if head in ("serving", "bi", "publish"):
-        return "publish"
-    return "other (" + head + ")"
+    return STAGES.get(head, f"other ({head})")
 
 
 def run_once(landing: Path, home: Path) -> dict:
