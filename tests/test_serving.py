@@ -15,7 +15,7 @@ import pytest
 from assets.models import SPECS
 from assets.settings import load_settings
 from warehouse.db import Home, connect
-from warehouse.scores import write_scores
+from warehouse.scores import sorted_by, write_scores
 from warehouse.serving import ServingError, current_version, publish, read_manifest, rollback, versions
 
 SHAREABLE = load_settings()["serving"]["shareable"]
@@ -151,6 +151,25 @@ def test_parquet_exports_are_partitioned_by_snapshot_date(home):
     rows = _q(":memory:", f"SELECT snapshot_date, count(*) FROM read_parquet('{home.exports}/churn/*/*.parquet', "
                           "hive_partitioning = true) GROUP BY 1 ORDER BY 1")
     assert rows == [(SNAP, 4), (date(2025, 7, 31), 1)]
+
+
+def test_scores_are_stored_in_key_order_whether_or_not_they_arrive_in_it(tmp_path):
+    # arrivals in order are written as they are (no second sorted copy); any other order is sorted
+    rows = [("C1", 1, None), ("C1", 2, "b"), ("C2", 1, "a"), ("C10", 1, "c")]
+    ordered = pd.DataFrame(sorted(rows), columns=["customer_id", "rank", "note"])
+    assert sorted_by(ordered, ["customer_id", "rank"])
+    assert not sorted_by(ordered.iloc[::-1], ["customer_id", "rank"])
+    assert not sorted_by(ordered.iloc[[0, 2, 1, 3]], ["customer_id", "rank"])  # ties broken by rank
+    assert not sorted_by(ordered, ["note"])  # a NULL: leave it to DuckDB
+    assert sorted_by(pd.DataFrame({"x": ["b", "z", "é"]}), ["x"])  # code point order, as DuckDB sorts UTF-8
+    assert not sorted_by(pd.DataFrame({"x": ["b", "é", "z"]}), ["x"])
+    with connect(tmp_path / "w.duckdb") as con:
+        con.execute("CREATE SCHEMA scores")
+        for frame in (ordered, ordered.iloc[[3, 1, 0, 2]]):
+            write_scores(con, "recommendations", frame, version=1, snapshot_date=SNAP, run_id="r",
+                         order_by="customer_id, rank")
+            got = con.execute("SELECT customer_id, rank FROM scores.recommendations ORDER BY rowid").fetchall()
+            assert got == [("C1", 1), ("C1", 2), ("C10", 1), ("C2", 1)]
 
 
 def test_history_keeps_one_set_of_rows_per_snapshot_and_version(home):
