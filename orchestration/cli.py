@@ -689,6 +689,9 @@ def _stop_all(instance, procs: list[subprocess.Popen]) -> None:
             proc.kill()
     for p in procs:  # the others are not our children: their parents or init reap them
         p.wait()
+    # A killed process is gone only once the kernel has torn it down (a big one takes a moment): Ctrl-C returns
+    # when nothing of the tree runs any more, so a `scorehouse ui` started right after finds its port free.
+    psutil.wait_procs(alive, timeout=STOP_GRACE)
     # A run whose worker was killed would stay STARTED in the UI and keep its `warehouse` pool slot.
     fail_runs(instance, workers, "its run worker was stopped with `scorehouse ui`")
 
