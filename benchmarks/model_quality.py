@@ -36,6 +36,9 @@ SHOWN = {
                         "popularity_map_at_5"],
     "credit_risk": ["auc", "gini", "ks", "model_kind", "scorecard_auc", "xgb_auc"],
     "clv": ["bgnbd_params", "holdout_error"],
+    "fraud": ["method", "auprc", "roc_auc", "precision_at_review", "recall_at_review", "holdout_transactions"],
+    "manager_performance": ["rmse", "rmse_last", "skill"],
+    "agency_performance": ["rmse", "rmse_last", "skill"],
 }
 
 
