@@ -164,7 +164,8 @@ def load_features(con: duckdb.DuckDBPyConnection, lake: Lake, shard: int | None,
     for t in FEATURE_TABLES:
         rows = lake.read(f"features.{t}", shards=shards, snapshot=snap, at=pins.get(f"features.{t}"))
         con.register("_rows", rows.select(own[t]) if t in own else rows)
-        con.execute(f"CREATE OR REPLACE TABLE features.{t} AS SELECT * FROM _rows")
+        order = "customer_id, label" if t == "labels" else "customer_id"  # as the embedded build stores them
+        con.execute(f"CREATE OR REPLACE TABLE features.{t} AS SELECT * FROM _rows ORDER BY {order}")
     con.register("_rows", lake.read(SCORES, shards=shards, snapshot=snap, at=pins.get(SCORES)))
     F.add_population_scores(con, "_rows")
     con.unregister("_rows")
