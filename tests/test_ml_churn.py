@@ -184,3 +184,21 @@ def test_the_same_data_gives_the_same_frame_and_the_same_model(tmp_path):
     pd.testing.assert_series_equal(ya, yb)
     params = ChurnParams(n_estimators=60)
     assert train_churn(a, ya, params).metrics == train_churn(b, yb, params).metrics
+
+
+def test_training_frame_looks_outcomes_up_beside_the_stored_rows():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA features")
+    con.execute("CREATE TABLE features.customer_features AS SELECT * FROM (VALUES ('C1', 1.0), ('C2', 2.0), "
+                "('C3', 3.0)) t(customer_id, x)")
+    con.execute("CREATE TABLE features.labels AS SELECT * FROM (VALUES ('C3', 'churned', 1.0), ('C1', 'churned', 0.0), "
+                "('C2', 'defaulted', 1.0)) t(customer_id, label, value)")
+    frame, y = F.training_frame(con, "churned")
+    assert frame["customer_id"].tolist() == ["C1", "C2", "C3"] and y.tolist() == [0, 0, 1] and y.dtype == "int32"
+    assert F.training_frame(con, "unknown")[1].tolist() == [0, 0, 0]
+    # two outcomes for one customer (not what the pipeline builds): a row per outcome, as a join gives
+    con.execute("INSERT INTO features.labels VALUES ('C3', 'churned', 0.0)")
+    frame, y = F.training_frame(con, "churned")
+    assert frame["customer_id"].tolist() == ["C1", "C2", "C3", "C3"] and y.tolist() == [0, 0, 0, 1]
