@@ -11,8 +11,6 @@ import re
 from datetime import date, timedelta
 
 import duckdb
-import numpy as np
-import pandas as pd
 
 from warehouse.contract import HISTORY, LINEAGE, TABLES, personal
 from warehouse.db import has_rows
@@ -517,16 +515,13 @@ def training_frame(con, label: str):
 
     The features are read as stored (in customer order) and the outcomes looked up beside them: a join's output
     order changes from run to run on a big table, and the model's row sampling follows row order."""
-    out = frame(con.execute("SELECT * FROM features.customer_features"))
     labels = con.execute("SELECT customer_id, coalesce(value, 0)::INTEGER AS value FROM features.labels "
-                         "WHERE label = ?", [label]).df()
-    ids = pd.Index(labels["customer_id"])
-    if not ids.is_unique:  # not from the pipeline's labels (one per customer and label): a row per match, ordered
+                         "WHERE label = ?", [label]).df().set_index("customer_id")["value"]
+    if not labels.index.is_unique:  # not the pipeline's labels (one per customer and label): a row per match
         out = frame(con.execute(
             """SELECT f.*, coalesce(l.value, 0)::INTEGER AS _target FROM features.customer_features f
                LEFT JOIN features.labels l ON l.customer_id = f.customer_id AND l.label = ?
                ORDER BY f.customer_id, _target""", [label]))
         return out, out.pop("_target")  # pop in place: drop() would copy every column
-    at = ids.get_indexer(out["customer_id"])
-    values = labels["value"].to_numpy(dtype="int32")
-    return out, pd.Series(np.where(at >= 0, values[at] if len(values) else 0, 0).astype("int32"), name="_target")
+    out = frame(con.execute("SELECT * FROM features.customer_features"))
+    return out, out["customer_id"].map(labels).fillna(0).astype("int32").rename("_target")
