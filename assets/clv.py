@@ -20,7 +20,8 @@ from assets.resources import Warehouse
 from ml.errors import NotEnoughData
 from ml.registry import Entry
 from ml.split import holdout_mask
-from warehouse.clv import clv_summary
+from warehouse.clv import clv_summary, keep_summary, kept_summary
+from warehouse.clv import summary_key as clv_summary_key
 from warehouse.columns import CUSTOMER_ID, ScoreColumn, ScoredTable
 
 ml_clv = lazy_module("ml.clv")
@@ -28,24 +29,31 @@ ml_clv = lazy_module("ml.clv")
 NO_HISTORY = "No purchases"
 
 
-def _summary(warehouse: Warehouse, cfg: dict, holdout: bool) -> tuple[pd.DataFrame, pd.DataFrame, date]:
-    """(purchase summary as of the snapshot, population, snapshot); with `holdout`, the purchases after the
-    snapshot up to the last transaction are counted too."""
+def _summary(warehouse: Warehouse, cfg: dict, holdout: bool) -> tuple[pd.DataFrame, pd.DataFrame, date, bool]:
+    """(purchase summary as of the snapshot, population, snapshot, whether the summary was the one this run's
+    training kept); with `holdout`, the purchases after the snapshot up to the last transaction are counted too,
+    and the summary is kept for the scoring step (warehouse.clv.keep_summary)."""
     p = ml_clv.CLVParams.from_config(cfg["params"])
     with warehouse.connect() as con:
         population = con.execute("SELECT customer_id FROM features.population").df()
         snap = con.execute("SELECT max(snapshot_date) FROM features.population").fetchone()[0]
         last = con.execute("SELECT max(transaction_date)::DATE FROM raw.transactions").fetchone()[0]
         end = last if holdout and last is not None and snap is not None and last > snap else None
-        summary = clv_summary(con, snap, end, cfg["event_filter"], cfg["value_expr"], p.time_unit_days) \
-            if snap is not None else pd.DataFrame()
+        summary, kept = pd.DataFrame(), None
+        if snap is not None:
+            key = clv_summary_key(con, snap, cfg["event_filter"], cfg["value_expr"], p.time_unit_days)
+            kept = None if holdout else kept_summary(con, key)
+            summary = kept if kept is not None else \
+                clv_summary(con, snap, end, cfg["event_filter"], cfg["value_expr"], p.time_unit_days)
+            if holdout:  # for this run's scoring step
+                keep_summary(con, summary, key)
     if len(summary):  # customers of the population only (the facts may name others)
         summary = summary[summary["customer_id"].isin(population["customer_id"])].reset_index(drop=True)
-    return summary, population, snap
+    return summary, population, snap, kept is not None
 
 
 def fit(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict) -> Trained:
-    summary, population, snap = _summary(warehouse, cfg, holdout=True)
+    summary, population, snap, _ = _summary(warehouse, cfg, holdout=True)
     repeat = int((summary["frequency"] > 0).sum()) if len(summary) else 0
     if repeat < cfg["min_repeat_customers"]:
         raise NotEnoughData(f"{repeat:,} customers with repeat purchases ({cfg['event_filter']}); at least "
@@ -91,7 +99,7 @@ def _supervised(warehouse: Warehouse, model, summary: pd.DataFrame, cfg: dict) -
 
 
 def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, champion: Entry) -> Scored:
-    summary, population, snap = _summary(warehouse, cfg, holdout=False)
+    summary, population, snap, reused = _summary(warehouse, cfg, holdout=False)
     model = ml_clv.CLVModel.load(champion.artifact_path)
     scored = model.score(summary) if len(summary) else pd.DataFrame(columns=["customer_id"])
     # every customer of the population gets a row: no purchase before the snapshot, no value to project
@@ -103,6 +111,8 @@ def score(context: dg.AssetExecutionContext, warehouse: Warehouse, cfg: dict, ch
     tiers = scored.groupby("clv_tier")["clv"].agg(["size", "sum", "mean"]).sort_values("mean", ascending=False)
     return Scored(scored, snap, {
         "total_clv": float(scored["clv"].sum()), "horizon_months": model.params.horizon_months,
+        "purchase_summary": "kept by this run's training (features.clv_summary)" if reused
+        else "computed from raw.transactions",
         "tiers": frame_md([(t, f"{r['size']:,}", f"{r['size'] / n:.1%}", f"{r['mean']:,.2f}", f"{r['sum']:,.0f}")
                            for t, r in tiers.iterrows()], ["tier", "customers", "share", "mean CLV", "total CLV"]),
     }, inputs=summary)

@@ -26,7 +26,7 @@ from ml.clv import (
     tier,
     train_clv,
 )
-from warehouse.clv import clv_summary
+from warehouse.clv import clv_summary, keep_summary, kept_summary, summary_key
 from warehouse.db import connect
 from warehouse.features import resolve_snapshot
 from warehouse.schema import ensure_all_raw_tables
@@ -305,6 +305,34 @@ def test_generated_bank_end_to_end(tmp_path):
     rest = 1 - sum(share for _, share in tiers[:-1])  # the last tier (share null) takes the rest
     for name, share in [*tiers[:-1], (tiers[-1][0], rest)]:
         assert abs(counts[name] - share * len(s)) <= 1, counts
+
+
+def test_a_training_runs_summary_serves_its_scoring_and_nothing_else(tmp_path):
+    """The challenger's summary (with the holdout) is kept for the scoring step of its run: the same frame as
+    the scoring summary computed again, and never used for another snapshot, purchase definition or delivery."""
+    landing, db = tmp_path / "landing", tmp_path / "w.duckdb"
+    generate_bank(landing, customers=1500, seed=4)
+    ingest("synthetic", landing, db)
+    with connect(db) as con:
+        snap = resolve_snapshot(con, None, 90)
+        key = summary_key(con, snap, "amount < 0", "-amount", 7.0)
+        assert kept_summary(con, key) is None
+        keep_summary(con, clv_summary(con, snap, snap + timedelta(days=90)), key)
+        kept = kept_summary(con, key)
+        pd.testing.assert_frame_equal(kept, clv_summary(con, snap), check_exact=True)
+        assert len(kept) > 1000
+        for other in (summary_key(con, snap - timedelta(days=1), "amount < 0", "-amount", 7.0),
+                      summary_key(con, snap, "amount < -10", "-amount", 7.0),
+                      summary_key(con, snap, "amount < 0", "-amount", 30.0)):
+            assert kept_summary(con, other) is None
+        customer = kept["customer_id"].iloc[0]
+    (landing / "transactions_late.csv").write_text(
+        f"transaction_id,customer_id,transaction_date,amount\nLATE1,{customer},{snap - timedelta(days=3)},-50.0\n")
+    (landing / "_SUCCESS").touch()  # the export job's marker, written after its files
+    ingest("synthetic", landing, db)  # a later delivery of transactions: the ledger moves
+    with connect(db) as con:
+        assert con.execute("SELECT count(*) FROM raw.transactions WHERE transaction_id = 'LATE1'").fetchone()[0] == 1
+        assert kept_summary(con, summary_key(con, snap, "amount < 0", "-amount", 7.0)) is None
 
 
 def test_summary_is_the_same_whatever_the_row_order(tmp_path):

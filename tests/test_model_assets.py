@@ -228,6 +228,18 @@ def test_every_model_offers_the_one_model_interface(runs):
     assert clv.model.load(entries["clv"][0]).features == []  # CLV reads transactions, not features
 
 
+def test_clv_scores_with_the_purchase_summary_its_runs_training_computed(runs):
+    """The CLV challenger's purchase summary is kept for the scoring step (warehouse.clv.keep_summary; the frame
+    equals a summary computed again: tests/test_ml_clv.py); the daily scoring of the same deliveries reads it too."""
+    def summary_of(result):
+        key = dg.AssetKey(["scores", "clv"])
+        return next(e.materialization.metadata["purchase_summary"].value
+                    for e in result.get_asset_materialization_events() if e.asset_key == key)
+
+    assert {name: summary_of(runs[name][0]) for name in ("first", "score")} == {
+        name: "kept by this run's training (features.clv_summary)" for name in ("first", "score")}
+
+
 def test_failing_challenger_is_rejected_and_changes_nothing(runs):
     before = q(runs["first"][1], "SELECT customer_id, churn_probability, scored_at FROM scores.churn ORDER BY 1")
     result, home = runs["retrain"]
