@@ -110,6 +110,10 @@ def render_features() -> str:
         "customer's own earlier ones (below) |",
         "| `features.book_performance` | manager or agency, and month | each book month by month, its performance "
         "score and the performance models' inputs (below) |",
+        "| `features.clv_summary` | customer with a purchase by the snapshot | the CLV model's purchase summary "
+        "(frequency, recency, T, monetary), written by the CLV challenger for the scoring step of its run; the "
+        "table's comment says which snapshot, purchase definition and deliveries it is of, and a step that needs "
+        "another computes its own |",
         "",
         f"Windows are {', '.join(f'{w}' for w in WINDOWS)} days. Mix and flag columns are made for the"
         f" {MAX_PIVOT_VALUES} most frequent values of the bank's channels, spend categories and products",
