@@ -31,8 +31,9 @@ class ModelReport:
     score_psi: float | None  # the worst score column's PSI; None: not measured in this run
     worst_input: str | None
     worst_input_psi: float | None
-    drift_band: str | None  # the drift check's band: stable | warn | alert
+    drift_band: str | None  # the drift check's band: stable | warn | alert; None: not measured or nothing counted
     line: str  # ml.model_runs.outcome
+    drift_note: str | None = None  # why nothing was counted although the run measured (e.g. too few rows)
 
 
 @dataclass
@@ -92,7 +93,8 @@ class RunReport:
         rows = [head] + [(m.model, m.outcome.replace("_", " "), f"v{m.champion_version}" if m.champion_version
                           else "none", "" if m.rows_scored is None else f"{m.rows_scored:,}", _psi(m.score_psi),
                           _psi(m.worst_input_psi) + (f" ({m.worst_input})" if m.worst_input else ""),
-                          m.drift_band or "not measured") for m in self.models]
+                          m.drift_band or (f"not counted: {m.drift_note}" if m.drift_note else "not measured"))
+                         for m in self.models]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         out = ["  ".join(v.rjust(w) if i in (3, 4) else v.ljust(w) for i, (v, w) in
                          enumerate(zip(r, widths, strict=True))).rstrip() for r in rows]
@@ -131,11 +133,15 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, bands: drift.Bands
         scores = counted[counted["kind"] == "score"] if len(counted) else counted
         inputs = counted[counted["kind"] == "feature"] if len(counted) else counted
         worst = inputs.loc[inputs["psi"].idxmax()] if len(inputs) else None
+        # every column skipped (a book-level model's few rows, say): no band to show, but the reason
+        skipped = len(mine) > 0 and len(counted) == 0
+        note = next((str(n) for n in mine["note"] if isinstance(n, str) and n), "every column skipped") \
+            if skipped and "note" in mine else ("every column skipped" if skipped else None)
         models.append(ModelReport(
             model, training if training in TRAINED else (scoring or "not run"), scoring, champion, challenger,
             None if rows is None else int(rows),
             round(float(scores["psi"].max()), 4) if len(scores) else None,
             None if worst is None else str(worst["feature"]),
             None if worst is None else round(float(worst["psi"]), 4),
-            drift.verdict(mine, bands).band if len(mine) else None, line))
+            drift.verdict(mine, bands).band if len(counted) else None, line, note))
     return RunReport(run_id, models, published_at)

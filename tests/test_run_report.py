@@ -90,6 +90,26 @@ def test_a_clean_scoring_run_is_tagged_as_such(tmp_path):
     assert report.lines()[-1] == "Published: no (serving.duckdb still holds an earlier run's scores)"
 
 
+def test_a_model_whose_every_column_was_skipped_says_why_instead_of_stable(tmp_path):
+    """A book-level model scores a few dozen agencies: too few rows for PSI, so every column is measured but not
+    counted. Its line says so; it used to read "stable" beside empty PSI columns."""
+    too_few = "40 rows: too few for PSI (monitoring.drift.min_rows 200)"
+    with connect(tmp_path / "w.duckdb") as con:
+        record_run(con, "r", "agency_performance", scoring="scored", rows_scored=40, champion_version=1)
+        write_drift(con, pd.DataFrame([("performance_score", "score", 0.4, "skipped", None, too_few),
+                                       ("clients", "feature", 0.2, "skipped", 1.0, too_few)],
+                                      columns=["feature", "kind", "psi", "band", "weight", "note"]),
+                    run_id="r", model="agency_performance", version=1, snapshot_date=SNAP)
+        record_run(con, "r", "churn", scoring="scored", rows_scored=10, champion_version=4)
+        _drift(con, "r", "churn", 4, [("churn_probability", "score", 0.01, "stable", None)])
+        report = build_report(con, "r")
+    agency = next(m for m in report.models if m.model == "agency_performance")
+    assert (agency.drift_band, agency.score_psi, agency.worst_input) == (None, None, None)
+    line = next(x for x in report.lines() if x.startswith("agency_performance "))
+    assert line.endswith(f"not counted: {too_few}") and "stable" not in line
+    assert report.drift == "stable" and report.metadata()["models_drift_warn"] == 0  # churn's band, nothing else
+
+
 def test_a_run_that_scored_nothing_says_so_instead_of_an_earlier_publish(tmp_path):
     """fraud_ulb's first run: every model not trained, nothing scored, no serving file anywhere."""
     with connect(tmp_path / "w.duckdb") as con:
