@@ -16,6 +16,7 @@ from ml.errors import NotEnoughData
 from ml.params import BookScoreParams, PerformanceParams
 from warehouse import performance as W
 from warehouse.contract import TABLES
+from warehouse.db import sql
 from warehouse.schema import ensure_all_raw_tables, storage
 
 FILTER = BookSettings().activity_filter  # the default: all but fees and interest
@@ -68,6 +69,19 @@ def test_the_book_month_by_month_counted_by_hand(small_bank):
     assert book.loc[("manager", "M2", mar), cols].tolist() == [1, 1, 1, 0, 0, 1, 0, 1]
     assert book.loc[("agency", "A1", mar), cols].tolist() == [3, 3, 1, 0, 0, 1, 0, 1]
     assert book.loc[("manager", "M1", jan), "agency_id"] == "A1"
+
+
+def test_the_book_is_the_same_with_duckdbs_pre_aggregation_off_and_the_connection_is_left_as_it_was(small_bank):
+    """W.book switches off DuckDB's partial aggregate pushdown (the money flows pre-aggregated per customer and month
+    before the join with the books: most of the step's time and memory at 1M customers), for its query only."""
+    first, last = W.periods(small_bank, 3)
+    small_bank.execute("SET disabled_optimizers = 'top_n'")
+    book = W.book(small_bank, first, last, FILTER)
+    assert small_bank.execute("SELECT current_setting('disabled_optimizers')").fetchone() == ("top_n",)
+    small_bank.execute("SET disabled_optimizers = ''")
+    plain = small_bank.execute(sql("book_performance").replace("{activity}", FILTER), [first, last]).df()
+    pd.testing.assert_frame_equal(book, plain, check_exact=True)
+    assert len(book) == 9 and book["transactions"].sum() > 0
 
 
 def test_no_transactions_no_book():

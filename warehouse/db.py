@@ -153,6 +153,18 @@ _HELD_FILES: dict[str, duckdb.DuckDBPyConnection] = {}  # files held open by `he
 
 
 @contextmanager
+def optimizers_off(con: duckdb.DuckDBPyConnection, *names: str):
+    """DuckDB's optimizer rules `names` switched off for the statements run inside, as they were after."""
+    (before,) = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()
+    off = sorted({n for n in (before or "").split(",") if n} | set(names))
+    con.execute(f"SET disabled_optimizers = '{','.join(off)}'")
+    try:
+        yield con
+    finally:
+        con.execute(f"SET disabled_optimizers = '{before or ''}'")
+
+
+@contextmanager
 def held(path: str | Path, **connect_args):
     """Hold `path` open for a block (one pipeline step, never longer): every `connect(path)` inside, whatever its
     arguments, is a cursor of this one read-write connection. Nested, the outer hold is kept."""

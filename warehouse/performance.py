@@ -8,7 +8,7 @@ from datetime import date
 import duckdb
 import pandas as pd
 
-from warehouse.db import sql
+from warehouse.db import optimizers_off, sql
 from warehouse.schema import table_mode
 
 TABLE = "book_performance"
@@ -72,7 +72,11 @@ def book(con: duckdb.DuckDBPyConnection, first: date, last: date, activity: str)
     """One row per manager or agency (`level`, `entity_id`, the agency) and month from `first` to `last`: clients,
     products held, used, opened and closed, active and departed clients, transactions and net flow. `activity`:
     which transactions count as using a product (an expression validated by the settings)."""
-    return con.execute(sql("book_performance").replace("{activity}", activity), [first, last]).df()
+    # DuckDB would pre-aggregate the money flows per customer and month below the join with the books (11.9M
+    # groups of decimal sums at 1M customers) where the join first leaves a few thousand (manager, month) groups:
+    # the same rows in two thirds of the time and memory (benchmarks/RESULTS.md, 2026-12-03 12:15)
+    with optimizers_off(con, "partial_aggregate_pushdown"):
+        return con.execute(sql("book_performance").replace("{activity}", activity), [first, last]).df()
 
 
 def targets(con: duckdb.DuckDBPyConnection, first: date, last: date) -> pd.DataFrame:
