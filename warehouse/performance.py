@@ -74,7 +74,7 @@ def book(con: duckdb.DuckDBPyConnection, first: date, last: date, activity: str)
     which transactions count as using a product (an expression validated by the settings)."""
     # DuckDB would pre-aggregate the money flows per customer and month below the join with the books (11.9M
     # groups of decimal sums at 1M customers) where the join first leaves a few thousand (manager, month) groups:
-    # the same rows in two thirds of the time and memory (benchmarks/RESULTS.md, 2026-12-03 12:15)
+    # the same rows in two thirds of the time and memory (benchmarks/RESULTS.md, 2026-12-03 12:05)
     with optimizers_off(con, "partial_aggregate_pushdown"):
         return con.execute(sql("book_performance").replace("{activity}", activity), [first, last]).df()
 
