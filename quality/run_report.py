@@ -133,10 +133,10 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, bands: drift.Bands
         scores = counted[counted["kind"] == "score"] if len(counted) else counted
         inputs = counted[counted["kind"] == "feature"] if len(counted) else counted
         worst = inputs.loc[inputs["psi"].idxmax()] if len(inputs) else None
-        # every column skipped (a book-level model's few rows, say): no band to show, but the reason
-        skipped = len(mine) > 0 and len(counted) == 0
-        note = next((str(n) for n in mine["note"] if isinstance(n, str) and n), "every column skipped") \
-            if skipped and "note" in mine else ("every column skipped" if skipped else None)
+        note = None
+        if len(mine) and not len(counted):  # every column skipped (a book-level model's few rows): say why
+            notes = [n for n in mine.get("note", []) if isinstance(n, str) and n]
+            note = notes[0] if notes else "every column skipped"
         models.append(ModelReport(
             model, training if training in TRAINED else (scoring or "not run"), scoring, champion, challenger,
             None if rows is None else int(rows),

@@ -154,7 +154,7 @@ _HELD_FILES: dict[str, duckdb.DuckDBPyConnection] = {}  # files held open by `he
 
 @contextmanager
 def optimizers_off(con: duckdb.DuckDBPyConnection, *names: str):
-    """DuckDB's optimizer rules `names` switched off for the statements run inside, as they were after."""
+    """DuckDB's optimizer rules `names` switched off for the statements run inside; the setting restored after."""
     (before,) = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()
     off = sorted({n for n in (before or "").split(",") if n} | set(names))
     con.execute(f"SET disabled_optimizers = '{','.join(off)}'")
