@@ -29,6 +29,12 @@ def q(home, sql):
         return con.execute(sql).fetchall()
 
 
+def metadata_of(result, key: list[str], name: str):
+    """The value of metadata entry `name` on the run's materialization of asset `key`."""
+    return next(e.materialization.metadata[name].value for e in result.get_asset_materialization_events()
+                if e.asset_key == dg.AssetKey(key))
+
+
 MODELS = ("agency_performance", "churn", "clv", "credit_risk", "fraud", "manager_performance", "recommendations",
           "segments")
 
@@ -130,9 +136,7 @@ def test_each_version_is_profiled_once_on_the_population_it_was_trained_on(runs)
     (first, kept), (retrain, _) = runs["first"], runs["retrain"]
 
     def profiled(result, model):
-        key = dg.AssetKey(["ml", f"{model}_challenger"])
-        return next(e.materialization.metadata["reference_profile"].value
-                    for e in result.get_asset_materialization_events() if e.asset_key == key)
+        return metadata_of(result, ["ml", f"{model}_challenger"], "reference_profile")
 
     assert {m: profiled(first, m) for m in MODELS} == {
         m: f"from its first scoring (scores/{m} in this run)" for m in MODELS}
@@ -231,12 +235,7 @@ def test_every_model_offers_the_one_model_interface(runs):
 def test_clv_scores_with_the_purchase_summary_its_runs_training_computed(runs):
     """The CLV challenger's purchase summary is kept for the scoring step (warehouse.clv.keep_summary; the frame
     equals a summary computed again: tests/test_ml_clv.py); the daily scoring of the same deliveries reads it too."""
-    def summary_of(result):
-        key = dg.AssetKey(["scores", "clv"])
-        return next(e.materialization.metadata["purchase_summary"].value
-                    for e in result.get_asset_materialization_events() if e.asset_key == key)
-
-    assert {name: summary_of(runs[name][0]) for name in ("first", "score")} == {
+    assert {name: metadata_of(runs[name][0], ["scores", "clv"], "purchase_summary") for name in ("first", "score")} == {
         name: "kept by this run's training (features.clv_summary)" for name in ("first", "score")}
 
 

@@ -15,7 +15,8 @@ from datetime import date
 import duckdb
 import pandas as pd
 
-from warehouse.db import delivery_version
+from warehouse.db import delivery_version, transaction
+from warehouse.mapping import sql_str
 
 SUMMARY_DOCS = {
     "customer_id": "Customer key.",
@@ -124,12 +125,9 @@ def summary_key(con: duckdb.DuckDBPyConnection, calibration_end: date, event_fil
 
 def keep_summary(con: duckdb.DuckDBPyConnection, summary: pd.DataFrame, key: str) -> None:
     """The calibration columns of `summary` into features.clv_summary, labelled with `key`."""
-    con.register("_clv_summary", summary[list(CALIBRATION)])
-    try:
+    with transaction(con, {"_clv_summary": summary[list(CALIBRATION)]}):
         con.execute(f"CREATE OR REPLACE TABLE {KEPT} AS SELECT * FROM _clv_summary ORDER BY customer_id")
-        con.execute(f"COMMENT ON TABLE {KEPT} IS '{key.replace(chr(39), chr(39) * 2)}'")
-    finally:
-        con.unregister("_clv_summary")
+        con.execute(f"COMMENT ON TABLE {KEPT} IS {sql_str(key)}")
 
 
 def kept_summary(con: duckdb.DuckDBPyConnection, key: str) -> pd.DataFrame | None:
