@@ -61,25 +61,32 @@ def build_lake(shards: int, first_snapshot: str, specs: list[ModelSpec], executo
 
     @dg.op(ins={"delivered": dg.In(dg.Nothing)}, out=dg.DynamicOut(), pool="warehouse")
     def lake_plan(context: dg.OpExecutionContext, warehouse: Warehouse, lake: LakeResource):
-        """The raw tables into the lake, by shard; the pivots and customer attributes every shard builds with."""
+        """The raw tables that are not per customer into the lake, the fingerprints of the others (each shard's
+        step exports its part of them); the pivots and customer attributes every shard builds with."""
         snap, store = _snapshot(context), lake.open()
         with warehouse.connect() as con:
-            written = S.export_raw(con, store, shards)
+            raw, written = S.export_shared(con, store, shards)
             plan = S.plan(con, snap)
-        exported = {t: n for t, (n, new) in written.items() if new}
-        context.log.info(f"raw tables into the lake ({shards} shards): "
-                         + (", ".join(f"{t} {n:,}" for t, n in exported.items()) or "none")
+        exported = [t for t, (_, new) in written.items() if new]
+        context.log.info("shared raw tables into the lake: " + (", ".join(exported) or "none")
                          + (f"; unchanged since the last export: {', '.join(sorted(set(written) - set(exported)))}"
                             if len(exported) < len(written) else ""))
         for k in range(shards):
-            yield dg.DynamicOutput((k, plan), mapping_key=f"shard_{k}")
+            yield dg.DynamicOutput((k, plan, raw), mapping_key=f"shard_{k}")
 
     @dg.op
-    def lake_shard(context: dg.OpExecutionContext, work: tuple, lake: LakeResource) -> dg.Output:
-        """One shard's feature tables, written to the lake as its part of the snapshot."""
-        shard, plan = work
-        counts = S.build_shard(lake.open(), shard, plan)
-        context.log.info(f"shard {shard}: {counts['population']:,} customers")
+    def lake_shard(context: dg.OpExecutionContext, work: tuple, warehouse: Warehouse,
+                   lake: LakeResource) -> dg.Output:
+        """One shard's part of the per-customer raw tables into the lake (unless the lake holds it as written from
+        the same rows), then its feature tables, written as its part of the snapshot."""
+        shard, plan, raw = work
+        store = lake.open()
+        with warehouse.reading() as con:
+            exported = S.export_shard(con, store, shard, raw)
+        counts = S.build_shard(store, shard, plan)
+        context.log.info(f"shard {shard}: raw parts written: "
+                         + (", ".join(f"{t} {n:,}" for t, n in exported.items()) or "none (unchanged)")
+                         + f"; features of {counts['population']:,} customers")
         rss = _peak_rss_gb()
         return dg.Output({"shard": shard, **counts, "peak_rss_gb": rss}, metadata={"peak_rss_gb": rss})
 

@@ -57,6 +57,14 @@ class Warehouse(dg.ConfigurableResource):
             yield con
 
     @contextmanager
+    def reading(self):
+        """The file read-only: steps of job lake read it side by side (DuckDB lets several processes read a file
+        that no process writes), outside pool `warehouse`."""
+        with connect(self.paths.warehouse, read_only=True, memory_limit=self.memory_limit, threads=self.threads,
+                     wait_seconds=self.lock_wait_seconds) as con:
+            yield con
+
+    @contextmanager
     def holding(self):
         """The file held open for one step: its `connect()`s share one DuckDB instance (see `holds_warehouse`)."""
         with held(self.paths.warehouse, memory_limit=self.memory_limit, threads=self.threads,

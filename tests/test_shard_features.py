@@ -87,9 +87,32 @@ def test_an_export_writes_only_the_raw_tables_that_changed_since_the_last_one(co
         assert lake.pin(raw)["raw.transactions"] != pins["raw.transactions"]
         (want,), = con.execute("SELECT sum(amount) FROM raw.transactions").fetchall()
     assert abs(pc.sum(lake.read("raw.transactions", columns=["amount"])["amount"]).as_py() - want) < 1e-6
-    # a part written after the stamp (an export killed half way through the table): written again in whole
+    # a part written since its stamp (by hand, or by an older export): that part, and only it, is written again;
+    # the shards are exported as job lake's steps do it, each from a read-only connection of its own
     lake.write_part("raw.customers_history", lake.read("raw.customers_history", shards=[1]).slice(0, 3), shard=1)
     with connect(work) as con:
-        healed = S.export_raw(con, lake, SHARDS)
-    assert [t for t, (_, new) in healed.items() if new] == ["raw.customers_history"]
-    assert sum(lake.shard_counts("raw.customers_history").values()) == healed["raw.customers_history"][0]
+        raw, shared = S.export_shared(con, lake, SHARDS)
+    assert not any(new for _, new in shared.values())
+    with connect(work, read_only=True) as con:
+        parts = {k: S.export_shard(con, lake, k, raw) for k in range(SHARDS)}
+    assert [k for k, w in parts.items() if w] == [1] and list(parts[1]) == ["raw.customers_history"], parts
+    with connect(work, read_only=True) as con:
+        (want,), = con.execute("SELECT count(*) FROM raw.customers_history").fetchall()
+    assert sum(lake.shard_counts("raw.customers_history").values()) == want
+
+
+def test_a_bank_sharded_more_coarsely_then_as_before_gets_every_part_back(control, postgres_url, tmp_path):
+    """Re-sharding drops the parts of the shards that no longer exist with their stamps: sharded as before again,
+    the same rows are written to those shards again rather than taken as already there."""
+    db, _ = control
+    lake = Lake(new_lake(postgres_url, "reshard", tmp_path / "lake"))
+    with connect(db, read_only=True) as con:
+        (want,), = con.execute("SELECT count(*) FROM raw.transactions").fetchall()
+    with connect(tmp_path / "work.duckdb") as con:
+        con.execute(f"ATTACH '{db}' AS src (READ_ONLY)")
+        con.execute("COPY FROM DATABASE src TO work")
+        con.execute("DETACH src")
+        for shards in (SHARDS, 2, SHARDS):
+            S.export_raw(con, lake, shards)
+            counts = lake.shard_counts("raw.transactions")
+            assert set(counts) == set(range(shards)) and sum(counts.values()) == want, (shards, counts)

@@ -33,7 +33,8 @@ PARTS = (SHARD, SNAPSHOT)
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 # Each commit writes a new metadata file: the old ones are deleted as commits go, the last 50 kept (a reader's
 # pinned snapshot lives in the current file until `expire` removes it).
-# What a table's rows were last written from (`stamp`), with the snapshot id that write left current.
+# What a part's rows were written from (`write_part(stamp=...)`), a table property per shard set in the commit
+# that writes the part: a writer killed before it leaves both the old rows and the old stamp.
 STAMP = "scorehouse.written-from"
 TABLE_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true", "write.metadata.previous-versions-max": "50"}
 _CATALOG_SCHEMES = {"postgresql": "postgresql+psycopg2", "postgresql+psycopg2": "postgresql+psycopg2",
@@ -85,6 +86,10 @@ def _iceberg_types(rows: pa.Table) -> pa.Table:
         fields.append(pa.field(f.name, t))
     target = pa.schema(fields)
     return rows if target == rows.schema else rows.cast(target)
+
+
+def _stamp_key(shard: int) -> str:
+    return f"{STAMP}.{shard}"
 
 
 def _with_parts(rows: pa.Table, shard: int, snapshot: date | None) -> pa.Table:
@@ -164,9 +169,12 @@ class Lake:
                 table = self.catalog.load_table(name)
         raise LakeError(f"{name}: its schema kept changing under this write; run the step again")
 
-    def write_part(self, name: str, rows: pa.Table, *, shard: int, snapshot: date | None = None) -> int:
+    def write_part(self, name: str, rows: pa.Table, *, shard: int, snapshot: date | None = None,
+                   stamp: str | None = None) -> int:
         """Replace the rows of (shard[, snapshot]) in `name` with `rows`, in one commit; returns the new
-        current snapshot id. Every table is partitioned by shard, and by snapshot date when written with one."""
+        current snapshot id. Every table is partitioned by shard, and by snapshot date when written with one.
+        `stamp` records in the same commit what the part was written from (`part_stamped`); a part written
+        without one has none."""
         from pyiceberg.expressions import And, EqualTo
 
         self._check(name)
@@ -178,36 +186,31 @@ class Lake:
         with table.transaction() as tx, warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Delete operation did not match")  # a part's first write
             tx.overwrite(rows, overwrite_filter=part)
+            if stamp is not None:
+                tx.set_properties({_stamp_key(shard): stamp})
+            elif _stamp_key(shard) in table.properties:
+                tx.remove_properties(_stamp_key(shard))
             failpoints.reached("lake_write")  # the part's data files are written; the catalog commit is not made
         return table.current_snapshot().snapshot_id  # the commit updated `table` to the catalog's metadata
 
     def drop_shards_from(self, name: str, shards: int) -> None:
-        """Delete the parts of shards >= `shards` (what a bank sharded more finely before left behind)."""
+        """Delete the parts of shards >= `shards` (what a bank sharded more finely before left behind), and their
+        stamps, in one commit."""
         from pyiceberg.expressions import GreaterThanOrEqual
 
-        if self.exists(name):
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "Delete operation did not match")
-                self.catalog.load_table(name).delete(GreaterThanOrEqual(SHARD, shards))
-
-    @staticmethod
-    def _stamp_of(table, source: str) -> str:
-        current = table.current_snapshot()
-        return f"{source}@{current.snapshot_id if current else ''}"
-
-    def stamp(self, name: str, source: str) -> None:
-        """Record that `name`'s rows, as they are now, were written from `source` (a fingerprint of the rows)."""
-        table = self.catalog.load_table(self._check(name))
-        with table.transaction() as tx:  # a property: a new metadata file, no new snapshot
-            tx.set_properties({STAMP: self._stamp_of(table, source)})
-
-    def stamped(self, name: str, source: str) -> bool:
-        """Whether `name` holds what was written from `source` and nothing written since (a writer killed half
-        way through a table leaves a newer snapshot than the stamp's)."""
         if not self.exists(name):
-            return False
+            return
         table = self.catalog.load_table(name)
-        return table.properties.get(STAMP) == self._stamp_of(table, source)
+        stale = [k for k in table.properties if k.startswith(f"{STAMP}.") and int(k.rsplit(".", 1)[1]) >= shards]
+        with table.transaction() as tx, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Delete operation did not match")
+            tx.delete(GreaterThanOrEqual(SHARD, shards))
+            if stale:
+                tx.remove_properties(*stale)
+
+    def part_stamped(self, name: str, shard: int, stamp: str) -> bool:
+        """Whether shard `shard` of `name` holds what was written with `stamp`, nothing written to it since."""
+        return self.exists(name) and self.catalog.load_table(name).properties.get(_stamp_key(shard)) == stamp
 
     def pin(self, names: Iterable[str]) -> dict[str, int | None]:
         """The current snapshot id of each table (None: empty or missing): read them all `at` these."""

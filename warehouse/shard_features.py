@@ -58,31 +58,63 @@ def plan(con: duckdb.DuckDBPyConnection, snap: date) -> Plan:
     return Plan(snap, F.pivot_values(con, snap), F.customer_extra_columns(con))
 
 
-def export_raw(con: duckdb.DuckDBPyConnection, lake: Lake, shards: int) -> dict[str, tuple[int, bool]]:
-    """The raw tables the ingest keeps (with their history) into the lake: tables of customers' rows by shard,
-    the others (products, managers, agencies, targets) whole, in shard 0. A table whose rows the lake already
-    holds, as the last export wrote them, is left as it is (a re-run or a backfill of past dates exports only
-    what changed). Returns (rows, exported) per lake table."""
+@dataclass(frozen=True)
+class RawExport:
+    """What the shard steps export of the per-customer raw tables: each lake table's fingerprint of its rows in
+    the control file (what a part is stamped with when written from them)."""
+
+    shards: int
+    sources: dict[str, str]
+
+
+def export_shared(con: duckdb.DuckDBPyConnection, lake: Lake, shards: int
+                  ) -> tuple[RawExport, dict[str, tuple[int, bool]]]:
+    """The raw tables that are not per customer (products, managers, agencies, targets) into the lake whole, in
+    shard 0, unless the lake holds them as written from the same rows; the per-customer tables' fingerprints for
+    `export_shard`, and their parts of shards >= `shards` dropped (a bank re-sharded to fewer shards keeps no
+    stale part). Returns the export's plan, and (rows, exported) per shared table."""
     check(shards)
-    written = {}
+    sources, written = {}, {}
     for contract in TABLES.values():
         mode = table_mode(con, contract.name)
         if mode is None:
             continue
         table = storage(contract, mode)
         source = f"{content_version(con, table, exact=True)}/{shards} shards"
-        (rows,), = con.execute(f"SELECT count(*) FROM {table}").fetchall()
-        written[table] = (rows, not lake.stamped(table, source))
-        if not written[table][1]:
-            continue
         if _per_customer(contract):
-            for k in range(shards):  # a scan per shard: cheaper than a sharded copy of the table, which spills
-                lake.write_part(table, _arrow(con, f"SELECT * FROM {table} WHERE "
-                                                   f"{shard_sql('customer_id', shards)} = {k}"), shard=k)
-            lake.drop_shards_from(table, shards)  # a bank re-sharded to fewer shards keeps no stale part
-        else:
-            lake.write_part(table, _arrow(con, f"SELECT * FROM {table}"), shard=0)
-        lake.stamp(table, source)
+            sources[table] = source
+            lake.drop_shards_from(table, shards)
+            continue
+        (rows,), = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+        new = not lake.part_stamped(table, 0, source)
+        if new:
+            lake.write_part(table, _arrow(con, f"SELECT * FROM {table}"), shard=0, stamp=source)
+        written[table] = (rows, new)
+    return RawExport(shards, sources), written
+
+
+def export_shard(con: duckdb.DuckDBPyConnection, lake: Lake, shard: int, raw: RawExport) -> dict[str, int]:
+    """Shard `shard`'s rows of every per-customer raw table into the lake, read from `con` (the control file;
+    read-only is enough, so the shards' steps read it side by side), except the parts the lake holds as written
+    from the same rows (a re-run, or a backfill of another date). Returns the rows written per table."""
+    written = {}
+    for table, source in raw.sources.items():
+        if lake.part_stamped(table, shard, source):
+            continue
+        rows = _arrow(con, f"SELECT * FROM {table} WHERE {shard_sql('customer_id', raw.shards)} = {shard}")
+        lake.write_part(table, rows, shard=shard, stamp=source)
+        written[table] = rows.num_rows
+    return written
+
+
+def export_raw(con: duckdb.DuckDBPyConnection, lake: Lake, shards: int) -> dict[str, tuple[int, bool]]:
+    """Every raw table into the lake, the shards one after the other in this process (job `lake` exports each
+    shard in its own step). Returns (rows, exported) per lake table."""
+    raw, written = export_shared(con, lake, shards)
+    exported = {t for k in range(shards) for t in export_shard(con, lake, k, raw)}
+    for table in raw.sources:
+        (rows,), = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+        written[table] = (rows, table in exported)
     return written
 
 
