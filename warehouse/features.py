@@ -15,6 +15,7 @@ import duckdb
 from warehouse.contract import HISTORY, LINEAGE, TABLES, personal
 from warehouse.db import has_rows
 from warehouse.frames import frame
+from warehouse.mapping import sql_str
 from warehouse.schema import table_mode
 
 WINDOWS = (30, 90, 180, 365)
@@ -202,10 +203,10 @@ def build_rfm(con, snap: date, pivots: dict[str, list[str]] | None = None, score
         for w in WINDOWS
     )
     mix = [
-        f"sum(d365 * (ch = {_lit(c)})::INTEGER) / greatest(sum(d365), 1) AS channel_share_{_slug(c)}"
+        f"sum(d365 * (ch = {sql_str(c)})::INTEGER) / greatest(sum(d365), 1) AS channel_share_{_slug(c)}"
         for c in channels
     ] + [
-        f"sum(d365 * (cat = {_lit(c)})::INTEGER * out_amt) / greatest(sum(d365 * out_amt), 1e-9) "
+        f"sum(d365 * (cat = {sql_str(c)})::INTEGER * out_amt) / greatest(sum(d365 * out_amt), 1e-9) "
         f"AS category_spend_share_{_slug(c)}"
         for c in categories
     ]
@@ -323,7 +324,7 @@ def build_holdings(con, snap: date, pivots: dict[str, list[str]] | None = None) 
     kind, joined, open_in_joined = _product_pivot(con, snap)
     kinds = _top_values(con, "product", kind, joined, open_in_joined, pivots)
     flags = "".join(
-        f",\n max(CASE WHEN {kind} = {_lit(k)} AND {open_at} THEN 1 ELSE 0 END) AS has_{_slug(k)}" for k in kinds
+        f",\n max(CASE WHEN {kind} = {sql_str(k)} AND {open_at} THEN 1 ELSE 0 END) AS has_{_slug(k)}" for k in kinds
     )
     con.execute(f"""
         CREATE OR REPLACE TABLE features.holdings AS
@@ -352,10 +353,6 @@ def build_holdings(con, snap: date, pivots: dict[str, list[str]] | None = None) 
 def _customer_attr(con, name: str) -> str:
     names = {c for c, _ in _cols(con, "raw", "customers")}
     return f'"{name}"' if name in names else "NULL::DOUBLE"
-
-
-def _lit(v: str) -> str:
-    return "'" + str(v).replace("'", "''") + "'"
 
 
 def _zero_fill(con, table: str, pattern: str) -> None:

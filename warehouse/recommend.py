@@ -24,6 +24,7 @@ import duckdb
 import pandas as pd
 
 from warehouse.db import has_rows
+from warehouse.mapping import sql_str
 
 STATE_DOCS = {
     "customer_id": "Customer key (every customer of features.customer_features).",
@@ -52,10 +53,6 @@ class RecommendInputs:
 
 def _day(d: date) -> str:
     return f"DATE '{date.fromisoformat(str(d)).isoformat()}'"
-
-
-def _lit(v: str) -> str:
-    return "'" + str(v).replace("'", "''") + "'"
 
 
 def _slug(value: str) -> str:
@@ -112,7 +109,7 @@ def product_state(con: duckdb.DuckDBPyConnection, d: date, window_days: int, pro
     s, w = _day(d), int(window_days)
     aggs, outer = [], []
     for pid, col in zip(products["product_id"], products["column"], strict=True):
-        is_p = f"(product_id = {_lit(pid)})::TINYINT"
+        is_p = f"(product_id = {sql_str(pid)})::TINYINT"
         aggs.append(f"max({is_p} * h) AS held_{col}, max({is_p} * o) AS opened_{col}")
         outer.append(f"coalesce(a.held_{col}, 0)::TINYINT AS held_{col}, "
                      f"(coalesce(a.opened_{col}, 0) * (1 - coalesce(a.held_{col}, 0)))::TINYINT AS acq_{col}")
@@ -150,7 +147,7 @@ def label_frame(con: duckdb.DuckDBPyConnection, labels: list[str] | tuple[str, .
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """features.customer_features and, aligned to it, one 0/1 column per label product (0 when a customer
     has no outcome for it), as in warehouse.features.training_frame but for several labels in one query."""
-    pivot = "".join(f",\n max(CASE WHEN label = {_lit(x)} THEN value END) AS _target_{i}"
+    pivot = "".join(f",\n max(CASE WHEN label = {sql_str(x)} THEN value END) AS _target_{i}"
                     for i, x in enumerate(labels))
     frame = con.execute(f"""
         WITH t AS (SELECT customer_id{pivot} FROM features.labels GROUP BY customer_id)

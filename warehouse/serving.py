@@ -42,6 +42,7 @@ from warehouse.columns import (
 )
 from warehouse.columns import MANIFEST as MANIFEST_DOCS
 from warehouse.db import Home
+from warehouse.mapping import sql_str
 
 MANIFEST = "manifest"
 # What BI reads besides scores.*: (name in the serving file, source table, columns or None for the shareable ones)
@@ -309,13 +310,13 @@ def _comment(con: duckdb.DuckDBPyConnection, docs: dict[str, dict[str, str]], ki
         about = TABLE_DOCS.get(name) or (f"{spec.summary}, one row per {spec.grain}" + (
             "; the last snapshots (`serving.history_snapshots`)" if name.endswith("_history") else "") if spec else None)
         if about:
-            con.execute(f"COMMENT ON {kind} {name} IS {_sql_str(about)}")
+            con.execute(f"COMMENT ON {kind} {name} IS {sql_str(about)}")
         meanings = docs.get(name, {})
         for (column,) in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = 'srv' AND "
                                      "(schema_name || '.' || table_name = ? OR (schema_name = 'main' AND "
                                      "table_name = ?))", [name, name]).fetchall():
             if meanings.get(column):
-                con.execute(f"COMMENT ON COLUMN {name}.{_q(column)} IS {_sql_str(meanings[column])}")
+                con.execute(f"COMMENT ON COLUMN {name}.{_q(column)} IS {sql_str(meanings[column])}")
 
 
 def _fsync(path: Path) -> None:
@@ -363,7 +364,7 @@ def publish(con: duckdb.DuckDBPyConnection, home: Home, *, run_id: str, shareabl
     src = con.execute("SELECT current_database()").fetchone()[0]
     name = f"{now:%Y%m%dT%H%M%S%f}-{run_id[:8] or 'manual'}.duckdb"
     tmp = folder / (name + ".tmp")
-    con.execute(f"ATTACH {_sql_str(str(tmp))} AS srv")
+    con.execute(f"ATTACH {sql_str(str(tmp))} AS srv")
     try:
         rows = _build(con, src, shareable, run_id, now, list(models), history_snapshots)
         con.execute("CHECKPOINT srv")
@@ -419,10 +420,6 @@ def published_at(path: Path, run_id: str) -> datetime | None:
     return rows[0][3] if rows and rows[0][4] == run_id else None
 
 
-def _sql_str(v: str) -> str:
-    return "'" + v.replace("'", "''") + "'"
-
-
 def _export_parquet(con: duckdb.DuckDBPyConnection, src: str, home: Home, shareable: dict) -> list[Path]:
     """Each scored table's shareable columns as `<home>/exports/<model>/snapshot_date=<date>/scores.parquet`
     (Hive layout: the date is in the path, not in the file); each file written aside and renamed in."""
@@ -441,7 +438,7 @@ def _export_parquet(con: duckdb.DuckDBPyConnection, src: str, home: Home, sharea
             path = folder / "scores.parquet"
             tmp = folder / "scores.parquet.tmp"
             con.execute(f"COPY (SELECT {', '.join(_q(c) for c in cols)} FROM {src}.{table} "
-                        f"WHERE snapshot_date = DATE '{snapshot}') TO {_sql_str(str(tmp))} (FORMAT parquet)")
+                        f"WHERE snapshot_date = DATE '{snapshot}') TO {sql_str(str(tmp))} (FORMAT parquet)")
             _fsync(tmp)
             os.replace(tmp, path)
             written.append(path)
