@@ -221,3 +221,39 @@ def test_a_schema_another_writer_creates_at_the_same_moment_is_used_not_an_error
         other.close()
         writer.result()  # raised the catalog's IntegrityError before Lake._namespace
     assert _rows(lake) == _expected({0: 1})
+
+
+def test_a_part_streamed_from_a_query_is_written_a_file_at_a_time_in_one_commit(location, monkeypatch):
+    """A stream (a query's batches) is written in data files of at most CHUNK_ROWS rows, so a writer never holds
+    the part's rows, and the files land in one commit: a reader pinned before it keeps the old part, and a stream
+    that fails half way leaves the old part and its stamp as they were."""
+    from warehouse import lake as lake_module
+
+    monkeypatch.setattr(lake_module, "CHUNK_ROWS", 1000)
+    lake = Lake(location)
+    con = duckdb.connect()
+
+    def stream(n: int, value: float):
+        return con.sql(f"SELECT 'C' || lpad(i::VARCHAR, 6, '0') AS customer_id, {value} AS balance "
+                       f"FROM range({n}) t(i)").to_arrow_reader(300)
+
+    lake.write_part("features.balances", stream(500, 1.0), shard=0, stamp="first")
+    pinned = lake.pin(["features.balances"])["features.balances"]
+    commits = len(lake.catalog.load_table("features.balances").metadata.metadata_log)
+    lake.write_part("features.balances", stream(2500, 2.0), shard=0, stamp="second")
+    table = lake.catalog.load_table("features.balances")
+    assert len(table.metadata.metadata_log) == commits + 1  # one commit for the part's three files
+    assert len(table.inspect.files()) == 3 and lake.count("features.balances", shard=0) == 2500
+    assert set(_rows(lake).values()) == {1} and len(_rows(lake)) == 2500
+    assert len(_rows(lake, at=pinned)) == 500 and lake.part_stamped("features.balances", 0, "second")
+
+    def failing():
+        yield from stream(1500, 3.0)
+        raise OSError("the source went away")
+
+    schema = stream(1, 0.0).read_all().schema
+    with pytest.raises(OSError, match="went away"):
+        lake.write_part("features.balances", lake_module.pa.RecordBatchReader.from_batches(schema, failing()),
+                        shard=0, stamp="third")
+    assert len(_rows(lake)) == 2500 and lake.part_stamped("features.balances", 0, "second")
+    assert {k for k, _ in _rows(lake)} == {f"C{i:06d}" for i in range(2500)}

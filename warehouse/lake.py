@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 # What a part's rows were written from (`write_part(stamp=...)`), a table property per shard set in the commit
 # that writes the part: a writer killed before it leaves both the old rows and the old stamp.
 STAMP = "scorehouse.written-from"
+CHUNK_ROWS = 1 << 20  # rows per data file written from a stream: what a writer holds at a time
 TABLE_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true", "write.metadata.previous-versions-max": "50"}
 _CATALOG_SCHEMES = {"postgresql": "postgresql+psycopg2", "postgresql+psycopg2": "postgresql+psycopg2",
                     "sqlite": "sqlite"}
@@ -86,6 +87,21 @@ def _iceberg_types(rows: pa.Table) -> pa.Table:
         fields.append(pa.field(f.name, t))
     target = pa.schema(fields)
     return rows if target == rows.schema else rows.cast(target)
+
+
+def _chunks(rows: pa.Table | pa.RecordBatchReader) -> Iterator[pa.Table]:
+    """`rows` as tables of at most CHUNK_ROWS rows, read from a stream as they are needed; one empty table for
+    no rows (an empty part is a commit too)."""
+    batches = rows.to_batches(max_chunksize=CHUNK_ROWS) if isinstance(rows, pa.Table) else rows
+    pending, n, any_ = [], 0, False
+    for batch in batches:
+        pending.append(batch)
+        n += batch.num_rows
+        if n >= CHUNK_ROWS:
+            yield pa.Table.from_batches(pending, rows.schema)
+            pending, n, any_ = [], 0, True
+    if pending or not any_:
+        yield pa.Table.from_batches(pending, rows.schema)
 
 
 def _stamp_key(shard: int) -> str:
@@ -169,23 +185,26 @@ class Lake:
                 table = self.catalog.load_table(name)
         raise LakeError(f"{name}: its schema kept changing under this write; run the step again")
 
-    def write_part(self, name: str, rows: pa.Table, *, shard: int, snapshot: date | None = None,
-                   stamp: str | None = None) -> int:
+    def write_part(self, name: str, rows: pa.Table | pa.RecordBatchReader, *, shard: int,
+                   snapshot: date | None = None, stamp: str | None = None) -> int:
         """Replace the rows of (shard[, snapshot]) in `name` with `rows`, in one commit; returns the new
         current snapshot id. Every table is partitioned by shard, and by snapshot date when written with one.
-        `stamp` records in the same commit what the part was written from (`part_stamped`); a part written
-        without one has none."""
+        `rows` may be a stream (a query's batches): it is written a data file of at most CHUNK_ROWS rows at a
+        time, so a writer holds one file's rows, not the part's. `stamp` records in the same commit what the
+        part was written from (`part_stamped`); a part written without one has none."""
         from pyiceberg.expressions import And, EqualTo
 
         self._check(name)
-        rows = _with_parts(_iceberg_types(rows), shard, snapshot)
-        table = self._evolve(name, self._table(name, rows.schema, snapshot is not None), rows.schema)
+        schema = _with_parts(_iceberg_types(rows.schema.empty_table()), shard, snapshot).schema
+        table = self._evolve(name, self._table(name, schema, snapshot is not None), schema)
         part = EqualTo(SHARD, shard)
         if snapshot is not None:
             part = And(part, EqualTo(SNAPSHOT, snapshot.isoformat()))
         with table.transaction() as tx, warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Delete operation did not match")  # a part's first write
-            tx.overwrite(rows, overwrite_filter=part)
+            tx.delete(part)
+            for chunk in _chunks(rows):
+                tx.append(_with_parts(_iceberg_types(chunk), shard, snapshot))
             if stamp is not None:
                 tx.set_properties({_stamp_key(shard): stamp})
             elif _stamp_key(shard) in table.properties:
@@ -239,13 +258,16 @@ class Lake:
         rows = table.scan(row_filter=where, snapshot_id=at, selected_fields=selected).to_arrow()
         return rows.drop_columns([c for c in PARTS if c in rows.column_names and not (with_shard and c == SHARD)])
 
-    def count(self, name: str, snapshot: date | None = None, before: date | None = None) -> int:
-        """Rows of `name` (of one snapshot date, or of the dates before `before`), from the data files' own counts
-        where the partition decides."""
-        from pyiceberg.expressions import AlwaysTrue, EqualTo, LessThan
+    def count(self, name: str, snapshot: date | None = None, before: date | None = None,
+              shard: int | None = None) -> int:
+        """Rows of `name` (of one snapshot date, or of the dates before `before`; of one shard), from the data
+        files' own counts where the partition decides."""
+        from pyiceberg.expressions import AlwaysTrue, And, EqualTo, LessThan
 
         where = EqualTo(SNAPSHOT, snapshot.isoformat()) if snapshot is not None else \
             LessThan(SNAPSHOT, before.isoformat()) if before is not None else AlwaysTrue()
+        if shard is not None:
+            where = And(where, EqualTo(SHARD, shard))
         return self.catalog.load_table(self._check(name)).scan(row_filter=where).count()
 
     def shard_counts(self, name: str, at: int | None = None) -> dict[int, int]:

@@ -21,7 +21,7 @@ from warehouse import failpoints
 from warehouse import features as F
 from warehouse.contract import HISTORY, LINEAGE, TABLES, Table
 from warehouse.db import content_version
-from warehouse.lake import Lake
+from warehouse.lake import CHUNK_ROWS, Lake
 from warehouse.schema import ensure_raw_table, ensure_schemas, storage, table_mode
 from warehouse.shards import check, shard_sql
 
@@ -101,9 +101,10 @@ def export_shard(con: duckdb.DuckDBPyConnection, lake: Lake, shard: int, raw: Ra
     for table, source in raw.sources.items():
         if lake.part_stamped(table, shard, source):
             continue
-        rows = _arrow(con, f"SELECT * FROM {table} WHERE {shard_sql('customer_id', raw.shards)} = {shard}")
-        lake.write_part(table, rows, shard=shard, stamp=source)
-        written[table] = rows.num_rows
+        con.complete()
+        query = f"SELECT * FROM {table} WHERE {shard_sql('customer_id', raw.shards)} = {shard}"
+        lake.write_part(table, con.sql(query).to_arrow_reader(CHUNK_ROWS), shard=shard, stamp=source)
+        written[table] = lake.count(table, shard=shard)
     return written
 
 
