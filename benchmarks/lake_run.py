@@ -94,8 +94,8 @@ def main() -> None:
         f"| of which feature steps / scoring steps (with drift) / publish | {groups['features']:.1f} / "
         f"{groups['scores']:.1f} / {groups['publish']:.1f} |",
         f"| job lake, whole (`scorehouse run --job lake`, from the command to its end) | {t_lake:.1f} |",
-        f"| lake_plan: raw tables into the lake + plan | {sum(phase('lake__features.lake_plan')):.1f} |",
-        f"| feature shard step: min / mean / max | {spread(feature_shards)} |",
+        f"| lake_plan: the shared raw tables into the lake, the fingerprints, the plan | {sum(phase('lake__features.lake_plan')):.1f} |",
+        f"| feature shard step (its part of the raw tables, then its features): min / mean / max | {spread(feature_shards)} |",
         f"| lake_population | {sum(phase('lake__features.lake_population')):.1f} |",
         f"| lake_score_plan | {sum(phase('lake__scores.lake_score_plan')):.1f} |",
         f"| scoring shard step: min / mean / max | {spread(score_shards)} |",
