@@ -16,7 +16,7 @@ import dagster as dg
 
 from assets.lifecycle import ModelSpec, score_as_published, training_keys
 from assets.metadata import frame_md
-from assets.resources import Settings, Source, Warehouse
+from assets.resources import Settings, Source, Warehouse, WarehouseReader
 from ml import registry
 from warehouse import features as F
 from warehouse import fraud as W
@@ -75,13 +75,13 @@ def build_lake(shards: int, first_snapshot: str, specs: list[ModelSpec], executo
             yield dg.DynamicOutput((k, plan, raw), mapping_key=f"shard_{k}")
 
     @dg.op
-    def lake_shard(context: dg.OpExecutionContext, work: tuple, warehouse: Warehouse,
+    def lake_shard(context: dg.OpExecutionContext, work: tuple, warehouse_reader: WarehouseReader,
                    lake: LakeResource) -> dg.Output:
         """One shard's part of the per-customer raw tables into the lake (unless the lake holds it as written from
         the same rows), then its feature tables, written as its part of the snapshot."""
         shard, plan, raw = work
         store = lake.open()
-        with warehouse.reading() as con:
+        with warehouse_reader.reading() as con:
             exported = S.export_shard(con, store, shard, raw)
         counts = S.build_shard(store, shard, plan)
         context.log.info(f"shard {shard}: raw parts written: "

@@ -57,19 +57,28 @@ class Warehouse(dg.ConfigurableResource):
             yield con
 
     @contextmanager
-    def reading(self):
-        """The file read-only: steps of job lake read it side by side (DuckDB lets several processes read a file
-        that no process writes), outside pool `warehouse`."""
-        with connect(self.paths.warehouse, read_only=True, memory_limit=self.memory_limit, threads=self.threads,
-                     wait_seconds=self.lock_wait_seconds) as con:
-            yield con
-
-    @contextmanager
     def holding(self):
         """The file held open for one step: its `connect()`s share one DuckDB instance (see `holds_warehouse`)."""
         with held(self.paths.warehouse, memory_limit=self.memory_limit, threads=self.threads,
                   wait_seconds=self.lock_wait_seconds):
             yield
+
+
+class WarehouseReader(Warehouse):
+    """The working DuckDB file for steps that only read it, side by side (job lake's shard steps: DuckDB lets
+    several processes read a file no process writes). No run lock of its own: a step process of a run launched
+    from the UI would take it for itself and the shard steps would wait for each other; a writer of another run
+    makes `reading()` wait `lock_wait_seconds` for the file, then fail naming it."""
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext):
+        yield self
+
+    @contextmanager
+    def reading(self):
+        with connect(self.paths.warehouse, read_only=True, memory_limit=self.memory_limit, threads=self.threads,
+                     wait_seconds=self.lock_wait_seconds) as con:
+            yield con
 
 
 def holds_warehouse(fn):
@@ -146,4 +155,6 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
         from assets.lake import LakeResource
 
         resources["lake"] = LakeResource(catalog=dg.EnvVar("SCOREHOUSE_CATALOG"), location=wh["lake"]["location"])
+        resources["warehouse_reader"] = WarehouseReader(home=str(home.root), memory_limit=wh["memory_limit"],
+                                                        threads=wh["threads"])
     return resources

@@ -17,7 +17,7 @@ import yaml
 
 from assets.lake import KEY, LakeResource, build_lake
 from assets.models import SPECS
-from assets.resources import Settings, Source, Warehouse
+from assets.resources import Settings, Source, Warehouse, WarehouseReader
 from tests.lakes import assert_same, frame, new_lake
 from warehouse import features as F
 from warehouse import shard_features as S
@@ -124,8 +124,8 @@ def test_two_past_snapshots_backfilled_use_only_the_data_delivered_by_then(bank,
     shutil.copy(bank["db"], Home.resolve(home).warehouse)
     location = new_lake(postgres_url, "lake_backfill", tmp_path / "lake")
     assets, _ = build_lake(2, "2026-01-01", SPECS, dg.in_process_executor)
-    resources = {"warehouse": Warehouse(home=str(home)), "lake": LakeResource(catalog=location.catalog,
-                                                                                 location=location.warehouse),
+    resources = {"warehouse": Warehouse(home=str(home)), "warehouse_reader": WarehouseReader(home=str(home)),
+                 "lake": LakeResource(catalog=location.catalog, location=location.warehouse),
                  "settings": Settings(home=str(home)), "source": Source(source=str(bank["cfg"]))}
     for snap in (D1, D2):  # D2 brings pivot columns D1's lake rows lack
         result = dg.materialize(assets, selection=[KEY], partition_key=snap.isoformat(), resources=resources)

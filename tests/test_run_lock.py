@@ -86,3 +86,47 @@ def test_a_holder_can_let_the_processes_it_starts_in_and_no_other(tmp_path):
         assert f"run xyz (pid {held.pid}) holds" in probe
     finally:
         held.communicate("")
+
+
+def test_job_lakes_shard_steps_read_the_file_while_another_step_of_the_run_holds_the_lock(tmp_path):
+    """A run launched from the UI takes the lock step by step (no `scorehouse run` holds it for the run's
+    processes): the shard steps, which only read the DuckDB file, must not wait for each other on it. The
+    WarehouseReader reads at once where the Warehouse resource would wait for the holder."""
+    import dagster as dg
+    import duckdb
+
+    from assets.resources import Warehouse, WarehouseReader
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with duckdb.connect(str(home / "warehouse.duckdb")) as con:
+        con.execute("CREATE TABLE t AS SELECT 42 AS x")
+
+    @dg.asset
+    def shard_step(warehouse_reader: WarehouseReader) -> int:
+        with warehouse_reader.reading() as con:
+            return con.execute("SELECT x FROM t").fetchone()[0]
+
+    @dg.asset
+    def writer_step(warehouse: Warehouse) -> None:
+        pass
+
+    held = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from warehouse.db import run_lock
+        with run_lock(Path(sys.argv[1]), "run abc, step lake_shard[shard_0]", 0):
+            print("held", flush=True)
+            sys.stdin.read()
+    """), str(home / "run.lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "held"
+        read = dg.materialize([shard_step], resources={"warehouse_reader": WarehouseReader(home=str(home))})
+        assert read.success and read.output_for_node("shard_step") == 42
+        waited = dg.materialize([writer_step], raise_on_error=False, resources={
+            "warehouse": Warehouse(home=str(home), run_lock_wait_seconds=0.3)})
+        failures = [e.event_specific_data.error.to_string() for e in waited.all_events if e.is_failure]
+        assert not waited.success and any("run abc, step lake_shard[shard_0]" in m and "holds" in m
+                                          for m in failures), failures
+    finally:
+        held.communicate("")
