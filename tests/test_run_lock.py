@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
 
 from warehouse.db import SHARED_LOCK, RunLockTimeout, run_lock
 
@@ -21,6 +22,28 @@ OTHER_PROCESS = textwrap.dedent("""
     except RunLockTimeout as e:
         print(e)
 """)
+
+
+HOLDER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from warehouse.db import run_lock
+    with run_lock(Path(sys.argv[1]), sys.argv[2], 0, children=sys.argv[3] == "children"):
+        print("held", flush=True)
+        sys.stdin.read()
+""")
+
+
+@contextmanager
+def _held_elsewhere(path, holder: str, children: bool = False):
+    """Another process holding the lock as `holder` until the block ends."""
+    held = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), holder, "children" if children else "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "held"
+        yield held
+    finally:
+        held.communicate("")
 
 
 def _other_process_tries(path) -> str:
@@ -41,16 +64,7 @@ def test_the_lock_is_reentrant_and_held_until_the_outer_holder_lets_go(tmp_path)
 
 def test_a_second_holder_waits_then_fails_naming_the_first(tmp_path):
     path = tmp_path / "run.lock"
-    held = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
-        import sys
-        from pathlib import Path
-        from warehouse.db import run_lock
-        with run_lock(Path(sys.argv[1]), "run abc", 0):
-            print("held", flush=True)
-            sys.stdin.read()
-    """), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert held.stdout.readline().strip() == "held"
+    with _held_elsewhere(path, "run abc") as held:
         told = []
         try:
             with run_lock(path, "second", 0.6, on_wait=told.append, poll_seconds=0.1):
@@ -58,8 +72,6 @@ def test_a_second_holder_waits_then_fails_naming_the_first(tmp_path):
         except RunLockTimeout as e:
             assert f"run abc (pid {held.pid}) holds {path}" in str(e)
         assert told == [f"waiting for run abc (pid {held.pid}) to finish (one run per home at a time: {path})"]
-    finally:
-        held.communicate("")
     with run_lock(path, "third", 0):
         pass
 
@@ -69,23 +81,12 @@ def test_a_holder_can_let_the_processes_it_starts_in_and_no_other(tmp_path):
     with run_lock(path, "run of job 'lake_features' from `scorehouse run`", 0, children=True):
         assert _other_process_tries(path) == "got it"  # a step the multiprocess executor started for the run
     assert SHARED_LOCK not in os.environ
-    held = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
-        import sys
-        from pathlib import Path
-        from warehouse.db import run_lock
-        with run_lock(Path(sys.argv[1]), "run xyz", 0, children=True):
-            print("held", flush=True)
-            sys.stdin.read()
-    """), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert held.stdout.readline().strip() == "held"
+    with _held_elsewhere(path, "run xyz", children=True) as held:
         # a process that is not its child, even one whose environment names it, waits like any other run
         forged = {**os.environ, SHARED_LOCK: f"{held.pid} {path.resolve()}"}
         probe = subprocess.run([sys.executable, "-c", OTHER_PROCESS, str(path)], capture_output=True, text=True,
                                check=True, env=forged).stdout.strip()
         assert f"run xyz (pid {held.pid}) holds" in probe
-    finally:
-        held.communicate("")
 
 
 def test_job_lakes_shard_steps_read_the_file_while_another_step_of_the_run_holds_the_lock(tmp_path):
@@ -111,16 +112,7 @@ def test_job_lakes_shard_steps_read_the_file_while_another_step_of_the_run_holds
     def writer_step(warehouse: Warehouse) -> None:
         pass
 
-    held = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
-        import sys
-        from pathlib import Path
-        from warehouse.db import run_lock
-        with run_lock(Path(sys.argv[1]), "run abc, step lake_shard[shard_0]", 0):
-            print("held", flush=True)
-            sys.stdin.read()
-    """), str(home / "run.lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert held.stdout.readline().strip() == "held"
+    with _held_elsewhere(home / "run.lock", "run abc, step lake_shard[shard_0]"):
         read = dg.materialize([shard_step], resources={"warehouse_reader": WarehouseReader(home=str(home))})
         assert read.success and read.output_for_node("shard_step") == 42
         waited = dg.materialize([writer_step], raise_on_error=False, resources={
@@ -128,5 +120,3 @@ def test_job_lakes_shard_steps_read_the_file_while_another_step_of_the_run_holds
         failures = [e.event_specific_data.error.to_string() for e in waited.all_events if e.is_failure]
         assert not waited.success and any("run abc, step lake_shard[shard_0]" in m and "holds" in m
                                           for m in failures), failures
-    finally:
-        held.communicate("")
