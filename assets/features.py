@@ -39,22 +39,38 @@ def _feature_asset(name: str, builder, deps: list[dg.AssetKey], description: str
 @dg.asset(key=["features", "population"], group_name=GROUP, kinds={"duckdb", "sql"}, pool="warehouse",
           deps=[RAW["customers"], RAW["transactions"], RAW["accounts"], RAW["loans"]])
 @holds_warehouse
-def population(context: dg.AssetExecutionContext, warehouse: Warehouse, source: Source) -> dg.MaterializeResult:
+def population(context: dg.AssetExecutionContext, warehouse: Warehouse, source: Source,
+               settings: Settings) -> dg.MaterializeResult:
     """features.population: every customer known at the snapshot date, which is fixed here for all features.
 
     The snapshot is the source config's `snapshot.date`, else the latest transaction date minus
-    `snapshot.holdout_days` (the outcome window labels are taken from)."""
-    cfg = source.config()
+    `snapshot.holdout_days` (the outcome window labels are taken from). On the iceberg backend, a sample of
+    them (`warehouse.lake.sample_customers`, the same share of every customer shard): the models train, are
+    gated and watched for drift on its features here, while the lake builds and scores every customer's."""
+    cfg, sample = source.config(), _sample(settings)
     with warehouse.connect() as con:
         snap = F.resolve_snapshot(con, cfg.snapshot_date, cfg.holdout_days)
-        n = F.build_population(con, snap)
+        n = known = F.build_population(con, snap)
         problem = None if n else F.empty_population(con, snap, cfg.snapshot_date, cfg.holdout_days, str(cfg.origin))
         if problem:
             raise dg.Failure(description=problem)
+        if sample:
+            n, known = sample.apply(con)
         md = table_metadata(con, "features.population")
         version = dg.DataVersion(content_version(con, "features.population"))
-    context.log.info(f"snapshot {snap}: {n:,} customers")
-    return dg.MaterializeResult(metadata={**md, "snapshot_date": str(snap)}, data_version=version)
+    sampled = (f"{n:,} of the {known:,} customers, the same share of each of the {sample.shards} shards "
+               f"(warehouse.lake.sample_customers {sample.customers:,}); the lake holds every customer's features"
+               if sample and n < known else None)
+    context.log.info(f"snapshot {snap}: {n:,} customers" + (f": a sample, {sampled}" if sampled else ""))
+    return dg.MaterializeResult(data_version=version, metadata={
+        **md, "snapshot_date": str(snap), **({"sample": sampled} if sampled else {})})
+
+
+def _sample(settings: Settings) -> F.Sample | None:
+    """The iceberg backend's sample of customers for the DuckDB file, if it has one."""
+    wh = settings.get("warehouse")
+    cap = wh["lake"]["sample_customers"]
+    return F.Sample(cap, wh["lake"]["shards"]) if wh["backend"] == "iceberg" and cap is not None else None
 
 
 POP = dg.AssetKey(["features", "population"])

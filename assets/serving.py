@@ -78,9 +78,10 @@ def report_metadata(report: RunReport) -> dict:
     return md
 
 
-def build_run_report(specs: list[ModelSpec]) -> dg.AssetsDefinition:
-    """After publishing and every model's training and scoring that the run holds (whichever job)."""
-    upstream = [KEY, *(dg.AssetKey(["ml", f"{s.name}_champion"]) for s in specs),
+def build_run_report(specs: list[ModelSpec], published: bool = True) -> dg.AssetsDefinition:
+    """After publishing (`published`: the graph has serving/published) and every model's training and scoring
+    that the run holds (whichever job)."""
+    upstream = [*([KEY] if published else []), *(dg.AssetKey(["ml", f"{s.name}_champion"]) for s in specs),
                 *(dg.AssetKey(["scores", s.name]) for s in specs)]
 
     @dg.op(ins={"after": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing), pool="warehouse",
@@ -89,7 +90,8 @@ def build_run_report(specs: list[ModelSpec]) -> dg.AssetsDefinition:
         run_id = context.run.run_id
         bands = Bands.from_config(settings.get("monitoring", "drift"))
         with warehouse.connect() as con:
-            report = build_report(con, run_id, bands, published_at(warehouse.paths.serving, run_id))
+            report = build_report(con, run_id, bands, published_at(warehouse.paths.serving, run_id),
+                                  publisher=None if published else "lake")
         # on the run itself, so that the Runs list shows it whoever launched the run (CLI, schedule, UI)
         context.instance.add_run_tags(run_id, report.tags())
         for line in report.lines():

@@ -71,6 +71,11 @@ class LakeSettings(Strict):
         "password, comes from the environment variable SCOREHOUSE_CATALOG: postgresql://user@host:port/database)"))
     shards: int = Field(1, ge=1, le=4096, description=(
         "customer shards: hash(customer_id) mod shards (docs/scale-out.md); each shard's features are one step"))
+    sample_customers: int | None = Field(500_000, ge=1, description=(
+        "the DuckDB file builds the features of about this many customers when the bank has more, the same share "
+        "of every shard (by a hash of customer_id): the models train, are gated and watched for drift on them, "
+        "while the lake builds and scores every customer's and BI is published from it (docs/scale-out.md). "
+        "null: every customer"))
     keep_snapshots_days: int = Field(7, ge=1, description=(
         "job `lake_maintenance` expires the lake's table snapshots older than this (a past run's state is read "
         "back until then; the current state is always kept) and deletes the files no snapshot left refers to"))

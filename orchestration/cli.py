@@ -217,10 +217,12 @@ def _report(home: Home, run_id: str, wait: float = 0.0):
     if not home.warehouse.exists():
         return None
     published = published_at(home.serving, run_id)
-    bands = Bands.from_config(load_settings(home.root, _source(argparse.Namespace()))["monitoring"]["drift"])
+    settings = load_settings(home.root, _source(argparse.Namespace()))
+    bands = Bands.from_config(settings["monitoring"]["drift"])
     with connect(home.warehouse, read_only=True, wait_seconds=wait,
                  on_wait=_to_stderr) as con:
-        return build_report(con, run_id, bands, published)
+        return build_report(con, run_id, bands, published,
+                            publisher="lake" if settings["warehouse"]["backend"] == "iceberg" else None)
 
 
 def _tag(run_id: str, report) -> None:

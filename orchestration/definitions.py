@@ -25,8 +25,9 @@ MODELS = [s.name for s in SPECS]
 jobs = {j.name: j for j in build_jobs(MODELS)}
 # The iceberg backend's assets and job, only where settings choose it: the embedded default's graph stays as it is.
 lake = settings["warehouse"]["lake"]
+iceberg = settings["warehouse"]["backend"] == "iceberg"
 lake_assets = []
-if settings["warehouse"]["backend"] == "iceberg":
+if iceberg:
     from assets.lake import build_lake, build_maintenance
 
     lake_assets, lake_job = build_lake(lake["shards"], lake["first_snapshot"], SPECS,
@@ -49,7 +50,10 @@ DOMAINS = {k: s.domain for s in SPECS for k in (*training_keys(s.name), dg.Asset
 
 defs = dg.Definitions(
     assets=dg.map_asset_specs(lambda spec: catalogued(spec, DOMAINS), [
-        *raw_assets, *feature_assets, *model_assets, build_publish(SPECS), build_run_report(SPECS), *lake_assets]),
+        *raw_assets, *feature_assets, *model_assets, build_run_report(SPECS, published=not iceberg),
+        # on the iceberg backend the DuckDB file scores a sample (warehouse.lake.sample_customers): BI's serving
+        # file is published from the lake's scores of every customer (lake/published), never from the sample
+        *([] if iceberg else [build_publish(SPECS)]), *lake_assets]),
     asset_checks=[*feature_checks, *model_checks, *freshness_checks],
     jobs=list(jobs.values()),
     schedules=build_schedules(settings, jobs),

@@ -41,6 +41,7 @@ class RunReport:
     run_id: str
     models: list[ModelReport]
     published_at: datetime | None  # when this run published serving.duckdb; None: it did not
+    publisher: str | None = None  # the job that publishes instead (the iceberg backend's `lake`), if another does
 
     def count(self, outcome: str) -> int:
         return sum(m.outcome == outcome for m in self.models)
@@ -84,7 +85,8 @@ class RunReport:
         failed = sum(m.scoring == "failed" for m in self.models)
         if scored or failed:
             tags["scorehouse/scored"] = f"{scored} of {len(self.models)}" + (f", {failed} failed" if failed else "")
-            tags["scorehouse/published"] = "yes" if self.published_at else "no"
+            tags["scorehouse/published"] = ("yes" if self.published_at else
+                                            f"by job {self.publisher}" if self.publisher else "no")
         return tags
 
     def lines(self) -> list[str]:
@@ -101,6 +103,9 @@ class RunReport:
         out += [f"  {m.model}: {m.line}" for m in self.models]
         if self.published_at:
             out.append(f"Published: {self.published_at:%Y-%m-%d %H:%M:%S}")
+        elif self.publisher:
+            out.append(f"Published: by job {self.publisher} (every customer's scores; this run's are the sample's "
+                       "the models are watched on: warehouse.lake.sample_customers)")
         elif any(m.scoring in ("scored", "failed") for m in self.models):
             out.append("Published: no (serving.duckdb still holds an earlier run's scores)")
         else:
@@ -118,7 +123,7 @@ def _has(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
 
 
 def build_report(con: duckdb.DuckDBPyConnection, run_id: str, bands: drift.Bands = drift.DEFAULT_BANDS,
-                 published_at: datetime | None = None) -> RunReport:
+                 published_at: datetime | None = None, publisher: str | None = None) -> RunReport:
     """The report of run `run_id` from the warehouse (read only): every model the run trained or scored."""
     runs = con.execute(
         "SELECT model, training, scoring, champion_version, challenger_version, rows_scored, outcome "
@@ -144,4 +149,4 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, bands: drift.Bands
             None if worst is None else str(worst["feature"]),
             None if worst is None else round(float(worst["psi"]), 4),
             drift.verdict(mine, bands).band if len(counted) else None, line, note))
-    return RunReport(run_id, models, published_at)
+    return RunReport(run_id, models, published_at, publisher)

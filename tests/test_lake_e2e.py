@@ -1,7 +1,8 @@
 """The iceberg backend through the CLI as a user runs it: `scorehouse run --backend iceberg ... --shards 4
---executor multiprocess` (the embedded run, then job `lake`), its scoring shard steps SIGKILLed mid-write, a
-second lake run's feature shard steps too, a third converging to the embedded run's feature tables and
-scored tables row for row, published from the lake, and a past snapshot date backfilled into the history."""
+--executor multiprocess` (the embedded run on the DuckDB file's sample, publishing nothing, then job `lake`), its
+scoring shard steps SIGKILLed mid-write, a second lake run's feature shard steps too, a third converging to the
+embedded run's feature tables and scored tables row for row, published from the lake, and a past snapshot date
+backfilled into the history (a first attempt killed while scoring: BI keeps the last good publish)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,9 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
     assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
     assert "Then the lake (warehouse.backend iceberg): job 'lake'" in first.stdout
     assert first.stdout.count("Run ") >= 2 and "SUCCESS" in first.stdout  # the embedded run succeeded
-    published = _manifest_runs(home)  # the embedded run's publish: BI keeps reading it
+    # it trained and scored the DuckDB file's sample (here every customer: fewer than
+    # warehouse.lake.sample_customers) and published nothing: BI's file comes from the lake only, and its run failed
+    assert "Published: by job lake" in first.stdout and not Home.resolve(home).serving.exists()
     with connect(Home.resolve(home).warehouse, read_only=True) as con:
         snap = F.resolve_snapshot(con, source_config("synthetic").snapshot_date, source_config("synthetic").holdout_days)
         expected = {t: frame(con, t) for t in S.FEATURE_TABLES}
@@ -78,7 +81,7 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
     assert bad.returncode == 2 and "expected a snapshot date, YYYY-MM-DD" in bad.stderr, bad.stderr
     killed = _cli("run", "--job", "lake", *flags, home=home, env={"SCOREHOUSE_KILL_AT": "lake_shard"})
     assert killed.returncode == 1, killed.stdout[-3000:] + killed.stderr[-3000:]  # the feature shards this time
-    assert _manifest_runs(home) == published  # BI still reads the last good publish
+    assert not Home.resolve(home).serving.exists()  # nothing half written reached BI
     rerun = _cli("run", "--job", "lake", *flags, home=home)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert f"Lake tables for {snap} in " in rerun.stdout and "Tables in" not in rerun.stdout  # the lake's, not the file's
@@ -100,8 +103,13 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
             assert_same(in_lake[served.columns], served, f"serving scores.{name}")  # its shareable columns
         (run_id,), = srv.execute("SELECT DISTINCT run_id FROM manifest").fetchall()
 
-    # a past snapshot date backfilled: its scores join the history, the current ones stay the newest date's
+    # a past snapshot date backfilled: its scores join the history, the current ones stay the newest date's; a
+    # first attempt whose scoring shard steps are killed leaves BI reading the last good publish
     past = snap - timedelta(days=28)
+    published = _manifest_runs(home)
+    backfill = _cli("run", "--job", "lake", "--partition", past.isoformat(), *flags, home=home,
+                    env={"SCOREHOUSE_KILL_AT": "lake_score"})
+    assert backfill.returncode == 1 and _manifest_runs(home) == published == {run_id}, backfill.stdout[-3000:]
     backfill = _cli("run", "--job", "lake", "--partition", past.isoformat(), *flags, home=home)
     assert backfill.returncode == 0, backfill.stdout[-3000:] + backfill.stderr[-3000:]
     assert len(SS.read_scores(lake, "fraud", past)) == 0  # fraud scores the latest transactions, not a past date
@@ -117,11 +125,13 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
     assert set(lake.shard_counts("scores.churn")) == {0, 1, 2, 3}
 
     with open_instance(Home.resolve(home).dagster_home, say=lambda m: None) as instance:
-        backfilled, good_run, features_killed, scores_killed = instance.get_runs(dg.RunsFilter(job_name="lake"))
-        assert backfilled.tags["dagster/partition"] == past.isoformat()
+        backfilled, backfill_killed, good_run, features_killed, scores_killed = instance.get_runs(
+            dg.RunsFilter(job_name="lake"))
+        assert backfilled.tags["dagster/partition"] == backfill_killed.tags["dagster/partition"] == past.isoformat()
         assert good_run.status == dg.DagsterRunStatus.SUCCESS and run_id == good_run.run_id, good_run.status
         for run, step in ((features_killed, "lake__features.lake_shard["),
-                          (scores_killed, "lake__scores.lake_score_shard[")):
+                          (scores_killed, "lake__scores.lake_score_shard["),
+                          (backfill_killed, "lake__scores.lake_score_shard[")):
             assert run.status == dg.DagsterRunStatus.FAILURE
             failed = {e.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)}
             assert failed and all(k.startswith(step) for k in failed), failed  # killed mid-write

@@ -116,3 +116,52 @@ def test_a_bank_sharded_more_coarsely_then_as_before_gets_every_part_back(contro
             S.export_raw(con, lake, shards)
             counts = lake.shard_counts("raw.transactions")
             assert set(counts) == set(range(shards)) and sum(counts.values()) == want, (shards, counts)
+
+
+def test_on_the_iceberg_backend_the_duckdb_file_builds_a_sample_stratified_by_shard(control, tmp_path):
+    """warehouse.lake.sample_customers: the DuckDB file's features, which the models train, are gated and watched on
+    while the lake builds every customer's, hold about that many customers, the same share of each shard, the same
+    customers every build; a sampled customer's own columns equal the full build's (the columns over the
+    population are the sample's)."""
+    import dagster as dg
+
+    from assets.features import feature_assets
+    from assets.resources import Settings, Source, Warehouse
+    from warehouse.shards import shard_of
+
+    db, snaps = control
+    full = tmp_path / "full.duckdb"
+    shutil.copy(db, full)
+    with connect(full) as con:
+        F.build_all(con, snaps[1])
+        everyone = frame(con, "customer_features")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "scorehouse.yaml").write_text(f"warehouse:\n  backend: iceberg\n  lake:\n    location: {tmp_path / 'lake'}\n"
+                                          f"    shards: {SHARDS}\n    sample_customers: 500\n")
+    resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source="synthetic", landing=str(tmp_path)),
+                 "settings": Settings(home=str(home), source="synthetic")}
+    seen = []
+    for _ in range(2):
+        shutil.copy(db, home / "warehouse.duckdb")
+        with dg.instance_for_test() as instance:
+            result = dg.materialize(feature_assets, resources=resources, instance=instance)
+        assert result.success
+        with connect(home / "warehouse.duckdb", read_only=True) as con:
+            seen.append(frame(con, "customer_features"))
+    first, again = seen
+    assert_same(first, again, "the same sample twice")
+    per_shard = {k: 0 for k in range(SHARDS)}
+    for cid in everyone["customer_id"]:
+        per_shard[shard_of(cid, SHARDS)] += 1
+    sampled = {k: 0 for k in range(SHARDS)}
+    for cid in first["customer_id"]:
+        sampled[shard_of(cid, SHARDS)] += 1
+    n = len(everyone)
+    assert n > 1400 and sampled == {k: round(m * 500 / n) for k, m in per_shard.items()}, (sampled, per_shard)
+    own = [c for c in first.columns if c not in F.POPULATION_COLUMNS]
+    mine = everyone[everyone["customer_id"].isin(first["customer_id"])].reset_index(drop=True)
+    assert_same(mine[own], first[own], "a sampled customer's own columns")
+    pop = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+               if e.asset_key == dg.AssetKey(["features", "population"]))
+    assert "sample" in pop and pop["dagster/row_count"].value == len(first)

@@ -8,6 +8,7 @@ its row count. Column meanings are in FEATURE_DOCS (and docs/features.md).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import duckdb
@@ -17,6 +18,7 @@ from warehouse.db import has_rows
 from warehouse.frames import frame
 from warehouse.mapping import sql_str
 from warehouse.schema import table_mode
+from warehouse.shards import shard_sql
 
 WINDOWS = (30, 90, 180, 365)
 MAX_PIVOT_VALUES = 8  # channel/category/product columns: the most frequent values, the rest as "other"
@@ -149,6 +151,30 @@ def build_population(con, snap: date) -> int:
         CREATE OR REPLACE TABLE features.population AS
         SELECT DISTINCT customer_id, {s} AS snapshot_date FROM ({ids}) ORDER BY customer_id""")
     return _count(con, "features.population")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """About `customers` of the population, stratified by customer shard: the iceberg backend's DuckDB file, whose
+    features the models train, are gated and watched on while the lake builds and scores the whole bank's."""
+
+    customers: int
+    shards: int
+
+    def apply(self, con) -> tuple[int, int]:
+        """features.population cut to the sample when it holds more: shard k, holding n_k of its n customers, keeps
+        round(n_k * customers / n), those with the lowest md5('sample:' || customer_id) (the same customers every
+        run, whatever the row order, and in any engine). (customers kept, customers known)."""
+        known = _count(con, "features.population")
+        if known <= self.customers:
+            return known, known
+        con.execute(f"""
+            DELETE FROM features.population WHERE customer_id NOT IN (
+                SELECT customer_id FROM (SELECT customer_id, md5('sample:' || customer_id::VARCHAR) AS h,
+                                                {shard_sql("customer_id", self.shards)} AS shard FROM features.population)
+                QUALIFY row_number() OVER (PARTITION BY shard ORDER BY h)
+                        <= round(count(*) OVER (PARTITION BY shard) * ?))""", [self.customers / known])
+        return _count(con, "features.population"), known
 
 
 def _top_values(con, kind: str, expr: str, table: str, where: str, given: dict[str, list[str]] | None = None
