@@ -120,7 +120,8 @@ def build_lake(shards: int, first_snapshot: str, specs: list[ModelSpec], executo
                               description="Features and scores in the lake for one snapshot date, shard by shard, "
                               "with the registry's champions, and the serving file published from them "
                               "(docs/scale-out.md). On the iceberg backend `scorehouse run` runs it after the "
-                              "embedded run; `scorehouse run --job lake` alone.")
+                              "run on the DuckDB file (the ingest, and training on a sample of the customers); "
+                              "`scorehouse run --job lake` alone.")
     return [lake_features, lake_scores, published], job
 
 

@@ -754,8 +754,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--partition", help="a partitioned job's partition (lake: the snapshot date, YYYY-MM-DD; "
                    "default: the snapshot the warehouse's data gives)")
     rs = r.add_argument_group("settings for this run (over scorehouse.yaml; docs/settings.md, docs/scale-out.md)")
-    rs.add_argument("--backend", choices=("duckdb", "iceberg"), help="warehouse.backend; iceberg: the whole run, then "
-                    "job lake (features, scores and the serving file from the lake)")
+    rs.add_argument("--backend", choices=("duckdb", "iceberg"), help="warehouse.backend; iceberg: the run on the DuckDB "
+                    "file (training on a sample of the customers: warehouse.lake.sample_customers), then job lake "
+                    "(every customer's features and scores, and the serving file, from the lake)")
     rs.add_argument("--catalog", help="the Iceberg catalog's URL (postgresql://user@host:port/db; else "
                     "SCOREHOUSE_CATALOG, where a password belongs: a flag is visible to other users of the machine)")
     rs.add_argument("--warehouse", help="warehouse.lake.location: the Iceberg warehouse, a folder or s3://bucket/prefix")

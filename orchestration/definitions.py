@@ -16,7 +16,7 @@ from assets.serving import build_publish, build_run_report
 from assets.settings import load_settings
 from orchestration.executors import executor_for
 from orchestration.jobs import build_jobs, build_schedules, due_selection
-from orchestration.sensors import build_alert_sensors, build_freshness, build_landing_sensor
+from orchestration.sensors import build_alert_sensors, build_freshness, build_lake_follower, build_landing_sensor
 from warehouse.db import Home
 
 # Validated here, so bad settings stop the definitions from loading, with the file and key of each problem.
@@ -59,7 +59,8 @@ defs = dg.Definitions(
     schedules=build_schedules(settings, jobs),
     sensors=[build_landing_sensor(jobs["scorehouse"], settings["sensors"]["landing_interval_seconds"],
                                   [a.key for a in raw_assets], _due),
-             *build_alert_sensors(settings["sensors"]["alert_interval_seconds"]), freshness_sensor],
+             *build_alert_sensors(settings["sensors"]["alert_interval_seconds"]), freshness_sensor,
+             *([build_lake_follower(jobs["lake"], [jobs["scorehouse"], jobs["score"]])] if iceberg else [])],
     resources=resources_for_env(),
     executor=dg.in_process_executor,
 )

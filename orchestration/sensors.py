@@ -3,7 +3,8 @@
   alert_on_checks_and_drift a finished run's failed checks (quality, gates, drift, freshness) -> alerts; a failed
                             check does not fail a run, so a run-failure sensor alone would never see them;
   alert_on_run_failure      a failed run -> alert;
-  freshness_checks_sensor   evaluates the freshness checks of scores.* (stale scores -> alert via the first).
+  freshness_checks_sensor   evaluates the freshness checks of scores.* (stale scores -> alert via the first);
+  lake_after_scoring        the iceberg backend only: job lake after each pipeline or daily scoring run.
 """
 
 
@@ -114,3 +115,37 @@ def build_freshness(score_keys: list[dg.AssetKey], max_age_hours: float) -> tupl
         sensor = dg.build_sensor_for_freshness_checks(freshness_checks=checks,
                                                       default_status=dg.DefaultSensorStatus.RUNNING)
     return list(checks), sensor
+
+
+POPULATION = dg.AssetKey(["features", "population"])
+
+
+def build_lake_follower(lake_job, after: list) -> dg.SensorDefinition:
+    """The iceberg backend: job `lake` for the data's snapshot date after each successful run of the jobs
+    `after` (the pipeline and the daily scoring, which train and watch the DuckDB file's sample of customers):
+    the lake then scores every customer with the champions in service and publishes BI's file."""
+
+    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="lake_after_scoring",
+                          monitored_jobs=after, request_job=lake_job, default_status=dg.DefaultSensorStatus.RUNNING,
+                          description="After a successful run of " + ", ".join(f"`{j.name}`" for j in after)
+                                      + " (the DuckDB file's sample), job `lake` for the snapshot date that run's "
+                                      "features are as of: every customer's features and scores, then the "
+                                      "serving file.")
+    def lake_after_scoring(context: dg.RunStatusSensorContext):
+        run_id = context.dagster_run.run_id
+        if context.dagster_run.tags.get("scorehouse/trigger") == "cli":
+            return dg.SkipReason(f"run {run_id[:8]} was launched by `scorehouse run`, which runs job lake itself")
+        snap = lake_partition(context.instance)
+        if snap is None:
+            return dg.SkipReason(f"run {run_id[:8]}: no features/population materialization names a snapshot date")
+        return dg.RunRequest(run_key=f"lake-after-{run_id}", partition_key=snap,
+                             tags={"scorehouse/trigger": "lake_after_scoring", "scorehouse/after_run": run_id})
+
+    return lake_after_scoring
+
+
+def lake_partition(instance: dg.DagsterInstance) -> str | None:
+    """The snapshot date of the newest features/population: the date the data's features are as of."""
+    event = instance.get_latest_materialization_event(POPULATION)
+    value = event.asset_materialization.metadata.get("snapshot_date") if event and event.asset_materialization else None
+    return None if value is None else str(value.value)

@@ -210,3 +210,43 @@ def test_loading_the_definitions_imports_no_model_library():
             "print(sorted({'xgboost', 'sklearn', 'scipy', 'great_expectations'} & set(sys.modules)))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
+
+
+ICEBERG_DEFS = '''
+import dagster as dg
+from orchestration.definitions import defs
+
+keys = defs.resolve_asset_graph().get_all_asset_keys()
+assert dg.AssetKey(["lake", "published"]) in keys and dg.AssetKey(["serving", "published"]) not in keys
+sensor = defs.get_sensor_def("lake_after_scoring")
+
+@dg.asset(key=["features", "population"])
+def population():
+    return dg.MaterializeResult(metadata={"snapshot_date": "2026-06-30"})
+
+with dg.instance_for_test() as instance:
+    for materialized, trigger in ((False, "ui"), (True, "cli"), (True, "ui")):
+        result = dg.materialize([population] if materialized else [dg.asset(name="other")(lambda: None)],
+                                instance=instance, tags={"scorehouse/trigger": trigger})
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name, dagster_event=result.get_run_success_event(), dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(result.run_id), repository_def=defs.get_repository_def())
+        out = sensor(context)
+        ok = isinstance(out, dg.RunRequest)
+        print(type(out).__name__, out.partition_key if ok else None, sensor.job_name if ok else None,
+              ok and out.run_key.startswith("lake-after-"))
+'''
+
+
+def test_on_the_iceberg_backend_bi_is_published_from_the_lake_which_follows_each_scoring_run(tmp_path):
+    """The iceberg backend's definitions have no embedded serving/published (the DuckDB file scores a sample: BI
+    must never read it), and sensor lake_after_scoring asks for job lake, for the snapshot date the newest
+    features are as of, after each run of the pipeline or the daily scoring (not after `scorehouse run`'s, which
+    runs job lake itself)."""
+    (tmp_path / "scorehouse.yaml").write_text(f"warehouse:\n  backend: iceberg\n  lake: {{location: {tmp_path}}}\n")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    r = subprocess.run([sys.executable, "-c", ICEBERG_DEFS], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                       env={**env, "SCOREHOUSE_HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split("\n")[-4:] == ["SkipReason None None False", "SkipReason None None False",
+                                         "RunRequest 2026-06-30 lake True", ""], r.stdout
