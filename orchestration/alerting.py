@@ -119,7 +119,8 @@ def evaluate_run(instance: dg.DagsterInstance, run_id: str, home: str | Path, se
 
     alerts = []
     if drifted:
-        alerts.append(drift_alert(drifted, {**info, "published": published_in_run(instance, run_id), "home": str(home)}))
+        published = "lake" if settings["warehouse"]["backend"] == "iceberg" else published_in_run(instance, run_id)
+        alerts.append(drift_alert(drifted, {**info, "published": published, "home": str(home)}))
     if failed:
         alerts.append(check_alert(failed, info))
     if held:

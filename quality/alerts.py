@@ -102,10 +102,14 @@ def _published(run: dict) -> str:
     """Whether BI reads the drifted scores, and how to stop it."""
     if run.get("published") is None:
         return ""
+    home = f" --home {run['home']}" if run.get("home") else ""
+    if run["published"] == "lake":  # the iceberg backend: the run scored the DuckDB file's sample
+        return (" These are the scores of the DuckDB file's sample of customers (warehouse.lake.sample_customers): "
+                "job lake scores every customer with the same champions and publishes them for BI. To serve the "
+                f"previous serving file again after it: `scorehouse rollback{home}`.")
     if not run["published"]:
         return (" These scores were not published: serving/published did not run in this run, so BI still reads "
                 "the previous serving file.")
-    home = f" --home {run['home']}" if run.get("home") else ""
     return (" These scores were published: serving/published ran in this run, so BI reads them now. To serve the "
             f"previous serving file again: `scorehouse rollback{home}` (`--list` shows the versions kept); the next "
             "run publishes over it.")

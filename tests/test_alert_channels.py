@@ -217,11 +217,15 @@ def test_a_drift_alert_says_whether_the_run_published_the_scores(tmp_path):
     settings["alerts"]["routes"] = {"drift": ["webhook"]}
     with HttpReceiver() as rx, dg.instance_for_test() as instance:
         env = {"SCOREHOUSE_ALERT_WEBHOOK_URL": rx.url()}
-        for selection, home in (([churn_scores, churn_drift, published], tmp_path / "a"),
-                                ([churn_scores, churn_drift], tmp_path / "b")):
+        # the iceberg backend's runs score the DuckDB file's sample; job lake publishes every customer's scores
+        lake = {**settings, "warehouse": {**settings["warehouse"], "backend": "iceberg"}}
+        for selection, home, config in (([churn_scores, churn_drift, published], tmp_path / "a", settings),
+                                        ([churn_scores, churn_drift], tmp_path / "b", settings),
+                                        ([churn_scores, churn_drift], tmp_path / "c", lake)):
             result = dg.materialize(selection, instance=instance)
-            evaluate_run(instance, result.run_id, home, settings, env)
-    sent, held = rx.bodies()
+            evaluate_run(instance, result.run_id, home, config, env)
+    sent, held, sample = rx.bodies()
+    assert "the DuckDB file's sample of customers" in sample["what"] and "job lake scores every customer" in sample["what"]
     assert sent["kind"] == held["kind"] == "drift" and sent["severity"] == "error"
     assert "These scores were published" in sent["what"] and f"scorehouse rollback --home {tmp_path / 'a'}" in sent["what"]
     assert "These scores were not published" in held["what"] and "rollback" not in held["what"]
