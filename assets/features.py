@@ -63,7 +63,7 @@ def population(context: dg.AssetExecutionContext, warehouse: Warehouse, source: 
                if sample and n < known else None)
     context.log.info(f"snapshot {snap}: {n:,} customers" + (f": a sample, {sampled}" if sampled else ""))
     return dg.MaterializeResult(data_version=version, metadata={
-        **md, "snapshot_date": str(snap), **({"sample": sampled} if sampled else {})})
+        **md, "snapshot_date": str(snap), **({"sample": sampled, "customers_known": known} if sampled else {})})
 
 
 def _sample(settings: Settings) -> F.Sample | None:

@@ -112,6 +112,8 @@ class _Progress(threading.Thread):
             extra = ""
             if "rows_read" in md:
                 extra = f" ({md['rows_read'].value:,} read, {md['rows_quarantined'].value:,} quarantined)"
+            elif "customers_known" in md:  # the iceberg backend's sample
+                extra = f" (a sample of the {md['customers_known'].value:,}: warehouse.lake.sample_customers)"
             n = f"{rows.value:,} rows" if rows else ""
             print(f"{t} ✓ {mat.asset_key.to_user_string():<32} {n}{extra}", flush=True)
         elif kind == "ASSET_CHECK_EVALUATION":

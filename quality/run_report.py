@@ -104,8 +104,8 @@ class RunReport:
         if self.published_at:
             out.append(f"Published: {self.published_at:%Y-%m-%d %H:%M:%S}")
         elif self.publisher:
-            out.append(f"Published: by job {self.publisher} (every customer's scores; this run's are the sample's "
-                       "the models are watched on: warehouse.lake.sample_customers)")
+            out.append(f"Published: by job {self.publisher}, which scores every customer (this run scored the sample "
+                       "the models are trained and watched on: warehouse.lake.sample_customers)")
         elif any(m.scoring in ("scored", "failed") for m in self.models):
             out.append("Published: no (serving.duckdb still holds an earlier run's scores)")
         else:
