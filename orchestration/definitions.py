@@ -22,10 +22,10 @@ from warehouse.db import Home
 # Validated here, so bad settings stop the definitions from loading, with the file and key of each problem.
 settings = load_settings(Home.resolve().root, os.environ.get("SCOREHOUSE_SOURCE", "synthetic"))
 MODELS = [s.name for s in SPECS]
-jobs = {j.name: j for j in build_jobs(MODELS)}
 # The iceberg backend's assets and job, only where settings choose it: the embedded default's graph stays as it is.
 lake = settings["warehouse"]["lake"]
 iceberg = settings["warehouse"]["backend"] == "iceberg"
+jobs = {j.name: j for j in build_jobs(MODELS, iceberg)}
 lake_assets = []
 if iceberg:
     from assets.lake import build_lake, build_maintenance

@@ -40,16 +40,20 @@ def _job(name: str, selection: dg.AssetSelection, description: str) -> dg.Unreso
                                description=description, run_tags=WRITES)
 
 
-def build_jobs(model_names: list[str]) -> list[dg.UnresolvedAssetJobDefinition]:
-    """Every job of the embedded pipeline."""
+def build_jobs(model_names: list[str], iceberg: bool = False) -> list[dg.UnresolvedAssetJobDefinition]:
+    """Every job of the embedded pipeline (`iceberg`: on the iceberg backend, where they work on the DuckDB file's
+    sample of customers and job lake scores and publishes)."""
+    sample = (" On the iceberg backend: the DuckDB file's sample of customers (warehouse.lake.sample_customers), "
+              "nothing published; job lake follows (sensor lake_after_scoring), scores every customer and publishes."
+              if iceberg else "")
     return [
         # the iceberg backend's lake assets are partitioned by snapshot date: their own job, `lake` (assets/lake.py)
         _job("scorehouse", dg.AssetSelection.all() - dg.AssetSelection.groups("lake"), "The whole pipeline: ingest "
              "the landing files, validate, build features, train and gate the models that are due (no champion, or "
              "one older than models.retrain_after_days, when launched by `scorehouse run` or the landing sensor), score every "
-             "customer, measure drift and publish the serving file for BI."),
+             "customer, measure drift and publish the serving file for BI." + sample),
         _job("score", (SCORING | SERVING).upstream() - TRAINING, "Daily: ingest new landing files, build features, "
-             "score every customer with each model's current champion and publish the serving file."),
+             "score every customer with each model's current champion and publish the serving file." + sample),
         _job("retrain", TRAINING.upstream() | REPORT, "Weekly: ingest, build features, train a challenger per model; "
              "each is promoted only if its gate passes."),
         _job("features", dg.AssetSelection.groups("ingest", "features"), "Ingest, validate and build the feature "

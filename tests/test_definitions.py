@@ -219,6 +219,8 @@ from orchestration.definitions import defs
 keys = defs.resolve_asset_graph().get_all_asset_keys()
 assert dg.AssetKey(["lake", "published"]) in keys and dg.AssetKey(["serving", "published"]) not in keys
 sensor = defs.get_sensor_def("lake_after_scoring")
+assert all("job lake follows (sensor lake_after_scoring)" in defs.resolve_job_def(j).description
+           for j in ("scorehouse", "score"))
 
 @dg.asset(key=["features", "population"])
 def population():
