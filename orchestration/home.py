@@ -40,6 +40,11 @@ concurrency:
 run_monitoring:
   enabled: true
   free_slots_after_run_end_seconds: 0
+python_logs:
+  # pyiceberg's warnings (a catalog commit retried after another shard step's) into the run's event log, with
+  # their step, rather than onto the terminal of `scorehouse run` as stray lines
+  managed_python_loggers:
+    - pyiceberg
 """
 
 WORKSPACE_YAML = f"""\

@@ -35,3 +35,29 @@ def test_runs_written_through_open_connections_read_the_same_with_dagsters_own_s
     assert plain.get_latest_materialization_events([dg.AssetKey("numbers")])[dg.AssetKey("numbers")].run_id \
         == latest.run_id == runs[-1]
     assert list(check.values())[0].run_id == runs[-1]
+
+
+def test_a_libraries_warning_in_a_step_goes_to_the_runs_event_log_not_the_terminal(tmp_path, capfd):
+    """pyiceberg warns when a shard step's catalog commit is retried after another's: the home's dagster.yaml makes
+    that a warning of the step in the run's event log (the UI shows it), not a stray line on the terminal."""
+    import logging
+
+    import dagster as dg
+
+    said = "Commit failed due to a concurrent update, retrying (1/4) in 103 ms"
+
+    @dg.op
+    def commit():
+        logging.getLogger("pyiceberg.table").warning(said)
+
+    @dg.job
+    def lake_like():
+        commit()
+
+    with open_instance(tmp_path / "dagster", say=lambda m: None) as instance:
+        # the console at ERROR, as `scorehouse run` sets it
+        result = lake_like.execute_in_process(instance=instance, run_config={
+            "loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+        logged = [e for e in instance.all_logs(result.run_id) if e.user_message == said]
+    assert [(e.level, e.step_key) for e in logged] == [(logging.WARNING, "commit")]
+    assert said not in capfd.readouterr().err
