@@ -300,7 +300,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     _writable(home.root)
     _set_env(home, args.source, args.landing)
-    lake_after = args.job == "scorehouse" and settings["warehouse"]["backend"] == "iceberg"
+    from orchestration.jobs import LAKE_FOLLOWS
+
+    # the iceberg backend: the DuckDB file's jobs that score its sample are followed by job lake (everyone; publish)
+    lake_after = args.job in LAKE_FOLLOWS and settings["warehouse"]["backend"] == "iceberg"
     if lake_after and not os.environ.get("SCOREHOUSE_CATALOG"):
         print("error: warehouse.backend iceberg needs the catalog's URL: --catalog postgresql://user@host:port/db "
               "or SCOREHOUSE_CATALOG (docs/scale-out.md)", file=sys.stderr)

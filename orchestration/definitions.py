@@ -15,7 +15,7 @@ from assets.resources import resources_for_env
 from assets.serving import build_publish, build_run_report
 from assets.settings import load_settings
 from orchestration.executors import executor_for
-from orchestration.jobs import build_jobs, build_schedules, due_selection
+from orchestration.jobs import LAKE_FOLLOWS, build_jobs, build_schedules, due_selection
 from orchestration.sensors import build_alert_sensors, build_freshness, build_lake_follower, build_landing_sensor
 from warehouse.db import Home
 
@@ -60,7 +60,7 @@ defs = dg.Definitions(
     sensors=[build_landing_sensor(jobs["scorehouse"], settings["sensors"]["landing_interval_seconds"],
                                   [a.key for a in raw_assets], _due),
              *build_alert_sensors(settings["sensors"]["alert_interval_seconds"]), freshness_sensor,
-             *([build_lake_follower(jobs["lake"], [jobs["scorehouse"], jobs["score"]])] if iceberg else [])],
+             *([build_lake_follower(jobs["lake"], [jobs[j] for j in LAKE_FOLLOWS])] if iceberg else [])],
     resources=resources_for_env(),
     executor=dg.in_process_executor,
 )

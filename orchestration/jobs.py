@@ -40,6 +40,11 @@ def _job(name: str, selection: dg.AssetSelection, description: str) -> dg.Unreso
                                description=description, run_tags=WRITES)
 
 
+# On the iceberg backend these jobs score the DuckDB file's sample: job lake follows each (`scorehouse run` runs it
+# next; with the daemon, sensor lake_after_scoring) to score every customer and publish.
+LAKE_FOLLOWS = ("scorehouse", "score")
+
+
 def build_jobs(model_names: list[str], iceberg: bool = False) -> list[dg.UnresolvedAssetJobDefinition]:
     """Every job of the embedded pipeline (`iceberg`: on the iceberg backend, where they work on the DuckDB file's
     sample of customers and job lake scores and publishes)."""

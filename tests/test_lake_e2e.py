@@ -1,7 +1,8 @@
 """The iceberg backend through the CLI as a user runs it: `scorehouse run --backend iceberg ... --shards 4
 --executor multiprocess` (the embedded run on the DuckDB file's sample, publishing nothing, then job `lake`), its
-scoring shard steps SIGKILLed mid-write, a second lake run's feature shard steps too, a third converging to the
-embedded run's feature tables and scored tables row for row, published from the lake, and a past snapshot date
+scoring shard steps SIGKILLed mid-write, a second lake run's feature shard steps too, the daily scoring's (job
+score, then job lake) converging to the embedded run's feature tables and scored tables row for row, published
+from the lake, and a past snapshot date
 backfilled into the history (a first attempt killed while scoring: BI keeps the last good publish)."""
 
 from __future__ import annotations
@@ -82,10 +83,13 @@ def test_lake_job_on_four_shards_survives_killed_shard_steps_and_equals_the_embe
     killed = _cli("run", "--job", "lake", *flags, home=home, env={"SCOREHOUSE_KILL_AT": "lake_shard"})
     assert killed.returncode == 1, killed.stdout[-3000:] + killed.stderr[-3000:]  # the feature shards this time
     assert not Home.resolve(home).serving.exists()  # nothing half written reached BI
-    rerun = _cli("run", "--job", "lake", *flags, home=home)
+    # the daily scoring (job score): the DuckDB file's sample with the champions, then job lake for everyone
+    rerun = _cli("run", "--job", "score", "--landing", str(landing), *flags, home=home)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert f"Lake tables for {snap} in " in rerun.stdout and "Tables in" not in rerun.stdout  # the lake's, not the file's
-    churn_line = next(line.split() for line in rerun.stdout.splitlines() if line.strip().startswith("scores.churn "))
+    scoring, lake_part = rerun.stdout.split("Then the lake (warehouse.backend iceberg): job 'lake'")
+    assert "Published: by job lake" in scoring and "ml/" not in scoring  # no training
+    assert f"Lake tables for {snap} in " in lake_part and "Tables in" not in lake_part  # the lake's, not the file's
+    churn_line = next(line.split() for line in lake_part.splitlines() if line.strip().startswith("scores.churn "))
 
     lake = Lake(location)
     with connect(tmp_path / "read.duckdb") as con:
