@@ -1,5 +1,6 @@
 """The one Definitions entry point loads, and every asset carries what a user looks at in the UI."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -246,7 +247,7 @@ def test_on_the_iceberg_backend_bi_is_published_from_the_lake_which_follows_each
     features are as of, after each run of the pipeline or the daily scoring (not after `scorehouse run`'s, which
     runs job lake itself)."""
     (tmp_path / "scorehouse.yaml").write_text(f"warehouse:\n  backend: iceberg\n  lake: {{location: {tmp_path}}}\n")
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
     r = subprocess.run([sys.executable, "-c", ICEBERG_DEFS], capture_output=True, text=True, cwd=ROOT, timeout=120,
                        env={**env, "SCOREHOUSE_HOME": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -2,8 +2,8 @@
 --executor multiprocess` (the embedded run on the DuckDB file's sample, publishing nothing, then job `lake`), its
 scoring shard steps SIGKILLed mid-write, a second lake run's feature shard steps too, the daily scoring's (job
 score, then job lake) converging to the embedded run's feature tables and scored tables row for row, published
-from the lake, and a past snapshot date
-backfilled into the history (a first attempt killed while scoring: BI keeps the last good publish)."""
+from the lake, and a past snapshot date backfilled into the history (a first attempt killed while scoring: BI
+keeps the last good publish)."""
 
 from __future__ import annotations
 

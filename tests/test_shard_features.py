@@ -165,4 +165,5 @@ def test_on_the_iceberg_backend_the_duckdb_file_builds_a_sample_stratified_by_sh
     pop = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                if e.asset_key == dg.AssetKey(["features", "population"]))
     assert pop["dagster/row_count"].value == len(first) and pop["customers_known"].value == n
-    assert pop["sample"].value.startswith(f"{len(first):,} of the {n:,} customers, the same share of each of the 4")
+    assert pop["sample"].value.startswith(f"{len(first):,} of the {n:,} customers, the same share of each of the "
+                                          f"{SHARDS} shards")
