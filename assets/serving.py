@@ -12,6 +12,7 @@ import duckdb
 from assets.lifecycle import ModelSpec
 from assets.metadata import frame_md, table_metadata
 from assets.resources import Settings, Warehouse
+from assets.settings import bi_publisher
 from quality.drift import Bands
 from quality.run_report import RunReport, build_report
 from warehouse.serving import publish, published_at, versions
@@ -91,7 +92,7 @@ def build_run_report(specs: list[ModelSpec], published: bool = True) -> dg.Asset
         bands = Bands.from_config(settings.get("monitoring", "drift"))
         with warehouse.connect() as con:
             report = build_report(con, run_id, bands, published_at(warehouse.paths.serving, run_id),
-                                  publisher=None if published else "lake")
+                                  publisher=bi_publisher(settings.get()))
         # on the run itself, so that the Runs list shows it whoever launched the run (CLI, schedule, UI)
         context.instance.add_run_tags(run_id, report.tags())
         for line in report.lines():

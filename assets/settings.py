@@ -701,6 +701,12 @@ def effective(home: str | Path | None = None, source: str | Path | None = None) 
     return Effective(_validate(found, merged, origins), found, origins)
 
 
+def bi_publisher(settings: Mapping[str, Any]) -> str | None:
+    """The job that publishes BI's serving file instead of a run's own `serving/published`: `lake` on the iceberg
+    backend, whose DuckDB file scores only a sample of the customers; None on the embedded default."""
+    return "lake" if settings["warehouse"]["backend"] == "iceberg" else None
+
+
 def load_settings(home: str | Path | None = None, source: str | Path | None = None) -> dict[str, Any]:
     """The effective settings as plain data (what YAML would give: mappings, lists, numbers, text). Read again
     only when a file they come from changed: every asset step asks for them."""

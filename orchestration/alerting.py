@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.serving import KEY as SERVING
+from assets.settings import bi_publisher
 from orchestration.home import recorded_ui_url
 from quality.alert_store import AlertStore
 from quality.alerts import (
@@ -119,7 +120,7 @@ def evaluate_run(instance: dg.DagsterInstance, run_id: str, home: str | Path, se
 
     alerts = []
     if drifted:
-        published = "lake" if settings["warehouse"]["backend"] == "iceberg" else published_in_run(instance, run_id)
+        published = bi_publisher(settings) or published_in_run(instance, run_id)
         alerts.append(drift_alert(drifted, {**info, "published": published, "home": str(home)}))
     if failed:
         alerts.append(check_alert(failed, info))

@@ -210,7 +210,7 @@ def _ui_port(home: Home) -> int:
 
 def _report(home: Home, run_id: str, wait: float = 0.0):
     """The run's report (quality/run_report.py) from the warehouse; None when there is none to read."""
-    from assets.settings import load_settings
+    from assets.settings import bi_publisher, load_settings
     from quality.drift import Bands
     from quality.run_report import build_report
     from warehouse.db import connect
@@ -223,8 +223,7 @@ def _report(home: Home, run_id: str, wait: float = 0.0):
     bands = Bands.from_config(settings["monitoring"]["drift"])
     with connect(home.warehouse, read_only=True, wait_seconds=wait,
                  on_wait=_to_stderr) as con:
-        return build_report(con, run_id, bands, published,
-                            publisher="lake" if settings["warehouse"]["backend"] == "iceberg" else None)
+        return build_report(con, run_id, bands, published, publisher=bi_publisher(settings))
 
 
 def _tag(run_id: str, report) -> None:
