@@ -20,7 +20,7 @@ from assets.settings import SettingsError
 PRELOAD = ["orchestration.definitions", "dagster._core.storage.sqlite_storage",
            "dagster._core.storage.event_log.sqlite", "dagster._core.storage.runs.sqlite",
            "dagster._core.storage.schedules.sqlite", "pyiceberg.catalog.sql", "pyiceberg.io.pyarrow",
-           "xgboost", "sklearn.cluster"]
+           "ml", "xgboost", "sklearn.cluster"]  # ml first: it sets OpenMP's wait policy before xgboost loads it
 FORKSERVER = {"start_method": {"forkserver": {"preload_modules": PRELOAD}}}
 # What a step on another machine needs from the run's environment (secrets stay in env vars, never in config).
 STEP_ENV = ["SCOREHOUSE_HOME", "SCOREHOUSE_SOURCE", "SCOREHOUSE_LANDING", "SCOREHOUSE_CATALOG", "SCOREHOUSE_SETTINGS"]

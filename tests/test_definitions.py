@@ -213,6 +213,19 @@ def test_loading_the_definitions_imports_no_model_library():
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
 
 
+def test_model_libraries_load_openmp_with_sleeping_waits_unless_the_user_chose():
+    """OpenMP reads OMP_WAIT_POLICY once, when XGBoost or scikit-learn first loads it: `ml` sets it first, in
+    every process that trains or scores (the step server's preload included), and keeps a value the user set."""
+    from orchestration.executors import PRELOAD
+
+    assert PRELOAD.index("ml") < PRELOAD.index("xgboost")
+    code = "import os, ml.churn, xgboost; print(os.environ['OMP_WAIT_POLICY'])"
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for env, expected in ((base, "PASSIVE"), ({**base, "OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE")):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip() == expected, (r.stdout, r.stderr)
+
+
 ICEBERG_DEFS = '''
 import dagster as dg
 from orchestration.definitions import defs
