@@ -15,15 +15,13 @@ Secrets (the Slack URL's token, the SMTP password) appear nowhere: not in output
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.commands import SCOREHOUSE
 from tests.receivers import HttpReceiver, SmtpReceiver, closed_url
 
 pytestmark = pytest.mark.e2e
-SCOREHOUSE = str(Path(sys.executable).parent / "scorehouse")
 MODELS = ("churn", "segments", "recommendations", "credit_risk", "clv", "fraud")
 SECRET = "s3cr3t-token"
 PASSWORD = "hunter2-smtp-pass"

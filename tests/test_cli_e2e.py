@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from tests.commands import SCOREHOUSE, clean_env
+
 ROOT = Path(__file__).parents[1]
 DATA = ROOT.parent / "shared" / "data"
-SCOREHOUSE = str(Path(sys.executable).parent / "scorehouse")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data sets not found at {DATA}")
 
 pytestmark = pytest.mark.e2e
 
 
 def scorehouse(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
+    env = clean_env()
     return subprocess.run([SCOREHOUSE, *args, "--home", str(home)] if args[0] != "generate" else [SCOREHOUSE, *args],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.definitions import defs
+from tests.commands import clean_env
 from warehouse.contract import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,9 +261,8 @@ def test_on_the_iceberg_backend_bi_is_published_from_the_lake_which_follows_each
     features are as of, after each run of the pipeline or the daily scoring (not after `scorehouse run`'s, which
     runs job lake itself)."""
     (tmp_path / "scorehouse.yaml").write_text(f"warehouse:\n  backend: iceberg\n  lake: {{location: {tmp_path}}}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
     r = subprocess.run([sys.executable, "-c", ICEBERG_DEFS], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                       env={**env, "SCOREHOUSE_HOME": str(tmp_path)})
+                       env=clean_env(SCOREHOUSE_HOME=str(tmp_path)))
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split("\n")[-4:] == ["SkipReason None None False", "SkipReason None None False",
                                          "RunRequest 2026-06-30 lake True", ""], r.stdout

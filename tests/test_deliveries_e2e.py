@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -25,12 +24,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.commands import SCOREHOUSE, clean_env
 from tests.receivers import HttpReceiver
 from warehouse import features as F
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[1]
-SCOREHOUSE = str(Path(sys.executable).parent / "scorehouse")
 DAYS = [datetime(2026, 7, d, 5, 30) for d in (1, 2, 3, 4)]
 TABLES = {"customers": "customers*.csv", "agencies": "agencies.csv", "managers": "managers.csv",
           "products": "products.csv", "accounts": "accounts.csv", "loans": "loans.csv", "labels": "labels.csv",
@@ -38,8 +37,7 @@ TABLES = {"customers": "customers*.csv", "agencies": "agencies.csv", "managers":
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
-    return subprocess.run([SCOREHOUSE, *args], capture_output=True, text=True, env={**clean, **(env or {})},
+    return subprocess.run([SCOREHOUSE, *args], capture_output=True, text=True, env=clean_env(**(env or {})),
                           cwd=ROOT, timeout=900)
 
 
@@ -294,8 +292,7 @@ def test_a_full_disk_or_a_read_only_home_is_one_line_and_the_next_run_converges(
         mount -o remount,ro {mnt}
         {run} > {tmp_path}/ro.out 2> {tmp_path}/ro.err; echo $? > {tmp_path}/ro.rc
     """
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
-    subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], env=clean, cwd=ROOT, timeout=900,
+    subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], env=clean_env(), cwd=ROOT, timeout=900,
                    check=True)
 
     def result(name: str) -> tuple[int, str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from assets.models import SPECS
 from assets.settings import source_config
 from orchestration.home import open_instance
+from tests.commands import SCOREHOUSE, clean_env
 from tests.lakes import assert_same, frame, new_lake
 from warehouse import features as F
 from warehouse import shard_features as S
@@ -29,13 +29,11 @@ from warehouse.lake import Lake
 from warehouse.synthetic import generate_bank
 
 pytestmark = pytest.mark.e2e
-SCOREHOUSE = str(Path(sys.executable).parent / "scorehouse")
 
 
 def _cli(*args: str, home: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
     return subprocess.run([SCOREHOUSE, *args, "--home", str(home)], capture_output=True, text=True,
-                          env={**clean, **(env or {})}, timeout=900)
+                          env=clean_env(**(env or {})), timeout=900)
 
 
 def _manifest_runs(home: Path) -> set[str]:

@@ -23,12 +23,12 @@ import pandas as pd
 import pytest
 
 from tests.bi_reader import read_once
+from tests.commands import SCOREHOUSE, clean_env
 from tests.receivers import HttpReceiver
 from warehouse.failpoints import POINTS
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[1]
-SCOREHOUSE = str(Path(sys.executable).parent / "scorehouse")
 READER = str(Path(__file__).with_name("bi_reader.py"))
 MODEL_POINTS = ("registered", "approved")  # test_a_run_killed_between_training_and_promotion_promotes_nothing
 MARKER = "Zephyrine-Quillfeather"  # a surname no code path would print by chance
@@ -41,9 +41,8 @@ PER_RUN = {"ml.model_runs"}
 
 
 def cli(*args: str, home: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
     cmd = [SCOREHOUSE, *args] if args[0] == "generate" else [SCOREHOUSE, *args, "--home", str(home)]
-    return subprocess.run(cmd, capture_output=True, text=True, env={**clean, **(env or {})}, cwd=ROOT, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, env=clean_env(**(env or {})), cwd=ROOT, timeout=900)
 
 
 def q(path: Path, sql: str):
@@ -212,9 +211,8 @@ def test_serving_file_stays_whole_and_readable_through_every_kill(killed):
 def test_two_runs_of_one_home_at_once_run_one_after_the_other(bank, killed):
     root, _ = bank
     home = killed["home"]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
     cmd = [SCOREHOUSE, "run", "--job", "ingest", "--landing", str(root / "landing"), "--home", str(home)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean, cwd=ROOT)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(), cwd=ROOT)
              for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs

@@ -5,7 +5,6 @@ each value came from."""
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 import typing
@@ -25,6 +24,7 @@ from assets.settings import (
     source_config,
 )
 from ml import churn, clv, credit_risk, recommend, segments
+from tests.commands import clean_env
 from warehouse.sources import SourceConfigError
 
 ROOT = Path(__file__).parents[1]
@@ -33,9 +33,8 @@ SYNTHETIC = ROOT / "warehouse" / "sources" / "synthetic.yaml"
 
 
 def scorehouse(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
     return subprocess.run([str(BIN / "scorehouse"), *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**clean, **(env or {})}, timeout=300)
+                          env=clean_env(**(env or {})), timeout=300)
 
 
 def home_with(tmp_path: Path, text: str) -> Path:
@@ -112,9 +111,8 @@ def test_settings_command_shows_each_value_and_where_it_came_from(tmp_path, monk
 
 def test_the_definitions_do_not_load_with_a_bad_home_config(tmp_path):
     home = home_with(tmp_path, "schedules:\n  daily_scoring: {cron: daily}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
     r = subprocess.run([sys.executable, "-c", "import orchestration.definitions"], capture_output=True, text=True,
-                       cwd=ROOT, env={**env, "SCOREHOUSE_HOME": str(home)}, timeout=300)
+                       cwd=ROOT, env=clean_env(SCOREHOUSE_HOME=str(home)), timeout=300)
     assert r.returncode != 0
     assert (f"SettingsError: {home}/scorehouse.yaml: schedules.daily_scoring.cron: expected a cron expression of "
             "5 fields") in r.stderr, r.stderr[-3000:]

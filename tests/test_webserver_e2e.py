@@ -22,6 +22,7 @@ import requests
 
 from orchestration.cli import _launched_by
 from orchestration.home import STORAGE_DBS
+from tests.commands import clean_env
 from tests.receivers import HttpReceiver
 
 ROOT = Path(__file__).parents[1]
@@ -74,11 +75,6 @@ def gql(url: str, query: str, variables: dict | None = None) -> dict:
     body = r.json()
     assert "errors" not in body, body
     return body["data"]
-
-
-def clean_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOREHOUSE_", "DAGSTER_"))}
-    return {**env, **extra}
 
 
 class Ui:
