@@ -120,6 +120,13 @@ Free-form keys are not checked against anything: feature columns in `features.ra
 `serving.shareable`, and the metric names of a gate (a misspelt metric under `min`/`max` fails the gate,
 naming it; under `not_worse_than_champion` it is not compared).
 
+## Threads
+
+DuckDB uses `warehouse.threads` (null: every core); model fits use their own `threads` where they have one.
+XGBoost's and scikit-learn's OpenMP threads sleep while they wait for each other (`OMP_WAIT_POLICY=PASSIVE`,
+which Scorehouse sets unless the environment already does): spinning took a core from whatever else the
+machine was running for no gain ([benchmarks/RESULTS.md](../benchmarks/RESULTS.md)).
+
 ## Reference: every setting and its default
 
 ```yaml
