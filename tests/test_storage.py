@@ -1,6 +1,8 @@
 """A home's Dagster storage: Dagster's SQLite files, written through connections kept open
 (orchestration/storage.py), and read back by Dagster's own SQLite storage the same."""
 
+import logging
+
 import dagster as dg
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
@@ -40,10 +42,6 @@ def test_runs_written_through_open_connections_read_the_same_with_dagsters_own_s
 def test_a_libraries_warning_in_a_step_goes_to_the_runs_event_log_not_the_terminal(tmp_path, capfd):
     """pyiceberg warns when a shard step's catalog commit is retried after another's: the home's dagster.yaml makes
     that a warning of the step in the run's event log (the UI shows it), not a stray line on the terminal."""
-    import logging
-
-    import dagster as dg
-
     said = "Commit failed due to a concurrent update, retrying (1/4) in 103 ms"
 
     @dg.op
