@@ -23,8 +23,7 @@ def materialized(tmp_path_factory):
     counts = generate_bank(landing, customers=800, seed=5)
     resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source="synthetic", landing=str(landing)),
                  "settings": Settings(home=str(home), source="synthetic")}
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([*raw_assets, *feature_assets], resources=resources, instance=instance)
+    result = dg.materialize([*raw_assets, *feature_assets], resources=resources)  # an in-memory instance
     return result, resources, counts, landing, home
 
 
@@ -142,9 +141,7 @@ def test_a_snapshot_before_every_transaction_says_how_to_fix_it(tmp_path):
                    "tables:\n  transactions:\n    path: transactions.csv\n")
     resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source=str(cfg), landing=str(landing)),
                  "settings": Settings(home=str(home), source=str(cfg))}
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([*raw_assets, *feature_assets], resources=resources, instance=instance,
-                                raise_on_error=False)
+    result = dg.materialize([*raw_assets, *feature_assets], resources=resources, raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert failure.step_key == "features__population"

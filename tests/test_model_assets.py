@@ -20,8 +20,10 @@ def materialize(landing, home, job: str = "scorehouse") -> dg.ExecuteInProcessRe
     resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source="synthetic", landing=str(landing)),
                  "settings": Settings(home=str(home), source="synthetic")}
     job = defs.resolve_job_def(job)
-    with dg.instance_for_test() as instance:
-        return job.execute_in_process(instance=instance, resources=resources, raise_on_error=False)
+    # Dagster's in-memory instance (what dg.materialize uses by default): these tests read the run's result and the
+    # warehouse. A SQLite instance (dg.instance_for_test) spent ~20 s of this module on its event log alone (an
+    # engine, a connection and a commit per event); the home's own storage is the CLI's, tested end to end.
+    return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), resources=resources, raise_on_error=False)
 
 
 def q(home, sql):
@@ -315,8 +317,7 @@ def _champion_alone(home) -> dg.ExecuteInProcessResult:
     champion = next(a for a in defs.assets if getattr(a, "key", None) == dg.AssetKey(["ml", "churn_champion"]))
     resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source="synthetic", landing=str(home)),
                  "settings": Settings(home=str(home), source="synthetic")}
-    with dg.instance_for_test() as instance:
-        return dg.materialize([champion], resources=resources, instance=instance)
+    return dg.materialize([champion], resources=resources)
 
 
 @pytest.mark.parametrize("left_by_a_killed_run", ["challenger", "approved"])

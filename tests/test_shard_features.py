@@ -144,8 +144,7 @@ def test_on_the_iceberg_backend_the_duckdb_file_builds_a_sample_stratified_by_sh
     seen = []
     for _ in range(2):
         shutil.copy(db, home / "warehouse.duckdb")
-        with dg.instance_for_test() as instance:
-            result = dg.materialize(feature_assets, resources=resources, instance=instance)
+        result = dg.materialize(feature_assets, resources=resources)
         assert result.success
         with connect(home / "warehouse.duckdb", read_only=True) as con:
             seen.append(frame(con, "customer_features"))
