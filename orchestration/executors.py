@@ -19,7 +19,8 @@ from assets.settings import SettingsError
 # them again (the per-shard overhead, benchmarks/RESULTS.md).
 PRELOAD = ["orchestration.definitions", "dagster._core.storage.sqlite_storage",
            "dagster._core.storage.event_log.sqlite", "dagster._core.storage.runs.sqlite",
-           "dagster._core.storage.schedules.sqlite", "pyiceberg.catalog.sql", "pyiceberg.io.pyarrow",
+           "dagster._core.storage.schedules.sqlite", "dagster._core.secrets.env_file", "pyiceberg.catalog.sql",
+           "pyiceberg.io.pyarrow", "psycopg2", "psycopg2.extras", "upath",  # the catalog's driver, the lake's paths
            "ml", "xgboost", "sklearn.cluster"]  # ml first: it sets OpenMP's wait policy before xgboost loads it
 FORKSERVER = {"start_method": {"forkserver": {"preload_modules": PRELOAD}}}
 # What a step on another machine needs from the run's environment (secrets stay in env vars, never in config).
