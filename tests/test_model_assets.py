@@ -20,10 +20,10 @@ def materialize(landing, home, job: str = "scorehouse") -> dg.ExecuteInProcessRe
     resources = {"warehouse": Warehouse(home=str(home)), "source": Source(source="synthetic", landing=str(landing)),
                  "settings": Settings(home=str(home), source="synthetic")}
     job = defs.resolve_job_def(job)
-    # Dagster's in-memory instance (what dg.materialize uses by default): these tests read the run's result and the
-    # warehouse. A SQLite instance (dg.instance_for_test) spent ~20 s of this module on its event log alone (an
-    # engine, a connection and a commit per event); the home's own storage is the CLI's, tested end to end.
-    return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), resources=resources, raise_on_error=False)
+    # No instance given: Dagster's in-memory one. These tests read the run's result and the warehouse; a SQLite
+    # instance (dg.instance_for_test) spent ~20 s of this module on its event log alone (an engine, a connection
+    # and a commit per event). The home's own storage is the CLI's, tested end to end.
+    return job.execute_in_process(resources=resources, raise_on_error=False)
 
 
 def q(home, sql):

@@ -24,16 +24,15 @@ from assets.settings import (
     source_config,
 )
 from ml import churn, clv, credit_risk, recommend, segments
-from tests.commands import clean_env
+from tests.commands import SCOREHOUSE, clean_env
 from warehouse.sources import SourceConfigError
 
 ROOT = Path(__file__).parents[1]
-BIN = Path(sys.executable).parent
 SYNTHETIC = ROOT / "warehouse" / "sources" / "synthetic.yaml"
 
 
 def scorehouse(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "scorehouse"), *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([SCOREHOUSE, *args], capture_output=True, text=True, cwd=ROOT,
                           env=clean_env(**(env or {})), timeout=300)
 
 

@@ -22,11 +22,10 @@ import requests
 
 from orchestration.cli import _launched_by
 from orchestration.home import STORAGE_DBS
-from tests.commands import clean_env
+from tests.commands import SCOREHOUSE, clean_env
 from tests.receivers import HttpReceiver
 
 ROOT = Path(__file__).parents[1]
-BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +86,7 @@ class Ui:
         self.log_path = tmp / f"ui-{self.port}.log"
         self.log = self.log_path.open("w+b")
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([str(BIN / "scorehouse"), "ui", "--home", str(home), "--port", str(self.port),
+        self.proc = subprocess.Popen([SCOREHOUSE, "ui", "--home", str(home), "--port", str(self.port),
                                       *args], cwd=ROOT, env=env or clean_env(), stdout=self.log,
                                      stderr=subprocess.STDOUT)
         self.children: list[psutil.Process] = []
@@ -139,7 +138,7 @@ class Ui:
 
 def test_ui_serves_graph_shows_cli_runs_runs_job_alerts_with_links_and_stops_cleanly(tmp_path, relax_gates):
     landing, home = tmp_path / "landing", tmp_path / "home"
-    subprocess.run([str(BIN / "scorehouse"), "generate", "--customers", "300", "--out", str(landing)],
+    subprocess.run([SCOREHOUSE, "generate", "--customers", "300", "--out", str(landing)],
                    check=True, capture_output=True)
     # 300 customers cannot support the production gates (e.g. churn AUC >= 0.80 on a ~60-customer holdout):
     # this test is about the UI, so its home relaxes them the way a user would, in <home>/scorehouse.yaml.
@@ -149,7 +148,7 @@ def test_ui_serves_graph_shows_cli_runs_runs_job_alerts_with_links_and_stops_cle
     with (home / "scorehouse.yaml").open("a") as f:
         f.write("features:\n  ranges:\n    age: [200, 300]\nsensors:\n  alert_interval_seconds: 1\n")
 
-    cli = subprocess.run([str(BIN / "scorehouse"), "run", "--home", str(home), "--landing", str(landing)],
+    cli = subprocess.run([SCOREHOUSE, "run", "--home", str(home), "--landing", str(landing)],
                          capture_output=True, text=True, env=clean_env(), cwd=ROOT, timeout=900)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     cli_run = next(line.split()[1].rstrip(":") for line in cli.stdout.splitlines() if line.startswith("Run "))
@@ -239,7 +238,7 @@ def test_ui_serves_graph_shows_cli_runs_runs_job_alerts_with_links_and_stops_cle
 
         # The CLI, which cannot know whether or where a UI runs, links to the address the UI recorded in the home.
         assert (home / "dagster" / "ui_url").read_text().strip() == url
-        test = subprocess.run([str(BIN / "scorehouse"), "alerts", "test", "--home", str(home)], capture_output=True,
+        test = subprocess.run([SCOREHOUSE, "alerts", "test", "--home", str(home)], capture_output=True,
                               text=True, cwd=ROOT, timeout=120,
                               env=clean_env(SCOREHOUSE_ALERT_WEBHOOK_URL=hook.url()))
         assert test.returncode == 0, test.stdout + test.stderr
@@ -310,7 +309,7 @@ def test_ui_reports_storage_it_cannot_repair(tmp_path):
     with sqlite3.connect(db) as con:
         con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
         con.execute("INSERT INTO alembic_version VALUES ('aaaaaaaaaaaa'), ('bbbbbbbbbbbb')")
-    r = subprocess.run([str(BIN / "scorehouse"), "ui", "--home", str(home), "--port", str(free_port())],
+    r = subprocess.run([SCOREHOUSE, "ui", "--home", str(home), "--port", str(free_port())],
                        capture_output=True, text=True, env=clean_env(), cwd=ROOT, timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"error: {db}" in r.stderr and "aaaaaaaaaaaa" in r.stderr, r.stderr
