@@ -139,20 +139,28 @@ def _rows(db: Path, sql: str):
         return con.execute(sql).fetchall()
 
 
-def _good_delivery(tmp_path: Path):
-    """A landing folder with the good files, ingested: what every bad file arrives after."""
-    landing, db = tmp_path / "landing", tmp_path / "w.duckdb"
-    landing.mkdir()
+@pytest.fixture(scope="module")
+def ingested_once(tmp_path_factory) -> Path:
+    """A landing folder with the good files and its warehouse, ingested once for the module."""
+    root = tmp_path_factory.mktemp("good")
+    (root / "landing").mkdir()
     for name, text in GOOD.items():
-        (landing / name).write_text(text)
-    source = _source(tmp_path)
-    _ingest(db, source, landing)
-    return landing, db, source
+        (root / "landing" / name).write_text(text)
+    _ingest(root / "w.duckdb", _source(root), root / "landing")
+    return root
+
+
+def _good_delivery(tmp_path: Path, ingested: Path):
+    """A copy of the good delivery, ingested (files with their times, so the ledger sees them unchanged): what
+    every bad file arrives after."""
+    shutil.copytree(ingested / "landing", tmp_path / "landing")
+    shutil.copy(ingested / "w.duckdb", tmp_path / "w.duckdb")
+    return tmp_path / "landing", tmp_path / "w.duckdb", _source(tmp_path)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.file for c in CASES])
-def test_bad_file_is_rejected_or_quarantined_and_counts_reconcile(corpus, tmp_path, case):
-    landing, db, source = _good_delivery(tmp_path)
+def test_bad_file_is_rejected_or_quarantined_and_counts_reconcile(corpus, ingested_once, tmp_path, case):
+    landing, db, source = _good_delivery(tmp_path, ingested_once)
     table = case.file.split("_")[0]
     cols = ", ".join(f'"{c}"' for (c,) in _rows(db, f"SELECT column_name FROM (DESCRIBE raw.{table}) "
                                                    "WHERE column_name <> '_ingested_at'"))
@@ -180,8 +188,8 @@ def test_bad_file_is_rejected_or_quarantined_and_counts_reconcile(corpus, tmp_pa
     assert _rows(db, f"SELECT {cols} FROM raw.{table} WHERE _source_file = '{table}.csv' ORDER BY ALL") == good
 
 
-def test_a_changed_file_that_turns_unreadable_keeps_its_earlier_rows(tmp_path):
-    landing, db, source = _good_delivery(tmp_path)
+def test_a_changed_file_that_turns_unreadable_keeps_its_earlier_rows(ingested_once, tmp_path):
+    landing, db, source = _good_delivery(tmp_path, ingested_once)
     (landing / "customers.csv").write_text(GOOD["customers.csv"].replace(",", ";"))  # the next export is broken
     report = _ingest(db, source, landing)["customers"]
     assert "is the separator ';'" in report.errors[0]
