@@ -39,7 +39,7 @@ def main(serving: str, stop: str, out: str) -> None:
             f.flush()
             if last:
                 return
-            time.sleep(0.02)  # a dashboard polls; it does not spin
+            time.sleep(0.05)  # a dashboard polls; it does not spin
 
 
 if __name__ == "__main__":
