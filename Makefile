@@ -34,12 +34,13 @@ demo: bytecode
 		$(BIN)/scorehouse generate --customers $(CUSTOMERS) --fraud-rate 0.02 --manager-effect 1 --out $(HOME_DIR)/landing
 	$(BIN)/scorehouse run --source synthetic --landing $(HOME_DIR)/landing --home $(HOME_DIR)
 
-# Two workers, a test module each at a time (module fixtures stay in one process): most of a test's time is
-# one-threaded Python (imports, Dagster's bookkeeping), which left one of the two cores idle. Modules in the order
+# Three workers on this 2-core machine, a test module each at a time (module fixtures stay in one process): most of
+# a test's time is one-threaded Python, and a worker waits while its CLI run, webserver or PostgreSQL works; with two
+# workers the cores stood idle ~6% of the suite, with three ~1.5% (benchmarks/RESULTS.md). Modules in the order
 # tests/conftest.py gives them (the longest first), not xdist's (the most tests first).
 test: bytecode postgres
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
 # The iceberg backend's tests start a PostgreSQL server of their own (tests/postgres.py): Debian's package is
 # installed where it is missing (as root, else through sudo).

@@ -33,7 +33,7 @@ def postgres_url():
 
 
 # The longest modules (measured: test_webserver_e2e alone takes two minutes of a worker), started first: pytest-xdist
-# hands whole modules (--dist loadfile) to its two workers in collection order, and a long module collected last
+# hands whole modules (--dist loadfile) to its workers in collection order, and a long module collected last
 # kept one worker busy for minutes after the other had finished.
 LONGEST_FIRST = ("test_lake_e2e", "test_reliability_e2e", "test_cli_e2e", "test_model_assets", "test_webserver_e2e",
                  "test_alerts_e2e", "test_deliveries_e2e", "test_ml_fraud")
