@@ -124,7 +124,7 @@ def _csv_args(spec: ReadSpec, encoding: str, types: dict[str, str] | None = None
     args = [
         typing, f"delim='{sep}'", f"quote='{q}'", f"escape='{q}'", f"header={str(spec.header).lower()}",
         f"skip={spec.skip_rows}", f"encoding='{encoding}'", "ignore_errors=true", "store_rejects=true",
-        "null_padding=false", f"max_line_size={MAX_LINE}",
+        "null_padding=false", f"max_line_size={MAX_LINE}", f"buffer_size={BUFFER}",
         f"compression='{'gzip' if spec.compression == 'gzip' else 'none'}'",
     ]
     if spec.columns and types is None:
@@ -518,6 +518,10 @@ def _stage_xlsx(con: duckdb.DuckDBPyConnection, path: Path, spec: ReadSpec, tabl
 
 OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")  # an encrypted .xlsx is an OLE file holding "EncryptedPackage"
 MAX_LINE = 10_000_000  # bytes (DuckDB max_line_size): a longer line is a field with no closing quote
+# DuckDB's read buffer, by default 16 x max_line_size (160 MB): a compressed file cannot be read in part, so every
+# bind of a .gz file (the sniff of its header, each query over it) decompressed 160 MB first. Two lines' worth is
+# what a buffer must hold; big plain files read as fast or faster in the smaller buffers (benchmarks/RESULTS.md).
+BUFFER = 2 * MAX_LINE
 
 
 def _csv_problem(path: Path, e: Exception) -> str:
